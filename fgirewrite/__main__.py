@@ -1,0 +1,3 @@
+from fgirewrite.cli import main
+
+main()

@@ -1,0 +1,240 @@
+"""The ``fgirewrite`` command line.
+
+``fgirewrite PATH...`` is ``fgirewrite rewrite PATH...``: the default command.
+Exit codes: 0 nothing to do or all done; 1 changes pending (``--check``) or a Function class
+left unrewritten; 2 an error (a path, a file that cannot be read, parsed or written).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from enum import Enum
+from pathlib import Path
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from fgirewrite import __version__, files, runner
+from fgirewrite.reasons import REASONS
+from fgirewrite.surrogate import Skip, Surrogate
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+class _DefaultToRewrite(TyperGroup):
+    """Treat ``fgirewrite PATH...`` as ``fgirewrite rewrite PATH...``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h",
+                                                                     "--version"):
+            args = ["rewrite", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=_DefaultToRewrite,
+    add_completion=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Rewrite torch.autograd.Function surrogate gradients into inline forward gradient "
+    "injection (FGI), and prove each rewrite gradient-equivalent.\n\n"
+    "`fgirewrite PATH...` is short for `fgirewrite rewrite PATH...`.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fgirewrite {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Show the version and exit."),
+) -> None:
+    """fgirewrite: surrogate-gradient Functions to inline FGI."""
+
+
+class Mode(str, Enum):
+    diff = "diff"
+    check = "check"
+    write = "write"
+
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _status(finding: Surrogate | Skip, mode: Mode, outcome: runner.Outcome) -> str:
+    if isinstance(finding, Skip):
+        return "failed" if finding.code == "verification-failed" else "skipped"
+    if mode is Mode.write:
+        return "rewritten" if outcome.written else "not-written"
+    return "would-rewrite"
+
+
+def _finding_line(finding: Surrogate | Skip, status: str, function: str | None) -> str:
+    if isinstance(finding, Skip):
+        verb = "not rewritten (verification failed)" if status == "failed" else "skipped"
+        return f"{finding.location}: {verb}: {finding.name} [{finding.code}] {finding.message}"
+    verb = {"rewritten": "rewrote", "would-rewrite": "would rewrite",
+            "not-written": "not written"}[status]
+    grads = ", ".join(f"d/d{g.param} = {g.derivative}" for g in finding.gradients)
+    return f"{finding.location}: {verb}: {finding.name} as {function}() ({grads})"
+
+
+def _progress(total: int):
+    if total < 50 or not sys.stderr.isatty():
+        return None
+
+    def show(done: int, of: int) -> None:
+        sys.stderr.write(f"\rfgirewrite: {done}/{of} files")
+        if done == of:
+            sys.stderr.write("\r" + " " * 40 + "\r")
+        sys.stderr.flush()
+
+    return show
+
+
+@app.command("rewrite")
+def rewrite_command(
+    paths: list[Path] = typer.Argument(..., help="Python files or directories (recursive).",
+                                       show_default=False),
+    check: bool = typer.Option(False, "--check",
+                               help="Write nothing; exit 1 if anything would change or a "
+                               "Function class would be left unrewritten. For CI and "
+                               "pre-commit."),
+    diff: bool = typer.Option(False, "--diff",
+                              help="Print a unified diff and write nothing (the default)."),
+    write: bool = typer.Option(False, "--write",
+                               help="Rewrite files in place, atomically, after verifying each "
+                               "rewrite."),
+    verify: bool = typer.Option(True, "--verify/--no-verify",
+                                help="With --write: verify each rewrite numerically first "
+                                "(runs the imports and definitions the surrogate needs, never "
+                                "the rest of the file). --no-verify writes unverified."),
+    output_format: Format = typer.Option(Format.text, "--output-format",
+                                         help="How findings are listed on stdout."),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes; 0 chooses."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and the summary."),
+) -> None:
+    """Find surrogate Functions in PATHs and rewrite them into inline FGI.
+
+    The default mode is --diff: show what would change, write nothing. Static modes
+    (--diff, --check) never import or execute the files they read.
+    """
+    if sum((check, diff, write)) > 1:
+        _err("fgirewrite: error: choose one of --check, --diff and --write")
+        raise typer.Exit(EXIT_ERROR)
+    mode = Mode.check if check else Mode.write if write else Mode.diff
+    errors: list[tuple[str, str]] = []
+    found = list(files.python_files(paths, errors))
+    outcomes = runner.process_all(found, jobs, _progress(len(found)))
+
+    if mode is Mode.write:
+        try:
+            for outcome in outcomes:
+                if outcome.changed and verify:
+                    runner.verify_and_refuse(outcome)
+                if outcome.changed:
+                    runner.write(outcome)
+        except KeyboardInterrupt:
+            _err("fgirewrite: interrupted; files already written are complete, "
+                 "the rest untouched")
+            raise typer.Exit(130) from None
+
+    errors += [(o.path, o.error) for o in outcomes if o.error]
+    rows = []
+    for outcome in outcomes:
+        for finding in outcome.findings:
+            status = _status(finding, mode, outcome)
+            function = outcome.rewrite.names.get(finding.name) if outcome.rewrite else None
+            rows.append((outcome, finding, status, function))
+
+    if output_format is Format.json:
+        typer.echo(json.dumps(_json(rows, outcomes, errors, mode), indent=2))
+    else:
+        stream_err = mode is Mode.diff
+        for _outcome, finding, status, function in rows:
+            if quiet and status != "failed":
+                continue
+            typer.echo(_finding_line(finding, status, function), err=stream_err)
+        if mode is Mode.diff:
+            for outcome in outcomes:
+                if outcome.changed:
+                    sys.stdout.write(outcome.diff())
+    for path, message in errors:
+        _err(f"{path}: error: {message}")
+    _err(_summary(rows, outcomes, errors, mode))
+
+    left = any(status in ("skipped", "failed") for _, _, status, _ in rows)
+    pending = mode is Mode.check and any(o.changed for o in outcomes)
+    if errors:
+        raise typer.Exit(EXIT_ERROR)
+    raise typer.Exit(EXIT_FINDINGS if left or pending else EXIT_OK)
+
+
+def _summary(rows: list, outcomes: list[runner.Outcome], errors: list, mode: Mode) -> str:
+    rewritten = [r for r in rows if r[2] in ("rewritten", "would-rewrite")]
+    files_changed = {r[0].path for r in rewritten}
+    verb = "rewrote" if mode is Mode.write else "would rewrite"
+    text = (f"fgirewrite: {verb} {len(rewritten)} surrogate{'s' * (len(rewritten) != 1)} in "
+            f"{len(files_changed)} file{'s' * (len(files_changed) != 1)}")
+    skipped = Counter(r[1].code for r in rows if r[2] in ("skipped", "failed"))
+    if skipped:
+        reasons = ", ".join(f"{code} ({n})" for code, n in skipped.most_common())
+        text += f"; {sum(skipped.values())} left as they are: {reasons}"
+    text += f"; {len(errors)} error{'s' * (len(errors) != 1)}; {len(outcomes)} files checked"
+    return text
+
+
+def _json(rows: list, outcomes: list[runner.Outcome], errors: list, mode: Mode) -> dict:
+    findings = []
+    for outcome, finding, status, function in rows:
+        item = {
+            "path": outcome.path,
+            "line": finding.location.line,
+            "column": finding.location.column,
+            "class": finding.name,
+            "status": status,
+        }
+        if isinstance(finding, Skip):
+            item.update(code=finding.code, message=finding.message)
+        else:
+            item["function"] = function
+            item["gradients"] = {g.param: g.derivative for g in finding.gradients}
+        findings.append(item)
+    return {
+        "version": 1,
+        "mode": mode.value,
+        "findings": findings,
+        "errors": [{"path": p, "message": m} for p, m in errors],
+        "files": {"checked": len(outcomes), "changed": sum(o.changed for o in outcomes)},
+    }
+
+
+@app.command("explain")
+def explain_command(
+    code: str = typer.Argument(None, help="A reason code; all of them if omitted."),
+) -> None:
+    """Explain the reason codes for Function classes left untouched."""
+    if code is not None and code not in REASONS:
+        _err(f"fgirewrite: error: unknown reason code {code!r}")
+        raise typer.Exit(EXIT_ERROR)
+    for name, text in REASONS.items():
+        if code in (None, name):
+            typer.echo(f"{name:28s}{text}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,117 @@
+"""Code generation: a ``Surrogate`` in, the source of its FGI function out.
+
+The generated function keeps the forward's signature and runs the forward verbatim under
+``torch.no_grad()``. When a gradient can be asked for, it builds, for each differentiable
+input, a zero-valued tensor whose derivative is that input's surrogate gradient (the
+backward's own expression applied to ``_fgi_delta``) and injects it with ``_fgi_inject``,
+which keeps every forward value bit for bit.
+"""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+from functools import cache
+from pathlib import Path
+
+import libcst as cst
+
+from fgirewrite.surrogate import GRAD, Surrogate
+
+RUNTIME_NAMES = ("_fgi_needs_grad", "_fgi_delta", "_fgi_inject")
+
+
+@cache
+def runtime_source() -> str:
+    """The helper functions of ``_runtime.py``, as copied into rewritten files.
+
+    Read from the source file, so static rewriting never imports torch.
+    """
+    text = (Path(__file__).parent / "_runtime.py").read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    functions = [n for n in ast.parse(text).body if isinstance(n, ast.FunctionDef)]
+    assert tuple(f.name for f in functions) == RUNTIME_NAMES
+    return "\n\n".join("".join(lines[f.lineno - 1 : f.end_lineno]) for f in functions)
+
+
+def _entry(s: Surrogate, param: str) -> str:
+    return next((fresh for fresh, p in s.snapshots if p == param), param)
+
+
+class _Substitute(cst.CSTTransformer):
+    def __init__(self, name: str):
+        self.name = name
+
+    def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.Name:
+        return cst.Name(self.name) if updated.value == GRAD else updated
+
+
+def injected_terms(s: Surrogate) -> list[str]:
+    """Each gradient's template applied to its input's zero."""
+    module = cst.Module([])
+    return [
+        module.code_for_node(cst.parse_expression(g.template).visit(_Substitute(g.delta)))
+        for g in s.gradients
+    ]
+
+
+def _annotated(params: str) -> str:
+    """Give literal defaults a type so TorchScript does not take the parameter for a Tensor."""
+    if not params:
+        return params
+    node = cst.parse_statement(f"def _({params}): pass\n")
+    assert isinstance(node, cst.FunctionDef)
+    kinds = {cst.Float: "float", cst.Integer: "int"}
+    changed = []
+    for param in node.params.params:
+        kind = kinds.get(type(param.default)) if param.annotation is None else None
+        if kind is None and isinstance(param.default, cst.Name) and param.default.value in (
+            "True", "False") and param.annotation is None:
+            kind = "bool"
+        if kind is not None:
+            param = param.with_changes(
+                annotation=cst.Annotation(cst.Name(kind)),
+                equal=cst.AssignEqual(cst.SimpleWhitespace(" "), cst.SimpleWhitespace(" ")),
+            )
+        changed.append(param)
+    return cst.Module([]).code_for_node(node.params.with_changes(params=changed))
+
+
+def function_source(s: Surrogate, name: str) -> str:
+    """The FGI function for a surrogate, as a top-level ``def``."""
+    indent = "    "
+    lines = [f"def {name}({_annotated(s.params)}):"]
+    lines.append(
+        f'{indent}"""`{s.name.split(".")[-1]}` as forward gradient injection '
+        '(rewritten by fgirewrite).\n\n'
+        f"{indent}Same forward values; the gradient of the original backward flows inline.\n"
+        f'{indent}"""'
+    )
+    for fresh, param in s.snapshots:
+        lines.append(f"{indent}{fresh} = {param}")
+    lines.append(f"{indent}with torch.no_grad():")
+    lines.append(textwrap.indent(s.forward.rstrip("\n"), indent * 2))
+    lines.append(f"{indent}if _fgi_needs_grad():")
+    for g in s.gradients:
+        lines.append(f"{indent * 2}{g.delta} = _fgi_delta({_entry(s, g.param)}, {s.output})")
+    for tensor in s.detach:
+        lines.append(f"{indent * 2}{tensor} = {tensor}.detach()")
+    if s.prelude:
+        lines.append(textwrap.indent(s.prelude.rstrip("\n"), indent * 2))
+    terms = ", ".join(injected_terms(s))
+    lines.append(f"{indent * 2}{s.output} = _fgi_inject({s.output}, [{terms}])")
+    lines.append(f"{indent}return {s.output}")
+    return "\n".join(lines) + "\n"
+
+
+def compile_surrogate(s: Surrogate, namespace: dict, name: str | None = None):
+    """Execute the generated function in ``namespace`` (with the runtime helpers) and return it."""
+    from fgirewrite import _runtime
+
+    name = name or "_fgi_" + s.name.replace(".", "_").replace("<locals>", "locals")
+    for helper in _runtime.HELPERS:
+        namespace.setdefault(helper.__name__, helper)
+    namespace.setdefault("torch", __import__("torch"))
+    code = compile(function_source(s, name), f"<fgirewrite {s.name}>", "exec")
+    exec(code, namespace)  # noqa: S102 - the code is generated from the surrogate
+    return namespace[name]

@@ -1,0 +1,313 @@
+"""Extraction: a Function class in, a ``Surrogate`` (or a ``Skip`` with its reason) out.
+
+``forward.py`` reads the forward (kept verbatim) and what it stores on ctx; ``symbolic.py``
+evaluates setup_context and the backward, proving the returned gradients linear and
+elementwise in grad_output; ``rules.py`` holds the tables of operations both rely on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from fgirewrite.codegen import RUNTIME_NAMES
+from fgirewrite.discover import ClassSite, ModuleInfo
+from fgirewrite.extract.forward import Forward, assigned_names, read_forward
+from fgirewrite.extract.symbolic import (
+    GRAD,
+    Const,
+    Ctx,
+    Evaluator,
+    Lin,
+    Names,
+    Seq,
+    State,
+    Unsupported,
+    as_const,
+    names_in,
+)
+from fgirewrite.surrogate import Gradient, Location, Skip, Surrogate
+
+PROTOCOL = frozenset({"forward", "backward", "setup_context", "jvp", "vmap"})
+
+
+class _Snippet:
+    """Source lines parsed on their own, with positions mapped back to the file."""
+
+    def __init__(self, text: str, first_line: int, indented: bool):
+        self.offset = first_line - 1
+        if indented:
+            text, self.offset = "if 1:\n" + text, self.offset - 1
+        wrapper = MetadataWrapper(cst.parse_module(text), unsafe_skip_copy=True)
+        self.module = wrapper.module
+        self.positions = wrapper.resolve(PositionProvider)
+        body = self.module.body[0]
+        self.node = body.body.body[0] if indented else body  # type: ignore[union-attr]
+
+    def locate(self, node: cst.CSTNode | None, path: str) -> Location | None:
+        if node is None or node not in self.positions:
+            return None
+        start = self.positions[node].start
+        return Location(path, start.line + self.offset, start.column + 1)
+
+
+def extract(site: ClassSite, info: ModuleInfo, path: str) -> Surrogate | Skip:
+    """Extract the surrogate a Function class implements, or say why not."""
+    here = Location(path, site.line, site.column)
+    if site.unresolved is not None:
+        return Skip(site.qualname, here, "unresolved-base",
+                    f"base `{site.unresolved}` is not imported from torch.autograd")
+    try:
+        snippet = _Snippet(info.segment(site.first_line, site.end_line), site.first_line,
+                           indented=site.scope != "module")
+    except cst.ParserSyntaxError as exc:
+        return Skip(site.qualname, here, "unsupported-syntax", f"libcst cannot parse it: {exc}")
+    snippets = [snippet]
+    try:
+        return _extract(site, info, path, snippet, snippets)
+    except Unsupported as exc:
+        where = next((s.locate(exc.node, path) for s in snippets if s.locate(exc.node, path)), here)
+        return Skip(site.qualname, where, exc.code, exc.message)
+
+
+def _methods(classdef: cst.ClassDef) -> dict[str, cst.FunctionDef]:
+    found = {}
+    for stmt in classdef.body.body:
+        if isinstance(stmt, cst.FunctionDef):
+            found[stmt.name.value] = stmt
+    return found
+
+
+def _params(function: cst.FunctionDef, skip_first: bool) -> tuple[list[cst.Param], str | None]:
+    params = function.params
+    if params.star_arg not in (cst.MaybeSentinel.DEFAULT, None) or params.star_kwarg:
+        raise Unsupported("unsupported-syntax", "the forward takes *args or **kwargs", function)
+    ordered = list(params.posonly_params) + list(params.params) + list(params.kwonly_params)
+    if not skip_first:
+        return ordered, None
+    if not ordered:
+        raise Unsupported("unsupported-ctx", "the forward takes no ctx", function)
+    return ordered[1:], ordered[0].name.value
+
+
+def _annotated_tensor(param: cst.Param) -> bool:
+    if param.annotation is None:
+        return False
+    text = cst.Module([]).code_for_node(param.annotation.annotation)
+    return text.split(".")[-1] == "Tensor"
+
+
+def _extract(site: ClassSite, info: ModuleInfo, path: str, snippet: _Snippet,
+             snippets: list[_Snippet]) -> Surrogate:
+    classdef = snippet.node
+    assert isinstance(classdef, cst.ClassDef)
+    methods = _methods(classdef)
+    if "forward" not in methods:
+        raise Unsupported("no-forward", "defines no forward", classdef)
+    if "backward" not in methods:
+        raise Unsupported("no-backward", "defines no backward", classdef)
+    forward_def, backward_def = methods["forward"], methods["backward"]
+    new_style = "setup_context" in methods
+    params, ctx_name = _params(forward_def, skip_first=not new_style)
+    param_names = [p.name.value for p in params]
+
+    # Fresh names avoid everything the generated function reads or binds; the backward's own
+    # locals may be reused, since the generated code rebinds them explicitly.
+    backward_reads = names_in(backward_def) - assigned_names(backward_def.body)
+    backward_reads -= {p.name.value for p in _params(backward_def, skip_first=False)[0]}
+    taken = names_in(forward_def) | backward_reads | set(info.imports) | set(info.functions)
+    taken |= set(info.classes) | info.assigned | {"torch"} | set(RUNTIME_NAMES)
+    if new_style:
+        taken |= names_in(methods["setup_context"])
+    names = Names(taken)
+    known = {p.name.value for p in params if _annotated_tensor(p)}
+    fwd = read_forward(forward_def, ctx_name, param_names, names)
+
+    out_name = _output_name(fwd, param_names, names)
+    # A parameter the forward rebinds is read after the forward through a snapshot.
+    snapshots = {p: names.fresh(p + "_in") for p in param_names if p in fwd.assigned}
+    entry = {p: snapshots.get(p, p) for p in param_names}
+
+    def function(name: str) -> cst.FunctionDef | None:
+        node = info.functions.get(name)
+        if node is None or node.lineno is None:
+            return None
+        first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        helper = _Snippet(info.segment(first, node.end_lineno or node.lineno), first, False)
+        snippets.append(helper)
+        return helper.node if isinstance(helper.node, cst.FunctionDef) else None
+
+    shadowed = fwd.assigned | set(param_names) | {out_name} | set(snapshots.values())
+    state = State(names, info.imports, function, out_name, shadowed)
+
+    ctx = fwd.ctx
+    if new_style:
+        ctx = _setup_context(methods["setup_context"], entry, out_name, state, len(params))
+    for i, p in enumerate(param_names):
+        if p in known:
+            ctx.tensor_inputs.add(i)
+    saved_names = {c.node.value for c in ctx.saved or [] if isinstance(c.node, cst.Name)}
+    for i, p in enumerate(param_names):
+        if entry[p] in saved_names:
+            ctx.tensor_inputs.add(i)
+
+    back_params, back_ctx = _params(backward_def, skip_first=True)
+    if len(back_params) != 1:
+        raise Unsupported("multiple-outputs", "the backward takes several gradients", backward_def)
+    grad_param = back_params[0].name.value
+    env = {grad_param: Lin(cst.Name(GRAD), plain=True, external=True)}
+    result = Evaluator(state, dict(env), back_ctx, ctx, "backward").block(
+        backward_def.body.body)
+    gradients = _gradients(result, param_names, backward_def, snippet, path)
+
+    prelude = _dead_code_eliminated(state.prelude, gradients)
+    code = cst.Module([])
+    forward_code = code.code_for_node(cst.Module(fwd.statements)) if fwd.statements else ""
+    if not (isinstance(fwd.result, cst.Name) and fwd.result.value == out_name):
+        forward_code += code.code_for_node(cst.SimpleStatementLine(
+            [cst.Assign([cst.AssignTarget(cst.Name(out_name))], fwd.result)]))
+    prelude_code = "".join(code.code_for_node(cst.SimpleStatementLine([s])) for s in prelude)
+    used = names_in(cst.parse_module(prelude_code))
+    for g in gradients:
+        used |= names_in(cst.parse_expression(g.template))
+    used_snapshots = tuple(
+        (snapshots[p], p) for p in param_names
+        if p in snapshots and (snapshots[p] in used or any(g.param == p for g in gradients))
+    )
+    tensors = {entry[param_names[i]] for i in ctx.tensor_inputs} | saved_names
+    tensors |= {entry[g.param] for g in gradients}
+    detach = tuple(sorted(n for n in tensors if n in used and n != out_name))
+    forward_reads = names_in(cst.parse_module(forward_code))
+    bound = shadowed | forward_reads | used | set(detach)
+    if len(gradients) == 1 and grad_param not in bound:
+        deltas = [grad_param]
+    else:
+        deltas = [names.fresh(f"grad_{g.param}") for g in gradients]
+    gradients = [replace(g, delta=d) for g, d in zip(gradients, deltas, strict=True)]
+    module_names = set(info.imports) | set(info.functions) | set(info.classes) | info.assigned
+    free = forward_reads | used
+    return Surrogate(
+        name=site.qualname,
+        location=Location(path, site.line, site.column),
+        style="new" if new_style else "old",
+        params=code.code_for_node(cst.Parameters(params=params)) if params else "",
+        param_names=tuple(param_names),
+        forward=forward_code,
+        output=out_name,
+        prelude=prelude_code,
+        gradients=tuple(gradients),
+        snapshots=used_snapshots,
+        detach=detach,
+        helpers=tuple(dict.fromkeys(state.helpers)),
+        free_names=tuple(sorted((free | {"torch"}) & module_names)),
+    )
+
+
+def _output_name(fwd: Forward, params: list[str], names: Names) -> str:
+    result = fwd.result
+    if isinstance(result, cst.Name) and result.value not in params and result.value in fwd.assigned:
+        return result.value
+    return names.fresh("out")
+
+
+def _setup_context(function: cst.FunctionDef, entry: dict[str, str], out_name: str,
+                   state: State, n_inputs: int) -> Ctx:
+    params, ctx_name = _params(function, skip_first=True)
+    if len(params) != 2:
+        raise Unsupported("unsupported-ctx", "setup_context does not take (ctx, inputs, output)",
+                          function)
+    inputs = Seq([Const(cst.Name(name), simple=True, external=True) for name in entry.values()])
+    output = Const(cst.Name(out_name), simple=True)
+    env = {params[0].name.value: inputs, params[1].name.value: output}
+    ctx = Ctx(n_inputs=n_inputs)
+    Evaluator(state, env, ctx_name, ctx, "setup").block(function.body.body)
+    return ctx
+
+
+def _gradients(result: object, params: list[str], backward: cst.FunctionDef,
+               snippet: _Snippet, path: str) -> list[Gradient]:
+    if result is None:
+        raise Unsupported("no-gradient", "the backward returns nothing", backward)
+    items = result.items if isinstance(result, Seq) else [result]
+    if len(items) < len(params) or any(
+        as_const(extra) is None or as_const(extra).value is not None  # type: ignore[union-attr]
+        for extra in items[len(params):]
+    ):
+        raise Unsupported(
+            "gradient-count",
+            f"the backward returns {len(items)} gradients for {len(params)} inputs",
+            backward,
+        )
+    location = snippet.locate(backward, path)
+    assert location is not None
+    gradients = []
+    for param, item in zip(params, items, strict=False):
+        if isinstance(item, Lin):
+            reduction = None if item.reduction is None else _code(item.reduction)
+            template = _code(item.node)
+        elif isinstance(item, Const) and item.zero:
+            reduction, template = None, f"{GRAD} * 0"
+        elif as_const(item) is not None and as_const(item).value is None:  # type: ignore[union-attr]
+            continue
+        else:
+            raise Unsupported(
+                "backward-not-linear",
+                f"the gradient for `{param}` does not depend on grad_output",
+                backward,
+            )
+        gradients.append(
+            Gradient(param, template, _derivative(template), location, "", reduction))
+    if not gradients:
+        raise Unsupported("no-gradient", "the backward returns None for every input", backward)
+    return gradients
+
+
+def _dead_code_eliminated(prelude: list[cst.BaseSmallStatement],
+                          gradients: list[Gradient]) -> list[cst.BaseSmallStatement]:
+    needed: set[str] = set()
+    for g in gradients:
+        needed |= names_in(cst.parse_expression(g.template))
+    kept: list[cst.BaseSmallStatement] = []
+    for stmt in reversed(prelude):
+        if assigned_names(stmt) & needed:
+            kept.append(stmt)
+            needed |= names_in(stmt)
+    return list(reversed(kept))
+
+
+def _code(node: cst.CSTNode) -> str:
+    return cst.Module([]).code_for_node(node)
+
+
+class _One(cst.CSTTransformer):
+    """The template with grad_output = 1, lightly simplified, for people to read."""
+
+    def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.BaseExpression:
+        return cst.Integer("1") if updated.value == GRAD else updated
+
+    def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
+        func = updated.func
+        if isinstance(func, cst.Attribute) and _is_one(func.value) and func.attr.value in (
+            "clone", "contiguous", "float", "double", "half", "to", "type_as"
+        ):
+            return cst.Integer("1")
+        return updated
+
+    def leave_BinaryOperation(self, original: cst.BinaryOperation,
+                              updated: cst.BinaryOperation) -> cst.BaseExpression:
+        if isinstance(updated.operator, cst.Multiply):
+            if _is_one(updated.left):
+                return updated.right
+            if _is_one(updated.right):
+                return updated.left
+        return updated
+
+
+def _is_one(node: cst.BaseExpression) -> bool:
+    return isinstance(node, cst.Integer) and node.value == "1"
+
+
+def _derivative(template: str) -> str:
+    return _code(cst.parse_expression(template).visit(_One()))

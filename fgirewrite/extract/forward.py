@@ -1,0 +1,224 @@
+"""The forward of an old-style Function: its code kept verbatim, its ctx statements read.
+
+The forward value ``f`` is never interpreted: its statements are copied as they are (under
+``torch.no_grad()``, as autograd runs them), so whatever the forward does, random draws and
+library calls included, happens exactly as before. Only the ``ctx`` statements are taken out:
+``ctx.save_for_backward(...)`` and ``ctx.attr = value`` become values the backward can read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libcst as cst
+
+from fgirewrite.extract import rules
+from fgirewrite.extract.symbolic import Const, Ctx, Names, Unsupported, names_in
+
+
+@dataclass
+class Forward:
+    """The forward of a Function, ready for code generation."""
+
+    statements: list[cst.BaseStatement]  # verbatim, ctx statements removed or replaced
+    result: cst.BaseExpression  # the returned expression
+    ctx: Ctx
+    assigned: set[str]  # every name the forward binds
+
+
+def assigned_names(node: cst.CSTNode) -> set[str]:
+    """Names a statement binds (assignment targets, loop targets, imports, defs)."""
+    found: set[str] = set()
+
+    class V(cst.CSTVisitor):
+        def _targets(self, target: cst.CSTNode) -> None:
+            if isinstance(target, cst.Name):
+                found.add(target.value)
+            elif isinstance(target, (cst.Tuple, cst.List)):
+                for element in target.elements:
+                    self._targets(element.value)
+            elif isinstance(target, cst.StarredElement):
+                self._targets(target.value)
+
+        def visit_AssignTarget(self, n: cst.AssignTarget) -> None:
+            self._targets(n.target)
+
+        def visit_AugAssign(self, n: cst.AugAssign) -> None:
+            self._targets(n.target)
+
+        def visit_AnnAssign(self, n: cst.AnnAssign) -> None:
+            self._targets(n.target)
+
+        def visit_For(self, n: cst.For) -> None:
+            self._targets(n.target)
+
+        def visit_AsName(self, n: cst.AsName) -> None:
+            self._targets(n.name)
+
+        def visit_NamedExpr(self, n: cst.NamedExpr) -> None:
+            self._targets(n.target)
+
+        def visit_FunctionDef(self, n: cst.FunctionDef) -> bool:
+            found.add(n.name.value)
+            return False
+
+        def visit_ClassDef(self, n: cst.ClassDef) -> bool:
+            found.add(n.name.value)
+            return False
+
+        def visit_ImportAlias(self, n: cst.ImportAlias) -> None:
+            if n.asname is None:
+                found.add(cst.Module([]).code_for_node(n.name).split(".")[0])
+
+    node.visit(V())
+    return found
+
+
+def _contains(node: cst.CSTNode, kind: type) -> bool:
+    found = False
+
+    class V(cst.CSTVisitor):
+        def on_visit(self, n: cst.CSTNode) -> bool:
+            nonlocal found
+            if isinstance(n, kind):
+                found = True
+            return not isinstance(n, (cst.FunctionDef, cst.ClassDef, cst.Lambda)) and not found
+
+    node.visit(V())
+    return found
+
+
+def read_forward(
+    function: cst.FunctionDef,
+    ctx_name: str | None,
+    params: list[str],
+    names: Names,
+) -> Forward:
+    """Split a forward body into kept statements, the returned expression and ctx contents."""
+    body = list(function.body.body)
+    if body and _is_docstring(body[0]):
+        body = body[1:]
+    if not body:
+        raise Unsupported("forward-control-flow", "the forward has no body", function)
+    last = body[-1]
+    if not (
+        isinstance(last, cst.SimpleStatementLine)
+        and isinstance(last.body[-1], cst.Return)
+        and last.body[-1].value is not None
+    ):
+        raise Unsupported("forward-control-flow", "the forward does not end by returning", last)
+    result = last.body[-1].value
+    assert result is not None
+    if isinstance(result, (cst.Tuple, cst.List)):
+        raise Unsupported("multiple-outputs", "the forward returns a tuple", result)
+    if len(last.body) > 1:
+        body[-1] = last.with_changes(body=last.body[:-1])
+    else:
+        body.pop()
+    for stmt in body:
+        if _contains(stmt, cst.Return):
+            raise Unsupported("forward-control-flow", "the forward returns from a branch", stmt)
+
+    later: list[set[str]] = []  # names bound at or after each statement
+    acc: set[str] = set()
+    for stmt in reversed(body):
+        acc = acc | assigned_names(stmt)
+        later.append(acc)
+    later.reverse()
+    assigned = later[0] if later else set()
+    ctx = Ctx(n_inputs=len(params))
+    forward = Forward([], result, ctx, assigned)
+
+    for i, stmt in enumerate(body):
+        after = later[i + 1] if i + 1 < len(later) else set()
+        if ctx_name is None or ctx_name not in names_in(stmt):
+            forward.statements.append(stmt)
+            continue
+        if not isinstance(stmt, cst.SimpleStatementLine):
+            raise Unsupported("unsupported-ctx", "the forward uses ctx inside a block", stmt)
+        kept: list[cst.BaseSmallStatement] = []
+        for small in stmt.body:
+            kept.extend(_ctx_statement(small, ctx_name, forward, after, params, names, assigned))
+        if kept:
+            forward.statements.append(stmt.with_changes(body=kept))
+    if ctx_name is not None and ctx_name in names_in(result):
+        raise Unsupported("unsupported-ctx", "the forward returns something built from ctx", result)
+    return forward
+
+
+def _ctx_statement(
+    small: cst.BaseSmallStatement,
+    ctx_name: str,
+    forward: Forward,
+    after: set[str],
+    params: list[str],
+    names: Names,
+    assigned: set[str],
+) -> list[cst.BaseSmallStatement]:
+    """Read one small statement that mentions ctx; return what stays in the forward."""
+    snapshots: list[cst.BaseSmallStatement] = []
+
+    def value_of(expr: cst.BaseExpression, label: str) -> Const:
+        used = names_in(expr)
+        if ctx_name in used:
+            raise Unsupported("unsupported-ctx", "stores a value computed from ctx", expr)
+        if isinstance(expr, cst.Name) and expr.value not in after:
+            return Const(expr, simple=True, external=expr.value in params)
+        if not (used & assigned) and not _draws_random(expr):
+            # Only reads inputs the forward never rebinds: compute it when a gradient is needed.
+            return Const(expr)
+        fresh = names.fresh(label)
+        snapshots.append(cst.Assign([cst.AssignTarget(cst.Name(fresh))], expr))
+        return Const(cst.Name(fresh), simple=True)
+
+    if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
+        call = small.value
+        func = call.func
+        if isinstance(func, cst.Attribute) and _is_name(func.value, ctx_name):
+            method = func.attr.value
+            if method == "save_for_backward":
+                if any(a.star or a.keyword for a in call.args):
+                    raise Unsupported("unsupported-ctx", "saves *args or keywords", call)
+                forward.ctx.saved = [value_of(a.value, "saved") for a in call.args]
+                return snapshots
+            if method in rules.CTX_HARMLESS:
+                return []
+            if method in rules.CTX_REFUSED:
+                raise Unsupported("non-differentiable-output", f"calls ctx.{method}()", call)
+            raise Unsupported("unsupported-ctx", f"calls ctx.{method}()", call)
+    if isinstance(small, cst.Assign) and len(small.targets) == 1:
+        target = small.targets[0].target
+        if isinstance(target, cst.Attribute) and _is_name(target.value, ctx_name):
+            attr = target.attr.value
+            forward.ctx.attrs[attr] = value_of(small.value, attr)
+            return snapshots
+    raise Unsupported("unsupported-ctx", "uses ctx in a statement fgirewrite does not model", small)
+
+
+def _draws_random(expr: cst.BaseExpression) -> bool:
+    found = False
+
+    class V(cst.CSTVisitor):
+        def visit_Call(self, n: cst.Call) -> None:
+            nonlocal found
+            func = n.func
+            method = func.attr.value if isinstance(func, cst.Attribute) else None
+            name = method or (func.value if isinstance(func, cst.Name) else None)
+            if name and ("rand" in name or name in rules.RANDOM_METHODS or "bernoulli" in name):
+                found = True
+
+    expr.visit(V())
+    return found
+
+
+def _is_name(node: cst.BaseExpression, name: str) -> bool:
+    return isinstance(node, cst.Name) and node.value == name
+
+
+def _is_docstring(stmt: cst.BaseStatement) -> bool:
+    return (
+        isinstance(stmt, cst.SimpleStatementLine)
+        and len(stmt.body) == 1
+        and isinstance(stmt.body[0], cst.Expr)
+        and isinstance(stmt.body[0].value, (cst.SimpleString, cst.ConcatenatedString))
+    )

@@ -1,0 +1,144 @@
+"""What fgirewrite knows about tensor operations, as tables.
+
+The backward analysis asks these tables whether an operation applied to the incoming gradient
+keeps the result linear and elementwise in it, whether a call draws random numbers, and
+whether a result may share memory with its input (which decides if an in-place op on it is
+safe to turn into an out-of-place one).
+"""
+
+from __future__ import annotations
+
+# Methods of a gradient tensor that keep it linear and elementwise, by role.
+GRAD_IDENTITY = frozenset({"clone", "contiguous"})
+GRAD_DROPPED = frozenset({"detach"})  # only affects double backward; FGI's gradient path
+GRAD_CAST = frozenset({"float", "double", "half", "bfloat16", "to", "type", "type_as"})
+GRAD_SCALE = frozenset({"mul", "multiply", "div", "divide", "true_divide"})
+GRAD_NEGATE = frozenset({"neg", "negative"})
+GRAD_REDUCE = frozenset({"sum", "sum_to_size"})
+GRAD_MASK = frozenset({"masked_fill", "where"})
+
+# torch functions that are linear in their tensor argument(s), with the same roles.
+TORCH_SCALE = frozenset({"torch.mul", "torch.multiply", "torch.div", "torch.divide", "torch.true_divide"})
+TORCH_NEGATE = frozenset({"torch.neg", "torch.negative"})
+TORCH_IDENTITY = frozenset({"torch.clone"})
+TORCH_REDUCE = frozenset({"torch.sum"})
+TORCH_WHERE = frozenset({"torch.where"})
+TORCH_MASKED_FILL = frozenset({"torch.masked_fill"})
+
+# Uses of the incoming gradient that read only its shape, dtype or device: the output has the
+# same, so fgirewrite reads them from the output instead.
+SHAPE_ATTRIBUTES = frozenset({"shape", "dtype", "device", "ndim", "layout", "is_cuda"})
+SHAPE_METHODS = frozenset(
+    {"size", "dim", "numel", "new_zeros", "new_ones", "new_full", "new_empty", "new_tensor"}
+)
+SHAPE_FUNCTIONS = frozenset(
+    {"torch.zeros_like", "torch.ones_like", "torch.empty_like", "torch.full_like"}
+)
+ZERO_FUNCTIONS = frozenset({"torch.zeros_like", "torch.zeros"})
+ZERO_METHODS = frozenset({"new_zeros", "zero_"})
+
+RANDOM_FUNCTIONS = frozenset(
+    {
+        "torch.rand",
+        "torch.rand_like",
+        "torch.randn",
+        "torch.randn_like",
+        "torch.randint",
+        "torch.randint_like",
+        "torch.randperm",
+        "torch.bernoulli",
+        "torch.normal",
+        "torch.poisson",
+        "torch.multinomial",
+        "torch.nn.functional.dropout",
+        "torch.dropout",
+    }
+)
+RANDOM_PREFIXES = ("torch.distributions.", "numpy.random.", "random.", "torch.random.")
+RANDOM_METHODS = frozenset(
+    {
+        "bernoulli",
+        "bernoulli_",
+        "uniform_",
+        "normal_",
+        "random_",
+        "exponential_",
+        "geometric_",
+        "cauchy_",
+        "log_normal_",
+        "multinomial",
+        "sample",
+        "rsample",
+    }
+)
+
+# Results that may share memory with the receiver: an in-place op on either changes both.
+MAY_ALIAS_METHODS = frozenset(
+    {
+        "view",
+        "view_as",
+        "reshape",
+        "reshape_as",
+        "expand",
+        "expand_as",
+        "t",
+        "transpose",
+        "permute",
+        "squeeze",
+        "unsqueeze",
+        "flatten",
+        "unflatten",
+        "narrow",
+        "select",
+        "diagonal",
+        "detach",
+        "as_strided",
+        "unfold",
+        "split",
+        "chunk",
+        "unbind",
+        "movedim",
+        "swapaxes",
+        "contiguous",
+        "to",
+        "float",
+        "double",
+        "half",
+        "bfloat16",
+        "type",
+        "type_as",
+        "cpu",
+        "cuda",
+    }
+)
+MAY_ALIAS_ATTRIBUTES = frozenset({"data", "T", "mT", "H", "real", "imag"})
+
+# Decorators on a helper function that do not change what it computes.
+TRANSPARENT_DECORATORS = frozenset(
+    {
+        "staticmethod",
+        "torch.jit.script",
+        "torch.jit.ignore",
+        "torch.jit.unused",
+        "torch.no_grad",
+        "torch.compile",
+        "torch.autograd.function.once_differentiable",
+    }
+)
+
+# ctx calls in a forward or setup_context that change nothing fgirewrite produces.
+CTX_HARMLESS = frozenset({"set_materialize_grads"})
+CTX_REFUSED = frozenset({"mark_non_differentiable", "mark_dirty"})
+
+
+def is_inplace(method: str) -> bool:
+    """``pow_`` and the like: a trailing underscore, not a dunder."""
+    return method.endswith("_") and not method.endswith("__") and len(method) > 1
+
+
+def is_random_call(qualified: str | None, method: str | None) -> bool:
+    if method is not None and method in RANDOM_METHODS:
+        return True
+    if qualified is None:
+        return False
+    return qualified in RANDOM_FUNCTIONS or qualified.startswith(RANDOM_PREFIXES)

@@ -1,0 +1,60 @@
+"""Import a model file twice: as written, and rewritten in memory, without touching the file.
+
+Both imports run the file's top level (as ``import`` would); they are for commands that ask
+to run a model (``verify --entry``, ``bench``), never for static rewriting.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import linecache
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from fgirewrite.rewrite import Rewrite, decode, rewrite_source
+from fgirewrite.verify.sandbox import module_name
+
+
+def _import(name: str, path: Path, source: str) -> ModuleType:
+    filename = f"{path}" if name.endswith("_original") else f"{path} (fgirewrite)"
+    lines = source.splitlines(keepends=True)
+    linecache.cache[filename] = (len(source), None, lines, filename)  # TorchScript reads source
+    spec = importlib.util.spec_from_loader(name, loader=None, origin=filename)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    module.__file__ = filename
+    _, root = module_name(path)
+    sys.modules[name] = module
+    added = str(root) not in sys.path
+    if added:
+        sys.path.insert(0, str(root))
+    try:
+        exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102
+    finally:
+        if added:
+            sys.path.remove(str(root))
+    return module
+
+
+def load_pair(path: str | Path) -> tuple[ModuleType, ModuleType, Rewrite]:
+    """The module as written, the module rewritten, and what the rewrite did."""
+    path = Path(path)
+    data = path.read_bytes()
+    result = rewrite_source(data, str(path))
+    stem = path.stem.replace("-", "_")
+    original = _import(f"_fgirewrite_{stem}_original", path, decode(data, str(path)))
+    new = result.new_source if result.new_source is not None else data
+    rewritten = _import(f"_fgirewrite_{stem}_rewritten", path, decode(new, str(path)))
+    return original, rewritten, result
+
+
+def entry(module: ModuleType, name: str):
+    """Call ``module.name()``; it returns a model and a tuple of example inputs."""
+    if not hasattr(module, name):
+        raise AttributeError(f"{module.__file__} defines no `{name}`")
+    built = getattr(module, name)()
+    if not (isinstance(built, tuple) and len(built) == 2):
+        raise TypeError(f"`{name}()` must return (model, example_inputs)")
+    model, inputs = built
+    return model, tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)

@@ -1,0 +1,115 @@
+"""Running the rewriter over many files: reading, rewriting in parallel, verifying, writing."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fgirewrite import files
+from fgirewrite.rewrite import Rewrite, SourceError, decode, rewrite_source
+from fgirewrite.surrogate import Skip, Surrogate
+
+
+@dataclass
+class Outcome:
+    """What happened to one file."""
+
+    path: str
+    rewrite: Rewrite | None = None
+    snapshot: files.Snapshot | None = None  # kept only for files that change
+    error: str | None = None
+    written: bool = False
+    verification: list = field(default_factory=list)  # SurrogateReport per rewritten surrogate
+
+    @property
+    def findings(self) -> list[Surrogate | Skip]:
+        return [] if self.rewrite is None else self.rewrite.findings
+
+    @property
+    def new_source(self) -> bytes | None:
+        return None if self.rewrite is None else self.rewrite.new_source
+
+    @property
+    def changed(self) -> bool:
+        return self.rewrite is not None and self.rewrite.changed
+
+    def diff(self) -> str:
+        assert self.snapshot is not None and self.new_source is not None
+        before = decode(self.snapshot.data, self.path).splitlines(keepends=True)
+        after = decode(self.new_source, self.path).splitlines(keepends=True)
+        lines = difflib.unified_diff(before, after, fromfile=f"a/{self.path}",
+                                     tofile=f"b/{self.path}")
+        return "".join(line if line.endswith(("\n", "\r")) else line + "\n\\ No newline at end "
+                       "of file\n" for line in lines)
+
+
+def process(path: Path, refused: dict[str, str] | None = None) -> Outcome:
+    """Read and rewrite one file; never raises for a bad file."""
+    outcome = Outcome(str(path))
+    try:
+        snapshot = files.read(path)
+        result: Rewrite = rewrite_source(snapshot.data, str(path), refused)
+    except (files.FileError, SourceError) as exc:
+        outcome.error = str(exc)
+        return outcome
+    except RecursionError:
+        outcome.error = "too deeply nested to parse"
+        return outcome
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
+        outcome.error = f"internal error, file left as it is: {type(exc).__name__}: {exc}"
+        return outcome
+    if result.changed:
+        outcome.snapshot = snapshot
+    else:
+        result.source = b""  # not needed again; keeps parallel results small
+    outcome.rewrite = result
+    return outcome
+
+
+def process_all(paths: Iterable[Path], jobs: int,
+                progress: Callable[[int, int], None] | None = None) -> list[Outcome]:
+    """Process files, in parallel when there are many; results in the order given."""
+    paths = list(paths)
+    if jobs <= 0:
+        jobs = min(os.cpu_count() or 1, 8) if len(paths) > 32 else 1
+    if jobs == 1 or len(paths) < 2:
+        results = []
+        for i, path in enumerate(paths):
+            results.append(process(path))
+            if progress:
+                progress(i + 1, len(paths))
+        return results
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        results = []
+        chunk = max(1, len(paths) // (jobs * 8))
+        for i, outcome in enumerate(pool.map(process, paths, chunksize=chunk)):
+            results.append(outcome)
+            if progress:
+                progress(i + 1, len(paths))
+        return results
+
+
+def verify_and_refuse(outcome: Outcome) -> None:
+    """Verify a changed file's rewrites; rewrite it again without any that fail."""
+    from fgirewrite.verify import verify_rewrite
+
+    assert outcome.rewrite is not None and outcome.snapshot is not None
+    reports = verify_rewrite(outcome.rewrite, Path(outcome.path))
+    outcome.verification = reports
+    refused = {r.name: "; ".join(r.failures()) for r in reports if not r.ok}
+    if refused:
+        outcome.rewrite = rewrite_source(outcome.snapshot.data, outcome.path, refused)
+
+
+def write(outcome: Outcome) -> None:
+    assert outcome.snapshot is not None and outcome.rewrite is not None
+    assert outcome.rewrite.new_source is not None
+    try:
+        files.write(outcome.snapshot, outcome.rewrite.new_source)
+        outcome.written = True
+    except files.FileError as exc:
+        outcome.error = str(exc)

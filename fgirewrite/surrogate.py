@@ -1,0 +1,81 @@
+"""The one description of a surrogate that the rewriter, the fx pass and the verifier share.
+
+Extraction (``fgirewrite.extract``) turns a ``torch.autograd.Function`` class into a
+``Surrogate`` or a ``Skip``; code generation (``fgirewrite.codegen``) turns a ``Surrogate``
+into the FGI function. Every code field is Python source, so descriptions are small, frozen,
+picklable and printable in reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The name that stands for the backward's incoming gradient inside a gradient template.
+GRAD = "__fgi_grad_output__"
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where something came from: 1-based line and column."""
+
+    path: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Gradient:
+    """The gradient of the output with respect to one input.
+
+    ``template`` is the backward's result as an expression linear and elementwise in
+    ``GRAD`` (the incoming gradient); ``derivative`` is that expression with ``GRAD = 1``,
+    for people to read. ``reduction`` is the sum the backward applied to broadcast inputs
+    (a learnable per-neuron threshold): autograd's broadcasting performs it, so the
+    template leaves it out.
+    """
+
+    param: str
+    template: str
+    derivative: str
+    location: Location
+    delta: str  # the variable that carries this input's injected zero
+    reduction: str | None = None
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """A ``torch.autograd.Function`` understood exactly: forward value and derivatives."""
+
+    name: str  # qualified name inside its module, e.g. "LIF.ATan"
+    location: Location
+    style: str  # "old" (forward takes ctx) or "new" (setup_context)
+    params: str  # the forward's parameter list without ctx, as source
+    param_names: tuple[str, ...]
+    forward: str  # statements that compute the output, run without grad
+    output: str  # the variable that holds the output after ``forward``
+    prelude: str  # statements the gradient templates need, on detached tensors
+    gradients: tuple[Gradient, ...]
+    snapshots: tuple[tuple[str, str], ...] = ()  # (fresh, param) bound before forward runs
+    detach: tuple[str, ...] = ()  # tensors the gradient code reads, detached first
+    helpers: tuple[str, ...] = ()  # module-level functions inlined from the backward
+    free_names: tuple[str, ...] = ()  # module-level names the generated code reads
+
+    @property
+    def differentiable(self) -> tuple[str, ...]:
+        return tuple(g.param for g in self.gradients)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A Function class left untouched, with a stable reason code and a one-line message."""
+
+    name: str
+    location: Location
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.code}: {self.name}: {self.message}"

@@ -1,0 +1,46 @@
+"""Probe inputs: a dense grid around the threshold, random tensors at several scales, and
+the edge values (signed zeros, infinities, NaN, subnormals, the largest finite values)."""
+
+from __future__ import annotations
+
+import torch
+
+DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+COLUMNS = 3  # every probe value is repeated across a few columns, for broadcast parameters
+
+
+def grid(dtype: torch.dtype, centers: list[float]) -> torch.Tensor:
+    """Finite values: a dense grid over [-5, 5] and around each center, plus random ones."""
+    generator = torch.Generator().manual_seed(0)
+    parts = [torch.linspace(-5, 5, 2001, dtype=torch.float64)]
+    for center in centers:
+        parts.append(center + torch.linspace(-1, 1, 401, dtype=torch.float64))
+    for scale in (1e-3, 1.0, 1e2):
+        parts.append(torch.randn(300, generator=generator, dtype=torch.float64) * scale)
+    values = torch.cat(parts).to(dtype)
+    return values[torch.isfinite(values)]
+
+
+def edges(dtype: torch.dtype) -> torch.Tensor:
+    """Values where a careless rewrite breaks: ±0, ±inf, NaN, subnormals, huge magnitudes."""
+    info = torch.finfo(dtype)
+    subnormal = info.smallest_normal * info.eps
+    magnitudes = [0.0, subnormal, info.smallest_normal / 2, info.smallest_normal, info.eps,
+                  1.0, 1e4, info.max / 2, info.max, float("inf")]
+    values = [m for v in magnitudes for m in (v, -v)] + [float("nan")]
+    return torch.tensor(values, dtype=torch.float64).to(dtype)
+
+
+def as_matrix(values: torch.Tensor) -> torch.Tensor:
+    """Each value in its own row, repeated over COLUMNS columns."""
+    return values[:, None].expand(-1, COLUMNS).contiguous()
+
+
+def parameter(shape_kind: str, dtype: torch.dtype, rows: int, value: float | None,
+              seed: int) -> torch.Tensor:
+    """A second tensor input (a threshold, a slope): near 1, or ``value`` if given."""
+    shape = {"full": (rows, COLUMNS), "row": (COLUMNS,), "scalar": ()}[shape_kind]
+    if value is not None:
+        return torch.full(shape, value, dtype=dtype)
+    generator = torch.Generator().manual_seed(seed)
+    return (0.5 + torch.rand(shape, generator=generator, dtype=torch.float64)).to(dtype)
