@@ -197,7 +197,8 @@ class _Rewriter(cst.CSTTransformer):
                 leading_lines=[cst.EmptyLine()],
             )
             return _shim(updated, apply, self.info)
-        alias = cst.parse_statement(f"apply = staticmethod({name})\n")
+        alias = cst.parse_statement(f"apply = staticmethod({name})\n").with_changes(
+            leading_lines=[cst.EmptyLine()])
         shim = _shim(updated, alias, self.info).with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()]
                                                    if self.path == [] else [cst.EmptyLine()])
         function = function.with_changes(leading_lines=updated.leading_lines)

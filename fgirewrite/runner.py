@@ -41,8 +41,9 @@ class Outcome:
         assert self.snapshot is not None and self.new_source is not None
         before = decode(self.snapshot.data, self.path).splitlines(keepends=True)
         after = decode(self.new_source, self.path).splitlines(keepends=True)
-        lines = difflib.unified_diff(before, after, fromfile=f"a/{self.path}",
-                                     tofile=f"b/{self.path}")
+        a, b = ("", "") if Path(self.path).is_absolute() else ("a/", "b/")
+        lines = difflib.unified_diff(before, after, fromfile=f"{a}{self.path}",
+                                     tofile=f"{b}{self.path}")
         return "".join(line if line.endswith(("\n", "\r")) else line + "\n\\ No newline at end "
                        "of file\n" for line in lines)
 

@@ -163,6 +163,7 @@ def _extract(site: ClassSite, info: ModuleInfo, path: str, snippet: _Snippet,
     gradients = _gradients(result, param_names, backward_def, snippet, path)
 
     prelude = _dead_code_eliminated(state.prelude, gradients)
+    gradients = [replace(g, derivative=_readable(g.derivative, prelude)) for g in gradients]
     code = cst.Module([])
     forward_code = code.code_for_node(cst.Module(fwd.statements)) if fwd.statements else ""
     if not (isinstance(fwd.result, cst.Name) and fwd.result.value == out_name):
@@ -311,3 +312,27 @@ def _is_one(node: cst.BaseExpression) -> bool:
 
 def _derivative(template: str) -> str:
     return _code(cst.parse_expression(template).visit(_One()))
+
+
+class _Inline(cst.CSTTransformer):
+    def __init__(self, values: dict[str, cst.BaseExpression]):
+        self.values = values
+
+    def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.BaseExpression:
+        value = self.values.get(updated.value)
+        if value is None:
+            return updated
+        if isinstance(value, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) or value.lpar:
+            return value
+        return value.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+
+
+def _readable(derivative: str, prelude: list[cst.BaseSmallStatement]) -> str:
+    """The derivative with the backward's temporaries written out, for reports."""
+    values: dict[str, cst.BaseExpression] = {}
+    for stmt in prelude:
+        if (isinstance(stmt, cst.Assign) and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0].target, cst.Name)):
+            values[stmt.targets[0].target.value] = stmt.value.visit(_Inline(values))
+    result = cst.parse_expression(derivative).visit(_Inline(values))
+    return _code(result.with_changes(lpar=[], rpar=[]) if result.lpar else result)
