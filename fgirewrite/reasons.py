@@ -23,6 +23,7 @@ REASONS: dict[str, str] = {
     "unknown-call": "the gradient flows through a call fgirewrite does not know",
     "unsupported-syntax": "the class uses syntax fgirewrite does not model here",
     "unresolved-base": "the base class looks like a Function but does not resolve to one",
+    "no-source": "the class's source is not available (defined interactively or compiled)",
     "verification-failed": "the rewrite was not gradient-equivalent on the probe inputs",
 }
 

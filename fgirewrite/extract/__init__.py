@@ -7,6 +7,7 @@ elementwise in grad_output; ``rules.py`` holds the tables of operations both rel
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import libcst as cst
@@ -27,6 +28,7 @@ from fgirewrite.extract.symbolic import (
     Unsupported,
     as_const,
     names_in,
+    standalone,
 )
 from fgirewrite.surrogate import Gradient, Location, Skip, Surrogate
 
@@ -279,6 +281,8 @@ def _dead_code_eliminated(prelude: list[cst.BaseSmallStatement],
 
 
 def _code(node: cst.CSTNode) -> str:
+    if isinstance(node, cst.BaseExpression):
+        node = standalone(node)
     return cst.Module([]).code_for_node(node)
 
 
@@ -335,4 +339,5 @@ def _readable(derivative: str, prelude: list[cst.BaseSmallStatement]) -> str:
                 and isinstance(stmt.targets[0].target, cst.Name)):
             values[stmt.targets[0].target.value] = stmt.value.visit(_Inline(values))
     result = cst.parse_expression(derivative).visit(_Inline(values))
-    return _code(result.with_changes(lpar=[], rpar=[]) if result.lpar else result)
+    text = cst.Module([]).code_for_node(result.with_changes(lpar=[], rpar=[]))
+    return re.sub(r"\(\s+", "(", re.sub(r"\s+\)", ")", " ".join(text.split())))

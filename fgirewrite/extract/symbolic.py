@@ -160,6 +160,13 @@ def operand(original: cst.BaseExpression, new: cst.BaseExpression) -> cst.BaseEx
     return new.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 
 
+def standalone(node: cst.BaseExpression) -> cst.BaseExpression:
+    """A node that may stand alone: a multi-line one gets parentheses to hold its newlines."""
+    if node.lpar or "\n" not in cst.Module([]).code_for_node(node):
+        return node
+    return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+
+
 def _literal_value(node: cst.BaseExpression) -> object:
     if isinstance(node, cst.Integer):
         return int(node.value.replace("_", ""), 0)
@@ -359,6 +366,8 @@ class Evaluator:
         return value
 
     def emit(self, stmt: cst.BaseSmallStatement) -> None:
+        if isinstance(stmt, cst.Assign):
+            stmt = stmt.with_changes(value=standalone(stmt.value))
         self.state.prelude.append(stmt)
 
     def rebind(self, old: Sym, new: Sym, name: str) -> None:
