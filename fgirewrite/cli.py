@@ -28,8 +28,7 @@ class _DefaultToRewrite(TyperGroup):
     """Treat ``fgirewrite PATH...`` as ``fgirewrite rewrite PATH...``."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h",
-                                                                     "--version"):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = ["rewrite", *args]
         return super().parse_args(ctx, args)
 
@@ -53,8 +52,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Show the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
 ) -> None:
     """fgirewrite: surrogate-gradient Functions to inline FGI."""
 
@@ -86,8 +86,9 @@ def _finding_line(finding: Surrogate | Skip, status: str, function: str | None) 
     if isinstance(finding, Skip):
         verb = "not rewritten (verification failed)" if status == "failed" else "skipped"
         return f"{finding.location}: {verb}: {finding.name} [{finding.code}] {finding.message}"
-    verb = {"rewritten": "rewrote", "would-rewrite": "would rewrite",
-            "not-written": "not written"}[status]
+    verb = {"rewritten": "rewrote", "would-rewrite": "would rewrite", "not-written": "not written"}[
+        status
+    ]
     grads = ", ".join(f"d/d{g.param} = {g.derivative}" for g in finding.gradients)
     return f"{finding.location}: {verb}: {finding.name} as {function}() ({grads})"
 
@@ -107,23 +108,32 @@ def _progress(total: int):
 
 @app.command("rewrite")
 def rewrite_command(
-    paths: list[Path] = typer.Argument(..., help="Python files or directories (recursive).",
-                                       show_default=False),
-    check: bool = typer.Option(False, "--check",
-                               help="Write nothing; exit 1 if anything would change or a "
-                               "Function class would be left unrewritten. For CI and "
-                               "pre-commit."),
-    diff: bool = typer.Option(False, "--diff",
-                              help="Print a unified diff and write nothing (the default)."),
-    write: bool = typer.Option(False, "--write",
-                               help="Rewrite files in place, atomically, after verifying each "
-                               "rewrite."),
-    verify: bool = typer.Option(True, "--verify/--no-verify",
-                                help="With --write: verify each rewrite numerically first "
-                                "(runs the imports and definitions the surrogate needs, never "
-                                "the rest of the file). --no-verify writes unverified."),
-    output_format: Format = typer.Option(Format.text, "--output-format",
-                                         help="How findings are listed on stdout."),
+    paths: list[Path] = typer.Argument(
+        ..., help="Python files or directories (recursive).", show_default=False
+    ),
+    check: bool = typer.Option(
+        False,
+        "--check",
+        help="Write nothing; exit 1 if anything would change or a "
+        "Function class would be left unrewritten. For CI and "
+        "pre-commit.",
+    ),
+    diff: bool = typer.Option(
+        False, "--diff", help="Print a unified diff and write nothing (the default)."
+    ),
+    write: bool = typer.Option(
+        False, "--write", help="Rewrite files in place, atomically, after verifying each rewrite."
+    ),
+    verify: bool = typer.Option(
+        True,
+        "--verify/--no-verify",
+        help="With --write: verify each rewrite numerically first "
+        "(runs the imports and definitions the surrogate needs, never "
+        "the rest of the file). --no-verify writes unverified.",
+    ),
+    output_format: Format = typer.Option(
+        Format.text, "--output-format", help="How findings are listed on stdout."
+    ),
     jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes; 0 chooses."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and the summary."),
 ) -> None:
@@ -148,8 +158,7 @@ def rewrite_command(
                 if outcome.changed:
                     runner.write(outcome)
         except KeyboardInterrupt:
-            _err("fgirewrite: interrupted; files already written are complete, "
-                 "the rest untouched")
+            _err("fgirewrite: interrupted; files already written are complete, the rest untouched")
             raise typer.Exit(130) from None
 
     errors += [(o.path, o.error) for o in outcomes if o.error]
@@ -187,8 +196,10 @@ def _summary(rows: list, outcomes: list[runner.Outcome], errors: list, mode: Mod
     rewritten = [r for r in rows if r[2] in ("rewritten", "would-rewrite")]
     files_changed = {r[0].path for r in rewritten}
     verb = "rewrote" if mode is Mode.write else "would rewrite"
-    text = (f"fgirewrite: {verb} {len(rewritten)} surrogate{'s' * (len(rewritten) != 1)} in "
-            f"{len(files_changed)} file{'s' * (len(files_changed) != 1)}")
+    text = (
+        f"fgirewrite: {verb} {len(rewritten)} surrogate{'s' * (len(rewritten) != 1)} in "
+        f"{len(files_changed)} file{'s' * (len(files_changed) != 1)}"
+    )
     skipped = Counter(r[1].code for r in rows if r[2] in ("skipped", "failed"))
     if skipped:
         reasons = ", ".join(f"{code} ({n})" for code, n in skipped.most_common())

@@ -65,8 +65,12 @@ def _annotated(params: str) -> str:
     changed = []
     for param in node.params.params:
         kind = kinds.get(type(param.default)) if param.annotation is None else None
-        if kind is None and isinstance(param.default, cst.Name) and param.default.value in (
-            "True", "False") and param.annotation is None:
+        if (
+            kind is None
+            and isinstance(param.default, cst.Name)
+            and param.default.value in ("True", "False")
+            and param.annotation is None
+        ):
             kind = "bool"
         if kind is not None:
             param = param.with_changes(
@@ -82,10 +86,8 @@ def function_source(s: Surrogate, name: str) -> str:
     indent = "    "
     lines = [f"def {name}({_annotated(s.params)}):"]
     lines.append(
-        f'{indent}"""`{s.name.split(".")[-1]}` as forward gradient injection '
-        '(rewritten by fgirewrite).\n\n'
-        f"{indent}Same forward values; the gradient of the original backward flows inline.\n"
-        f'{indent}"""'
+        f'{indent}"""`{s.name.split(".")[-1]}` as forward gradient injection: '
+        'same values, same gradient (fgirewrite)."""'
     )
     for fresh, param in s.snapshots:
         lines.append(f"{indent}{fresh} = {param}")

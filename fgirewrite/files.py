@@ -14,8 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SKIP_DIRS = frozenset(
-    {".git", ".hg", ".svn", ".tox", ".nox", ".venv", "venv", "__pycache__", ".mypy_cache",
-     ".pytest_cache", ".ruff_cache", "build", "dist", "node_modules", ".eggs"}
+    {
+        ".git",
+        ".hg",
+        ".svn",
+        ".tox",
+        ".nox",
+        ".venv",
+        "venv",
+        "__pycache__",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        "build",
+        "dist",
+        "node_modules",
+        ".eggs",
+    }
 )
 
 

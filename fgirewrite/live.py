@@ -30,16 +30,24 @@ def extract_class(cls: type) -> Surrogate | Skip:
         with open(path, "rb") as handle:
             data = handle.read()
     except (OSError, TypeError) as exc:
-        return Skip(name, Location(str(getattr(cls, "__module__", "?")), 0, 0), "no-source",
-                    f"the class's source is not available: {exc}")
+        return Skip(
+            name,
+            Location(str(getattr(cls, "__module__", "?")), 0, 0),
+            "no-source",
+            f"the class's source is not available: {exc}",
+        )
     text = decode(data, path)
     tree = ast.parse(data, filename=path)
     info = discover.module_info(text, tree)
     for site in discover.find_classes(tree, info.imports):
         if site.name == cls.__name__ and site.first_line <= first + 1 and first <= site.line:
             return extract(site, info, path)
-    return Skip(name, Location(path, first, 1), "unresolved-base",
-                "not found as a torch.autograd.Function subclass in its source file")
+    return Skip(
+        name,
+        Location(path, first, 1),
+        "unresolved-base",
+        "not found as a torch.autograd.Function subclass in its source file",
+    )
 
 
 def _namespace(cls: type) -> dict:

@@ -78,8 +78,9 @@ def analyse(data: bytes, path: str) -> tuple[Rewrite, discover.ModuleInfo | None
     return result, info
 
 
-def rewrite_source(data: bytes, path: str = "<string>",
-                   refused: dict[str, str] | None = None) -> Rewrite:
+def rewrite_source(
+    data: bytes, path: str = "<string>", refused: dict[str, str] | None = None
+) -> Rewrite:
     """Rewrite every understood surrogate in a module's source.
 
     ``refused`` maps surrogates that must stay untouched (they failed verification) to why.
@@ -88,7 +89,8 @@ def rewrite_source(data: bytes, path: str = "<string>",
     for name, why in (refused or {}).items():
         result.findings = [
             Skip(f.name, f.location, "verification-failed", why)
-            if isinstance(f, Surrogate) and f.name == name else f
+            if isinstance(f, Surrogate) and f.name == name
+            else f
             for f in result.findings
         ]
     if not result.surrogates:
@@ -175,7 +177,8 @@ class _Rewriter(cst.CSTTransformer):
     def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute):
         if original.attr.value == "apply" and id(original.value) in self.apply_refs:
             return cst.Name(self.apply_refs[id(original.value)]).with_changes(
-                lpar=updated.lpar, rpar=updated.rpar)
+                lpar=updated.lpar, rpar=updated.rpar
+            )
         return updated
 
     def leave_ClassDef(self, original: cst.ClassDef, updated: cst.ClassDef):
@@ -194,13 +197,14 @@ class _Rewriter(cst.CSTTransformer):
             apply = function.with_changes(
                 name=cst.Name("apply"),
                 decorators=[cst.Decorator(cst.Name("staticmethod"))],
-                leading_lines=[cst.EmptyLine()],
+                leading_lines=[cst.EmptyLine(indent=False)],
             )
             return _shim(updated, apply, self.info)
         alias = cst.parse_statement(f"apply = staticmethod({name})\n").with_changes(
-            leading_lines=[cst.EmptyLine()])
-        shim = _shim(updated, alias, self.info).with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()]
-                                                   if self.path == [] else [cst.EmptyLine()])
+            leading_lines=[cst.EmptyLine(indent=False)]
+        )
+        blank = [cst.EmptyLine(indent=False)] * (2 if not self.path else 1)
+        shim = _shim(updated, alias, self.info).with_changes(leading_lines=blank)
         function = function.with_changes(leading_lines=updated.leading_lines)
         return cst.FlattenSentinel([function, shim])
 
@@ -211,24 +215,31 @@ def _occurrence(result: Rewrite, s: Surrogate) -> int:
     return same.index(s)
 
 
-def _shim(classdef: cst.ClassDef, apply: cst.BaseStatement,
-          info: discover.ModuleInfo) -> cst.ClassDef:
+def _shim(
+    classdef: cst.ClassDef, apply: cst.BaseStatement, info: discover.ModuleInfo
+) -> cst.ClassDef:
     """The class stripped of its Function protocol, with ``apply`` added."""
     body = []
     for stmt in classdef.body.body:
         if isinstance(stmt, cst.FunctionDef) and stmt.name.value in PROTOCOL:
             continue
         if isinstance(stmt, cst.SimpleStatementLine) and any(
-            isinstance(s, cst.Assign) and any(
+            isinstance(s, cst.Assign)
+            and any(
                 isinstance(t.target, cst.Name) and t.target.value == "generate_vmap_rule"
-                for t in s.targets)
+                for t in s.targets
+            )
             for s in stmt.body
         ):
             continue
         body.append(stmt)
     if body and not _is_docstring(body[0]) or not body:
-        body.insert(0, cst.parse_statement(
-            '"""Kept for code that imports it; `apply` runs the FGI rewrite."""\n'))
+        body.insert(
+            0,
+            cst.parse_statement(
+                '"""Kept for code that imports it; `apply` runs the FGI rewrite."""\n'
+            ),
+        )
     body.append(apply)
     bases = [b for b in classdef.bases if not _is_function_base(b, info)]
     if bases:
@@ -262,10 +273,12 @@ def _insert_runtime(module: cst.Module, info: discover.ModuleInfo) -> cst.Module
         text = "import torch\n\n\n" + text
     helpers = list(cst.parse_module("\n\n" + text).body)
     helpers[0] = helpers[0].with_changes(
-        leading_lines=[cst.EmptyLine(), cst.EmptyLine()] + list(helpers[0].leading_lines)[2:])
+        leading_lines=[cst.EmptyLine(), cst.EmptyLine()] + list(helpers[0].leading_lines)[2:]
+    )
     body = list(module.body)
-    limit = next((i for i, stmt in enumerate(body) if "_fgi_needs_grad" in _identifiers(stmt)),
-                 len(body))
+    limit = next(
+        (i for i, stmt in enumerate(body) if "_fgi_needs_grad" in _identifiers(stmt)), len(body)
+    )
     index = 0
     for i, stmt in enumerate(body[:limit]):
         if _is_import(stmt) or (i == 0 and _is_docstring(stmt)):
@@ -275,4 +288,5 @@ def _insert_runtime(module: cst.Module, info: discover.ModuleInfo) -> cst.Module
 
 def _is_import(stmt: cst.BaseStatement) -> bool:
     return isinstance(stmt, cst.SimpleStatementLine) and all(
-        isinstance(s, (cst.Import, cst.ImportFrom)) for s in stmt.body)
+        isinstance(s, (cst.Import, cst.ImportFrom)) for s in stmt.body
+    )

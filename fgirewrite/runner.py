@@ -42,10 +42,13 @@ class Outcome:
         before = decode(self.snapshot.data, self.path).splitlines(keepends=True)
         after = decode(self.new_source, self.path).splitlines(keepends=True)
         a, b = ("", "") if Path(self.path).is_absolute() else ("a/", "b/")
-        lines = difflib.unified_diff(before, after, fromfile=f"{a}{self.path}",
-                                     tofile=f"{b}{self.path}")
-        return "".join(line if line.endswith(("\n", "\r")) else line + "\n\\ No newline at end "
-                       "of file\n" for line in lines)
+        lines = difflib.unified_diff(
+            before, after, fromfile=f"{a}{self.path}", tofile=f"{b}{self.path}"
+        )
+        return "".join(
+            line if line.endswith(("\n", "\r")) else line + "\n\\ No newline at end of file\n"
+            for line in lines
+        )
 
 
 def process(path: Path, refused: dict[str, str] | None = None) -> Outcome:
@@ -71,8 +74,9 @@ def process(path: Path, refused: dict[str, str] | None = None) -> Outcome:
     return outcome
 
 
-def process_all(paths: Iterable[Path], jobs: int,
-                progress: Callable[[int, int], None] | None = None) -> list[Outcome]:
+def process_all(
+    paths: Iterable[Path], jobs: int, progress: Callable[[int, int], None] | None = None
+) -> list[Outcome]:
     """Process files, in parallel when there are many; results in the order given."""
     paths = list(paths)
     if jobs <= 0:

@@ -16,11 +16,10 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from fgirewrite.codegen import RUNTIME_NAMES
 from fgirewrite.discover import ClassSite, ModuleInfo
 from fgirewrite.extract.forward import Forward, assigned_names, read_forward
-from fgirewrite.extract.symbolic import (
-    GRAD,
+from fgirewrite.extract.symbolic import Evaluator
+from fgirewrite.extract.values import (
     Const,
     Ctx,
-    Evaluator,
     Lin,
     Names,
     Seq,
@@ -30,7 +29,7 @@ from fgirewrite.extract.symbolic import (
     names_in,
     standalone,
 )
-from fgirewrite.surrogate import Gradient, Location, Skip, Surrogate
+from fgirewrite.surrogate import GRAD, Gradient, Location, Skip, Surrogate
 
 PROTOCOL = frozenset({"forward", "backward", "setup_context", "jvp", "vmap"})
 
@@ -59,11 +58,18 @@ def extract(site: ClassSite, info: ModuleInfo, path: str) -> Surrogate | Skip:
     """Extract the surrogate a Function class implements, or say why not."""
     here = Location(path, site.line, site.column)
     if site.unresolved is not None:
-        return Skip(site.qualname, here, "unresolved-base",
-                    f"base `{site.unresolved}` is not imported from torch.autograd")
+        return Skip(
+            site.qualname,
+            here,
+            "unresolved-base",
+            f"base `{site.unresolved}` is not imported from torch.autograd",
+        )
     try:
-        snippet = _Snippet(info.segment(site.first_line, site.end_line), site.first_line,
-                           indented=site.scope != "module")
+        snippet = _Snippet(
+            info.segment(site.first_line, site.end_line),
+            site.first_line,
+            indented=site.scope != "module",
+        )
     except cst.ParserSyntaxError as exc:
         return Skip(site.qualname, here, "unsupported-syntax", f"libcst cannot parse it: {exc}")
     snippets = [snippet]
@@ -101,8 +107,9 @@ def _annotated_tensor(param: cst.Param) -> bool:
     return text.split(".")[-1] == "Tensor"
 
 
-def _extract(site: ClassSite, info: ModuleInfo, path: str, snippet: _Snippet,
-             snippets: list[_Snippet]) -> Surrogate:
+def _extract(
+    site: ClassSite, info: ModuleInfo, path: str, snippet: _Snippet, snippets: list[_Snippet]
+) -> Surrogate:
     classdef = snippet.node
     assert isinstance(classdef, cst.ClassDef)
     methods = _methods(classdef)
@@ -160,8 +167,7 @@ def _extract(site: ClassSite, info: ModuleInfo, path: str, snippet: _Snippet,
         raise Unsupported("multiple-outputs", "the backward takes several gradients", backward_def)
     grad_param = back_params[0].name.value
     env = {grad_param: Lin(cst.Name(GRAD), plain=True, external=True)}
-    result = Evaluator(state, dict(env), back_ctx, ctx, "backward").block(
-        backward_def.body.body)
+    result = Evaluator(state, dict(env), back_ctx, ctx, "backward").block(backward_def.body.body)
     gradients = _gradients(result, param_names, backward_def, snippet, path)
 
     prelude = _dead_code_eliminated(state.prelude, gradients)
@@ -169,14 +175,18 @@ def _extract(site: ClassSite, info: ModuleInfo, path: str, snippet: _Snippet,
     code = cst.Module([])
     forward_code = code.code_for_node(cst.Module(fwd.statements)) if fwd.statements else ""
     if not (isinstance(fwd.result, cst.Name) and fwd.result.value == out_name):
-        forward_code += code.code_for_node(cst.SimpleStatementLine(
-            [cst.Assign([cst.AssignTarget(cst.Name(out_name))], fwd.result)]))
+        forward_code += code.code_for_node(
+            cst.SimpleStatementLine(
+                [cst.Assign([cst.AssignTarget(cst.Name(out_name))], fwd.result)]
+            )
+        )
     prelude_code = "".join(code.code_for_node(cst.SimpleStatementLine([s])) for s in prelude)
     used = names_in(cst.parse_module(prelude_code))
     for g in gradients:
         used |= names_in(cst.parse_expression(g.template))
     used_snapshots = tuple(
-        (snapshots[p], p) for p in param_names
+        (snapshots[p], p)
+        for p in param_names
         if p in snapshots and (snapshots[p] in used or any(g.param == p for g in gradients))
     )
     tensors = {entry[param_names[i]] for i in ctx.tensor_inputs} | saved_names
@@ -215,12 +225,14 @@ def _output_name(fwd: Forward, params: list[str], names: Names) -> str:
     return names.fresh("out")
 
 
-def _setup_context(function: cst.FunctionDef, entry: dict[str, str], out_name: str,
-                   state: State, n_inputs: int) -> Ctx:
+def _setup_context(
+    function: cst.FunctionDef, entry: dict[str, str], out_name: str, state: State, n_inputs: int
+) -> Ctx:
     params, ctx_name = _params(function, skip_first=True)
     if len(params) != 2:
-        raise Unsupported("unsupported-ctx", "setup_context does not take (ctx, inputs, output)",
-                          function)
+        raise Unsupported(
+            "unsupported-ctx", "setup_context does not take (ctx, inputs, output)", function
+        )
     inputs = Seq([Const(cst.Name(name), simple=True, external=True) for name in entry.values()])
     output = Const(cst.Name(out_name), simple=True)
     env = {params[0].name.value: inputs, params[1].name.value: output}
@@ -229,14 +241,18 @@ def _setup_context(function: cst.FunctionDef, entry: dict[str, str], out_name: s
     return ctx
 
 
-def _gradients(result: object, params: list[str], backward: cst.FunctionDef,
-               snippet: _Snippet, path: str) -> list[Gradient]:
+def _gradients(
+    result: object, params: list[str], backward: cst.FunctionDef, snippet: _Snippet, path: str
+) -> list[Gradient]:
     if result is None:
         raise Unsupported("no-gradient", "the backward returns nothing", backward)
     items = result.items if isinstance(result, Seq) else [result]
-    if len(items) < len(params) or any(
-        as_const(extra) is None or as_const(extra).value is not None  # type: ignore[union-attr]
-        for extra in items[len(params):]
+    if (
+        len(items) < len(params)
+        or any(
+            as_const(extra) is None or as_const(extra).value is not None  # type: ignore[union-attr]
+            for extra in items[len(params) :]
+        )
     ):
         raise Unsupported(
             "gradient-count",
@@ -260,15 +276,15 @@ def _gradients(result: object, params: list[str], backward: cst.FunctionDef,
                 f"the gradient for `{param}` does not depend on grad_output",
                 backward,
             )
-        gradients.append(
-            Gradient(param, template, _derivative(template), location, "", reduction))
+        gradients.append(Gradient(param, template, _derivative(template), location, "", reduction))
     if not gradients:
         raise Unsupported("no-gradient", "the backward returns None for every input", backward)
     return gradients
 
 
-def _dead_code_eliminated(prelude: list[cst.BaseSmallStatement],
-                          gradients: list[Gradient]) -> list[cst.BaseSmallStatement]:
+def _dead_code_eliminated(
+    prelude: list[cst.BaseSmallStatement], gradients: list[Gradient]
+) -> list[cst.BaseSmallStatement]:
     needed: set[str] = set()
     for g in gradients:
         needed |= names_in(cst.parse_expression(g.template))
@@ -294,14 +310,18 @@ class _One(cst.CSTTransformer):
 
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
         func = updated.func
-        if isinstance(func, cst.Attribute) and _is_one(func.value) and func.attr.value in (
-            "clone", "contiguous", "float", "double", "half", "to", "type_as"
+        if (
+            isinstance(func, cst.Attribute)
+            and _is_one(func.value)
+            and func.attr.value
+            in ("clone", "contiguous", "float", "double", "half", "to", "type_as")
         ):
             return cst.Integer("1")
         return updated
 
-    def leave_BinaryOperation(self, original: cst.BinaryOperation,
-                              updated: cst.BinaryOperation) -> cst.BaseExpression:
+    def leave_BinaryOperation(
+        self, original: cst.BinaryOperation, updated: cst.BinaryOperation
+    ) -> cst.BaseExpression:
         if isinstance(updated.operator, cst.Multiply):
             if _is_one(updated.left):
                 return updated.right
@@ -335,8 +355,11 @@ def _readable(derivative: str, prelude: list[cst.BaseSmallStatement]) -> str:
     """The derivative with the backward's temporaries written out, for reports."""
     values: dict[str, cst.BaseExpression] = {}
     for stmt in prelude:
-        if (isinstance(stmt, cst.Assign) and len(stmt.targets) == 1
-                and isinstance(stmt.targets[0].target, cst.Name)):
+        if (
+            isinstance(stmt, cst.Assign)
+            and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0].target, cst.Name)
+        ):
             values[stmt.targets[0].target.value] = stmt.value.visit(_Inline(values))
     result = cst.parse_expression(derivative).visit(_Inline(values))
     text = cst.Module([]).code_for_node(result.with_changes(lpar=[], rpar=[]))

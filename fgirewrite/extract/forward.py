@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import libcst as cst
 
 from fgirewrite.extract import rules
-from fgirewrite.extract.symbolic import Const, Ctx, Names, Unsupported, names_in
+from fgirewrite.extract.values import Const, Ctx, Names, Unsupported, names_in
 
 
 @dataclass
@@ -187,10 +187,20 @@ def _ctx_statement(
                 raise Unsupported("non-differentiable-output", f"calls ctx.{method}()", call)
             raise Unsupported("unsupported-ctx", f"calls ctx.{method}()", call)
     if isinstance(small, cst.Assign) and len(small.targets) == 1:
-        target = small.targets[0].target
-        if isinstance(target, cst.Attribute) and _is_name(target.value, ctx_name):
-            attr = target.attr.value
-            forward.ctx.attrs[attr] = value_of(small.value, attr)
+        target, value = small.targets[0].target, small.value
+        pairs = [(target, value)]
+        if (
+            isinstance(target, cst.Tuple)
+            and isinstance(value, cst.Tuple)
+            and len(target.elements) == len(value.elements)
+        ):  # ctx.low, ctx.high = low, high
+            pairs = [
+                (t.value, v.value) for t, v in zip(target.elements, value.elements, strict=True)
+            ]
+        if all(isinstance(t, cst.Attribute) and _is_name(t.value, ctx_name) for t, _ in pairs):
+            for t, v in pairs:
+                assert isinstance(t, cst.Attribute)
+                forward.ctx.attrs[t.attr.value] = value_of(v, t.attr.value)
             return snapshots
     raise Unsupported("unsupported-ctx", "uses ctx in a statement fgirewrite does not model", small)
 

@@ -18,7 +18,9 @@ GRAD_REDUCE = frozenset({"sum", "sum_to_size"})
 GRAD_MASK = frozenset({"masked_fill", "where"})
 
 # torch functions that are linear in their tensor argument(s), with the same roles.
-TORCH_SCALE = frozenset({"torch.mul", "torch.multiply", "torch.div", "torch.divide", "torch.true_divide"})
+TORCH_SCALE = frozenset(
+    {"torch.mul", "torch.multiply", "torch.div", "torch.divide", "torch.true_divide"}
+)
 TORCH_NEGATE = frozenset({"torch.neg", "torch.negative"})
 TORCH_IDENTITY = frozenset({"torch.clone"})
 TORCH_REDUCE = frozenset({"torch.sum"})

@@ -82,8 +82,9 @@ def _defaults(params: str) -> dict[str, object]:
     assert isinstance(node, ast.FunctionDef)
     args = node.args.args
     found = {}
-    for arg, default in zip(args[len(args) - len(node.args.defaults):], node.args.defaults,
-                            strict=True):
+    for arg, default in zip(
+        args[len(args) - len(node.args.defaults) :], node.args.defaults, strict=True
+    ):
         with contextlib.suppress(ValueError):
             found[arg.arg] = ast.literal_eval(default)
     return found
@@ -114,8 +115,11 @@ def _arguments(spec: _Spec, x: torch.Tensor, dtype: torch.dtype, device: str) ->
         elif name in spec.tensors:
             value = spec.values.get(name)
             fixed = float(value) if isinstance(value, (int, float)) else None
-            args.append(probes.parameter(spec.shapes.get(name, "full"), dtype, x.shape[0], fixed,
-                                         seed=i).to(device))
+            args.append(
+                probes.parameter(
+                    spec.shapes.get(name, "full"), dtype, x.shape[0], fixed, seed=i
+                ).to(device)
+            )
         else:
             args.append(spec.values[name])
     return args
@@ -123,8 +127,13 @@ def _arguments(spec: _Spec, x: torch.Tensor, dtype: torch.dtype, device: str) ->
 
 def _run(fn: Callable, args: list, spec: _Spec, go_seed: int = 1, grad: bool = True):
     """Output and the gradient of each differentiable tensor input, for a fixed grad_output."""
-    inputs = [a.detach().clone().requires_grad_(n in spec.differentiable)
-              if isinstance(a, torch.Tensor) else a for a, n in zip(args, spec.names, strict=True)]
+    inputs = [
+        a.detach().clone().requires_grad_(n in spec.differentiable)
+        if isinstance(a, torch.Tensor)
+        else a
+        for a, n in zip(args, spec.names, strict=True)
+    ]
+    torch.manual_seed(0)  # a forward that samples draws the same numbers in both
     if not grad:
         with torch.no_grad():
             return fn(*inputs), {}
@@ -134,13 +143,16 @@ def _run(fn: Callable, args: list, spec: _Spec, go_seed: int = 1, grad: bool = T
     go = go.to(out.device)
     if out.requires_grad:
         out.backward(go)
-    grads = {n: (a.grad if a.grad is not None else torch.zeros_like(a))
-             for a, n in zip(inputs, spec.names, strict=True) if n in spec.differentiable}
+    grads = {
+        n: (a.grad if a.grad is not None else torch.zeros_like(a))
+        for a, n in zip(inputs, spec.names, strict=True)
+        if n in spec.differentiable
+    }
     return out.detach(), grads
 
 
 def _choose_shapes(original: Callable, spec: _Spec, device: str) -> None:
-    """Try each extra tensor input as full, per-column, then scalar: the first the original takes."""
+    """Shape each extra tensor input as full, per column or scalar: the first the original takes."""
     x = probes.as_matrix(probes.grid(torch.float64, [0.0])[:8]).to(device)
     for name in spec.names[1:]:
         if name not in spec.tensors:
@@ -154,8 +166,9 @@ def _choose_shapes(original: Callable, spec: _Spec, device: str) -> None:
                 continue
 
 
-def check_pair(original: Callable, rewritten: Callable, spec: _Spec, dtype: torch.dtype,
-               device: str) -> Check:
+def check_pair(
+    original: Callable, rewritten: Callable, spec: _Spec, dtype: torch.dtype, device: str
+) -> Check:
     """Compare the original Function's apply with the rewrite on every probe set."""
     failures: list[str] = []
     notes: list[str] = []
@@ -167,8 +180,10 @@ def check_pair(original: Callable, rewritten: Callable, spec: _Spec, dtype: torc
         try:
             expected, expected_grads = _run(original, args, spec)
         except Exception as exc:  # noqa: BLE001 - the original itself fails here
-            notes.append(f"{label}: the original fails ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:120]}); not compared")
+            notes.append(
+                f"{label}: the original fails ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:120]}); not compared"
+            )
             continue
         try:
             actual, actual_grads = _run(rewritten, args, spec)
@@ -186,21 +201,27 @@ def check_pair(original: Callable, rewritten: Callable, spec: _Spec, dtype: torc
         for name, exp in expected_grads.items():
             act = actual_grads[name]
             if act.shape != exp.shape:
-                failures.append(f"{label} d/d{name}: shape {tuple(act.shape)} != "
-                                f"{tuple(exp.shape)}")
+                failures.append(
+                    f"{label} d/d{name}: shape {tuple(act.shape)} != {tuple(exp.shape)}"
+                )
                 continue
             where = torch.isfinite(exp)
             if exp.shape == x.shape:
                 lost = where & ~finite & (exp != 0)
                 if int(lost.sum()):
-                    notes.append(f"{label} d/d{name}: {int(lost.sum())} non-finite inputs where "
-                                 "the original gradient is finite and non-zero get no gradient")
+                    notes.append(
+                        f"{label} d/d{name}: {int(lost.sum())} non-finite inputs where "
+                        "the original gradient is finite and non-zero get no gradient"
+                    )
                 where = where & finite
             elif not bool(finite.all()):
                 continue  # a reduced gradient over non-finite inputs is not comparable
             bound = atol if exp.shape == x.shape else atol + rtol * float(exp.abs().max())
-            if (m := close_mismatch(f"{label} d/d{name}", act, exp, _input_of(exp, x), rtol,
-                                    bound, where)) is not None:
+            if (
+                m := close_mismatch(
+                    f"{label} d/d{name}", act, exp, _input_of(exp, x), rtol, bound, where
+                )
+            ) is not None:
                 failures.append(str(m))
         if label == "grid" and dtype in (torch.float32, torch.float64):
             failures.extend(_forward_mode(rewritten, args, spec, actual_grads, x))
@@ -211,8 +232,7 @@ def _input_of(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return x if grad.shape == x.shape else torch.zeros_like(grad)
 
 
-def _forward_mode(fn: Callable, args: list, spec: _Spec, grads: dict,
-                  x: torch.Tensor) -> list[str]:
+def _forward_mode(fn: Callable, args: list, spec: _Spec, grads: dict, x: torch.Tensor) -> list[str]:
     """torch.func.jvp along the first input gives the same derivative as backward."""
     name = spec.names[0]
     if name not in grads:
@@ -227,31 +247,48 @@ def _forward_mode(fn: Callable, args: list, spec: _Spec, grads: dict,
         return [f"forward-mode AD (torch.func.jvp) fails: {type(exc).__name__}: {exc}"]
     # jvp gives g' * go in the output's dtype; backward with grad_output go gives go * g'.
     rtol, atol = tolerance(jvp.dtype)
-    m: Mismatch | None = close_mismatch(f"jvp d/d{name}", jvp, grads[name].to(jvp.dtype), x,
-                                        rtol, atol)
+    m: Mismatch | None = close_mismatch(
+        f"jvp d/d{name}", jvp, grads[name].to(jvp.dtype), x, rtol, atol
+    )
     return [] if m is None else [str(m)]
 
 
-def verify_pair(original: Callable, rewritten: Callable, surrogate: Surrogate,
-                function: str = "", call_args: list[object] | None = None,
-                dtypes=probes.DTYPES) -> SurrogateReport:
+def verify_pair(
+    original: Callable,
+    rewritten: Callable,
+    surrogate: Surrogate,
+    function: str = "",
+    call_args: list[object] | None = None,
+    dtypes=probes.DTYPES,
+) -> SurrogateReport:
     """Verify a rewritten surrogate against the original ``Function.apply``."""
     spec = spec_for(surrogate, call_args)
     _choose_shapes(original, spec, "cpu")
-    arguments = {n: ("tensor" + ("" if spec.shapes.get(n, "full") == "full"
-                                 else f" ({spec.shapes[n]})"))
-                 if n in spec.tensors else spec.values[n] for n in spec.names}
-    checks = tuple(check_pair(original, rewritten, spec, dtype, device)
-                   for device in devices() for dtype in dtypes)
+    arguments = {
+        n: ("tensor" + ("" if spec.shapes.get(n, "full") == "full" else f" ({spec.shapes[n]})"))
+        if n in spec.tensors
+        else spec.values[n]
+        for n in spec.names
+    }
+    checks = tuple(
+        check_pair(original, rewritten, spec, dtype, device)
+        for device in devices()
+        for dtype in dtypes
+    )
     return SurrogateReport(surrogate.name, str(surrogate.location), function, arguments, checks)
 
 
 def call_site_arguments(tree: ast.Module, class_name: str) -> list[object] | None:
     """Literal arguments of the first ``Class.apply(...)`` call in the file, if any."""
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "apply" and isinstance(node.func.value, ast.Name)
-                and node.func.value.id == class_name and len(node.args) > 1):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "apply"
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == class_name
+            and len(node.args) > 1
+        ):
             try:
                 return [None] + [ast.literal_eval(a) for a in node.args[1:]]
             except ValueError:
@@ -273,17 +310,26 @@ def verify_rewrite(rewrite: Rewrite, path: Path | None = None) -> list[Surrogate
         try:
             namespace = evaluate(path, text, tree, info, site, set(surrogate.free_names))
             fgi = codegen.compile_surrogate(surrogate, dict(namespace), name)
-            original = namespace[site.name].apply
+            cls = namespace[site.name]
+            original = getattr(cls, "__func__", cls).apply  # a class under @staticmethod
         except SandboxError as exc:
-            reports.append(SurrogateReport(surrogate.name, str(surrogate.location), name,
-                                           error=str(exc)))
+            reports.append(
+                SurrogateReport(surrogate.name, str(surrogate.location), name, error=str(exc))
+            )
             continue
         except Exception as exc:  # noqa: BLE001 - generated code that does not compile
-            reports.append(SurrogateReport(surrogate.name, str(surrogate.location), name,
-                                           error=f"{type(exc).__name__}: {exc}"))
+            reports.append(
+                SurrogateReport(
+                    surrogate.name,
+                    str(surrogate.location),
+                    name,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            )
             continue
-        reports.append(verify_pair(original, fgi, surrogate, name,
-                                   call_site_arguments(tree, site.name)))
+        reports.append(
+            verify_pair(original, fgi, surrogate, name, call_site_arguments(tree, site.name))
+        )
     return reports
 
 

@@ -53,8 +53,9 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().view(integer) if t.is_floating_point() else t
 
 
-def bitwise_mismatch(what: str, actual: torch.Tensor, expected: torch.Tensor,
-                     inputs: torch.Tensor) -> Mismatch | None:
+def bitwise_mismatch(
+    what: str, actual: torch.Tensor, expected: torch.Tensor, inputs: torch.Tensor
+) -> Mismatch | None:
     """None if equal bit for bit (any NaN equals any NaN), else where they differ."""
     if actual.shape != expected.shape:
         raise AssertionError(f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}")
@@ -64,9 +65,15 @@ def bitwise_mismatch(what: str, actual: torch.Tensor, expected: torch.Tensor,
     return _describe(what, differ, actual, expected, inputs, 0.0, 0.0)
 
 
-def close_mismatch(what: str, actual: torch.Tensor, expected: torch.Tensor,
-                   inputs: torch.Tensor, rtol: float, atol: float,
-                   where: torch.Tensor | None = None) -> Mismatch | None:
+def close_mismatch(
+    what: str,
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    inputs: torch.Tensor,
+    rtol: float,
+    atol: float,
+    where: torch.Tensor | None = None,
+) -> Mismatch | None:
     """None if within tolerance wherever ``where`` holds, else where they differ."""
     if actual.shape != expected.shape:
         raise AssertionError(f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}")
@@ -78,8 +85,15 @@ def close_mismatch(what: str, actual: torch.Tensor, expected: torch.Tensor,
     return _describe(what, differ, actual, expected, inputs, rtol, atol)
 
 
-def _describe(what: str, differ: torch.Tensor, actual: torch.Tensor, expected: torch.Tensor,
-              inputs: torch.Tensor, rtol: float, atol: float) -> Mismatch | None:
+def _describe(
+    what: str,
+    differ: torch.Tensor,
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    inputs: torch.Tensor,
+    rtol: float,
+    atol: float,
+) -> Mismatch | None:
     count = int(differ.sum())
     if count == 0:
         return None
@@ -89,6 +103,14 @@ def _describe(what: str, differ: torch.Tensor, actual: torch.Tensor, expected: t
     rel = diff / e.abs().clamp_min(torch.finfo(torch.float64).tiny)
     flat_inputs = inputs.double().broadcast_to(a.shape).reshape(-1)
     i_abs, i_rel = int(diff.reshape(-1).argmax()), int(rel.reshape(-1).argmax())
-    return Mismatch(what, count, differ.numel(), float(diff.reshape(-1)[i_abs]),
-                    float(flat_inputs[i_abs]), float(rel.reshape(-1)[i_rel]),
-                    float(flat_inputs[i_rel]), rtol, atol)
+    return Mismatch(
+        what,
+        count,
+        differ.numel(),
+        float(diff.reshape(-1)[i_abs]),
+        float(flat_inputs[i_abs]),
+        float(rel.reshape(-1)[i_rel]),
+        float(flat_inputs[i_rel]),
+        rtol,
+        atol,
+    )

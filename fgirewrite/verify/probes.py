@@ -25,8 +25,18 @@ def edges(dtype: torch.dtype) -> torch.Tensor:
     """Values where a careless rewrite breaks: ±0, ±inf, NaN, subnormals, huge magnitudes."""
     info = torch.finfo(dtype)
     subnormal = info.smallest_normal * info.eps
-    magnitudes = [0.0, subnormal, info.smallest_normal / 2, info.smallest_normal, info.eps,
-                  1.0, 1e4, info.max / 2, info.max, float("inf")]
+    magnitudes = [
+        0.0,
+        subnormal,
+        info.smallest_normal / 2,
+        info.smallest_normal,
+        info.eps,
+        1.0,
+        1e4,
+        info.max / 2,
+        info.max,
+        float("inf"),
+    ]
     values = [m for v in magnitudes for m in (v, -v)] + [float("nan")]
     return torch.tensor(values, dtype=torch.float64).to(dtype)
 
@@ -36,8 +46,9 @@ def as_matrix(values: torch.Tensor) -> torch.Tensor:
     return values[:, None].expand(-1, COLUMNS).contiguous()
 
 
-def parameter(shape_kind: str, dtype: torch.dtype, rows: int, value: float | None,
-              seed: int) -> torch.Tensor:
+def parameter(
+    shape_kind: str, dtype: torch.dtype, rows: int, value: float | None, seed: int
+) -> torch.Tensor:
     """A second tensor input (a threshold, a slope): near 1, or ``value`` if given."""
     shape = {"full": (rows, COLUMNS), "row": (COLUMNS,), "scalar": ()}[shape_kind]
     if value is not None:

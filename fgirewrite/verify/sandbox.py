@@ -77,8 +77,11 @@ def slice_source(tree: ast.Module, info: ModuleInfo, site: ClassSite, extra: set
                 chosen.add(i)
                 needed |= _reads(stmt)
                 changed = True
-    parts = [info.segment(body[i].lineno, body[i].end_lineno or body[i].lineno)
-             for i in sorted(chosen) if not _is_future(body[i])]
+    parts = [
+        info.segment(body[i].lineno, body[i].end_lineno or body[i].lineno)
+        for i in sorted(chosen)
+        if not _is_future(body[i])
+    ]
     futures = [info.segment(s.lineno, s.end_lineno or s.lineno) for s in body if _is_future(s)]
     first = min([class_node.lineno] + [d.lineno for d in class_node.decorator_list])
     segment = info.segment(first, class_node.end_lineno or class_node.lineno)
@@ -117,13 +120,23 @@ def _find_class(node: ast.AST, site: ClassSite) -> ast.ClassDef:
     raise SandboxError(f"class {site.qualname} not found")
 
 
-def evaluate(path: Path, source: str, tree: ast.Module, info: ModuleInfo, site: ClassSite,
-             extra: set[str] = frozenset()) -> dict:
+def evaluate(
+    path: Path,
+    source: str,
+    tree: ast.Module,
+    info: ModuleInfo,
+    site: ClassSite,
+    extra: set[str] = frozenset(),
+) -> dict:
     """Execute the slice a class needs; its namespace, with the class under its own name."""
     name, root = module_name(path)
     package = name.rpartition(".")[0]
-    namespace: dict = {"__name__": f"{name}", "__package__": package or None,
-                       "__file__": str(path), "__builtins__": __builtins__}
+    namespace: dict = {
+        "__name__": f"{name}",
+        "__package__": package or None,
+        "__file__": str(path),
+        "__builtins__": __builtins__,
+    }
     code = slice_source(tree, info, site, set(extra))
     added = str(root) not in sys.path
     if added:
@@ -133,8 +146,9 @@ def evaluate(path: Path, source: str, tree: ast.Module, info: ModuleInfo, site: 
     try:
         exec(compile(code, str(path), "exec"), module.__dict__)  # noqa: S102 - the slice only
     except Exception as exc:  # the slice itself failed: say what and where
-        raise SandboxError(f"evaluating what {site.qualname} needs failed: "
-                           f"{type(exc).__name__}: {exc}") from None
+        raise SandboxError(
+            f"evaluating what {site.qualname} needs failed: {type(exc).__name__}: {exc}"
+        ) from None
     finally:
         if added:
             sys.path.remove(str(root))

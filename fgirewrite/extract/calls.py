@@ -1,0 +1,311 @@
+"""Calls in a backward: which functions and methods keep the gradient linear and elementwise,
+in-place ops turned out-of-place, and module-level helpers evaluated inline."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from fgirewrite.extract import rules
+from fgirewrite.extract.values import (
+    BOOL_METHODS,
+    Const,
+    Ctx,
+    Lin,
+    Sym,
+    Unsupported,
+    as_const,
+    dotted,
+    node_of,
+    operand,
+    where_call,
+)
+
+
+class CallRules:
+    """Mixed into the Evaluator: the rules for calls."""
+
+    def e_Call(self, node: cst.Call) -> Sym:
+        for arg in node.args:
+            if arg.star:
+                raise Unsupported("unsupported-syntax", "a call with *args or **kwargs", node)
+        func = node.func
+        qualified = self.qualified(func)
+        if qualified is not None:
+            return self.function_call(node, qualified)
+        if isinstance(func, cst.Attribute):
+            if self.is_ctx(func.value):
+                raise Unsupported("unsupported-ctx", f"calls ctx.{func.attr.value}()", node)
+            return self.method_call(node, func.attr.value)
+        raise Unsupported("unknown-call", "calls a computed callable", node)
+
+    def args(self, node: cst.Call) -> list[tuple[str | None, Sym]]:
+        return [(a.keyword.value if a.keyword else None, self.expr(a.value)) for a in node.args]
+
+    def rebuild_args(self, node: cst.Call, values: list[tuple[str | None, Sym]]) -> list[cst.Arg]:
+        return [
+            a.with_changes(value=node_of(v)) for a, (_, v) in zip(node.args, values, strict=True)
+        ]
+
+    def function_call(self, node: cst.Call, qualified: str) -> Sym:
+        if rules.is_random_call(qualified, None):
+            raise Unsupported("backward-random", f"draws random numbers with `{qualified}`", node)
+        self.e_Name(cst.Name(qualified.split(".")[0]))  # record the free name; check shadowing
+        values = self.args(node)
+        lins = [v for _, v in values if isinstance(v, Lin)]
+        if "." not in qualified and self.state.function(qualified) is not None:
+            return self.inline(node, qualified, values)
+        if not lins:
+            self.all_const(values, node)
+            is_bool = qualified.rsplit(".", 1)[-1] in BOOL_METHODS
+            return Const(
+                node.with_changes(args=self.rebuild_args(node, values)),
+                is_bool=is_bool,
+                zero=qualified in rules.ZERO_FUNCTIONS,
+            )
+        if qualified in rules.SHAPE_FUNCTIONS and isinstance(values[0][1], Lin) and len(lins) == 1:
+            if values[0][1].plain:
+                args = [node.args[0].with_changes(value=cst.Name(self.state.out))]
+                args += self.rebuild_args(node, values)[1:]
+                return Const(node.with_changes(args=args), zero=qualified in rules.ZERO_FUNCTIONS)
+        rebuilt = node.with_changes(args=self.rebuild_args(node, values))
+        first = values[0][1] if values else None
+        if qualified in rules.TORCH_WHERE and len(values) == 3:
+            cond, a, b = (v for _, v in values)
+            if isinstance(cond, Const):
+                return self.where(cond, a, b, node)
+        if qualified in (rules.TORCH_IDENTITY | rules.TORCH_NEGATE) and len(values) == 1:
+            return self.lin_op(first, rebuilt)  # type: ignore[arg-type]
+        if qualified in rules.TORCH_REDUCE and isinstance(first, Lin) and len(lins) == 1:
+            return self.reduce(first, rebuilt, node)
+        if qualified in rules.TORCH_SCALE and len(values) == 2 and len(lins) == 1:
+            if qualified in ("torch.mul", "torch.multiply") or isinstance(first, Lin):
+                return self.lin_op(lins[0], rebuilt)
+        if qualified in rules.TORCH_MASKED_FILL and isinstance(first, Lin) and len(values) == 3:
+            fill = values[2][1]
+            if isinstance(fill, Const) and fill.zero:
+                return self.lin_op(first, rebuilt)
+        raise Unsupported(
+            "unknown-call",
+            f"the gradient flows through `{qualified}`, not known to be linear in it",
+            node,
+        )
+
+    def method_call(self, node: cst.Call, method: str) -> Sym:
+        func = node.func
+        assert isinstance(func, cst.Attribute)
+        if rules.is_random_call(None, method):
+            raise Unsupported("backward-random", f"draws random numbers with `.{method}()`", node)
+        receiver = self.expr(func.value)
+        if rules.is_inplace(method):
+            return self.inplace(node, receiver, method)
+        values = self.args(node)
+        rebuilt = node.with_changes(
+            func=func.with_changes(value=operand(func.value, node_of(receiver))),
+            args=self.rebuild_args(node, values),
+        )
+        lins = [v for _, v in values if isinstance(v, Lin)]
+        if isinstance(receiver, Lin):
+            return self.lin_method(node, receiver, method, values, rebuilt)
+        if not isinstance(receiver, Const):
+            raise Unsupported("unsupported-syntax", f"calls `.{method}()` on a tuple", node)
+        if lins:
+            if method in ("mul", "multiply") and len(values) == 1:
+                return self.lin_op(lins[0], rebuilt)
+            if method == "where" and len(values) == 2:
+                return self.where(values[0][1], receiver, values[1][1], node)  # type: ignore[arg-type]
+            raise self.not_linear(node, f"the gradient passed to `.{method}()`")
+        self.all_const(values, node)
+        aliasing = method in rules.MAY_ALIAS_METHODS
+        return Const(
+            rebuilt,
+            is_bool=method in BOOL_METHODS,
+            zero=method in rules.ZERO_METHODS,
+            external=receiver.external and aliasing,
+            aliased=aliasing,
+        )
+
+    def lin_method(
+        self, node: cst.Call, lin: Lin, method: str, values: list, rebuilt: cst.Call
+    ) -> Sym:
+        consts = all(isinstance(v, Const) for _, v in values)
+        if method in rules.GRAD_DROPPED and not values:
+            return lin
+        if method in rules.GRAD_IDENTITY and not values:
+            return self.lin_op(lin, rebuilt, keep_plain=True)
+        if (method in rules.GRAD_CAST | rules.GRAD_SCALE | rules.GRAD_NEGATE) and consts:
+            return self.lin_op(lin, rebuilt, aliasing=method in rules.MAY_ALIAS_METHODS)
+        if method in rules.GRAD_REDUCE and consts:
+            return self.reduce(lin, rebuilt, node)
+        if method == "masked_fill" and len(values) == 2:
+            mask, fill = values[0][1], values[1][1]
+            if isinstance(mask, Const) and isinstance(fill, Const) and fill.zero:
+                return self.lin_op(lin, rebuilt)
+        if method == "where" and len(values) == 2:
+            return self.where(values[0][1], lin, values[1][1], node)
+        if method in rules.SHAPE_METHODS and lin.plain and consts:
+            return Const(
+                rebuilt.with_changes(
+                    func=rebuilt.func.with_changes(  # type: ignore[union-attr]
+                        value=cst.Name(self.state.out)
+                    )
+                )
+            )
+        raise self.not_linear(node, f"`.{method}()` of the gradient")
+
+    def inplace(self, node: cst.Call, receiver: Sym, method: str) -> Sym:
+        func = node.func
+        assert isinstance(func, cst.Attribute)
+        label = dotted(func.value) or "an expression"
+        target = func.value
+        # The result of a fresh computation can be mutated freely: nothing else holds it.
+        fresh = not isinstance(target, (cst.Name, cst.Attribute, cst.Subscript))
+        if not fresh:
+            self.check_inplace(receiver, label, node)
+        outplace = method[:-1]
+        if method == "zero_":
+            self.state.free.add("torch")
+            new: Sym = Const(
+                cst.Call(
+                    cst.Attribute(cst.Name("torch"), cst.Name("zeros_like")),
+                    [cst.Arg(node_of(receiver))],
+                ),
+                zero=True,
+            )
+        else:
+            new = self.method_call(
+                node.with_changes(func=func.with_changes(attr=cst.Name(outplace))), outplace
+            )
+        if isinstance(new, (Const, Lin)):
+            new.aliased = False
+            new.external = False
+        if isinstance(target, cst.Name):
+            self.rebind(receiver, new, target.value)
+            return self.env[target.value]
+        if not fresh:
+            raise Unsupported("in-place-alias", f"an in-place op on `{label}`", node)
+        return new
+
+    # ---------------------------------------------------------------- linear building blocks
+
+    def lin_op(
+        self,
+        lin: Sym,
+        rebuilt: cst.BaseExpression,
+        *others: Sym,
+        keep_plain: bool = False,
+        aliasing: bool = False,
+    ) -> Lin:
+        for part in (lin, *others):
+            if not isinstance(part, Lin):
+                raise self.not_linear(rebuilt, "a gradient mixed with a non-gradient term")
+            if part.reduction is not None:
+                raise self.not_linear(rebuilt, "an operation after the gradient's reduction")
+        assert isinstance(lin, Lin)
+        return Lin(
+            rebuilt,
+            plain=keep_plain and lin.plain,
+            aliased=aliasing and (lin.aliased or lin.external),
+        )
+
+    def reduce(self, lin: Lin, rebuilt: cst.BaseExpression, node: cst.CSTNode) -> Lin:
+        if lin.reduction is not None:
+            raise self.not_linear(node, "a gradient reduced twice")
+        return Lin(lin.node, reduction=rebuilt)
+
+    def where(self, cond: Sym, a: Sym, b: Sym, node: cst.CSTNode) -> Sym:
+        """``torch.where(cond, a, b)``: linear if both branches are gradients or zero."""
+        if not isinstance(cond, Const):
+            raise self.not_linear(node, "a condition that depends on the gradient")
+        if not isinstance(a, Lin) and not isinstance(b, Lin):
+            self.state.free.add("torch")
+            return Const(where_call(cond.node, node_of(a), node_of(b)))
+        for branch in (a, b):
+            if isinstance(branch, Const) and not branch.zero:
+                raise self.not_linear(node, "a gradient replaced by a non-zero constant")
+            if isinstance(branch, Lin) and branch.reduction is not None:
+                raise self.not_linear(node, "an operation after the gradient's reduction")
+            if not isinstance(branch, (Const, Lin)):
+                raise Unsupported("unsupported-syntax", "a tuple in torch.where", node)
+        self.state.free.add("torch")
+        return Lin(where_call(cond.node, node_of(a), node_of(b)))
+
+    def inline(self, node: cst.Call, name: str, values: list[tuple[str | None, Sym]]) -> Sym:
+        """Evaluate a module-level helper's body with its arguments bound."""
+        function = self.state.function(name)
+        assert function is not None
+        if self.state.depth >= 8:
+            raise Unsupported("unsupported-syntax", f"helpers nested too deeply at `{name}`", node)
+        for decorator in function.decorators:
+            target = decorator.decorator
+            target = target.func if isinstance(target, cst.Call) else target
+            qualified = self.qualified(target)
+            if qualified not in rules.TRANSPARENT_DECORATORS:
+                raise Unsupported(
+                    "unknown-call",
+                    f"`{name}` has decorator `{qualified}`, unknown to fgirewrite",
+                    node,
+                )
+        env = bind_parameters(function.params, values, node, self)
+        self.state.depth += 1
+        self.state.helpers.append(name)
+        try:
+            result = type(self)(self.state, env, None, Ctx(), "backward").block(function.body.body)
+        finally:
+            self.state.depth -= 1
+        if result is None:
+            return Const(cst.Name("None"), simple=True, value=None)
+        return result
+
+    def ctx_call(self, call: cst.Call, method: str) -> None:
+        if method in rules.CTX_HARMLESS:
+            return
+        if method in rules.CTX_REFUSED:
+            raise Unsupported("non-differentiable-output", f"calls ctx.{method}()", call)
+        if method == "save_for_backward" and self.mode == "setup":
+            self.ctx.saved = [self.materialize(self.const(a.value), "saved") for a in call.args]
+            return
+        raise Unsupported("unsupported-ctx", f"calls ctx.{method}() here", call)
+
+    def all_const(self, values: list[tuple[str | None, Sym]], node: cst.CSTNode) -> None:
+        for _, v in values:
+            if as_const(v) is None:
+                raise Unsupported("unsupported-syntax", "a gradient inside a tuple argument", node)
+
+    def no_seq(self, left: Sym, right: Sym, node: cst.CSTNode) -> None:
+        if not isinstance(left, (Const, Lin)) or not isinstance(right, (Const, Lin)):
+            raise Unsupported("unsupported-syntax", "arithmetic on a tuple or ctx", node)
+
+    def not_linear(self, node: cst.CSTNode, what: str) -> Unsupported:
+        return Unsupported("backward-not-linear", f"{what}", node)
+
+
+def bind_parameters(
+    params: cst.Parameters,
+    values: list[tuple[str | None, Sym]],
+    node: cst.CSTNode,
+    caller: CallRules,
+) -> dict[str, Sym]:
+    """Bind call arguments to a helper's parameters, defaults included."""
+    if params.star_arg not in (cst.MaybeSentinel.DEFAULT, None) or params.star_kwarg:
+        raise Unsupported("unsupported-syntax", "a helper with *args or **kwargs", node)
+    ordered = list(params.posonly_params) + list(params.params) + list(params.kwonly_params)
+    env: dict[str, Sym] = {}
+    positional = [v for k, v in values if k is None]
+    keywords = {k: v for k, v in values if k is not None}
+    for i, param in enumerate(ordered):
+        name = param.name.value
+        if i < len(positional) and param not in params.kwonly_params:
+            env[name] = positional[i]
+        elif name in keywords:
+            env[name] = keywords.pop(name)
+        elif param.default is not None:
+            env[name] = caller.const(param.default)
+        else:
+            raise Unsupported(
+                "unsupported-syntax", f"no argument for helper parameter `{name}`", node
+            )
+    if keywords or len(positional) > len(ordered):
+        raise Unsupported(
+            "unsupported-syntax", "a helper called with arguments it does not take", node
+        )
+    return env

@@ -1,0 +1,70 @@
+"""Finding Function subclasses cheaply and resolving their bases by qualified name."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from fgirewrite import discover
+
+
+def sites(source: str):
+    tree = ast.parse(source)
+    return [
+        (s.qualname, s.scope)
+        for s in discover.find_classes(tree, discover.module_info(source, tree).imports)
+    ]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import torch\nclass F(torch.autograd.Function): pass",
+        "import torch as th\nclass F(th.autograd.Function): pass",
+        "from torch.autograd import Function\nclass F(Function): pass",
+        "from torch.autograd import Function as Fn\nclass F(Fn): pass",
+        "import torch.autograd as ag\nclass F(ag.Function): pass",
+        "from torch import autograd\nclass F(autograd.Function): pass",
+        "from torch.autograd.function import Function\nclass F(Function): pass",
+        "from torch.autograd.function import InplaceFunction\nclass F(InplaceFunction): pass",
+    ],
+)
+def test_every_spelling_is_found(source):
+    assert discover.may_define_function(source.encode())
+    assert sites(source) == [("F", "module")]
+
+
+def test_nesting_and_local_inheritance():
+    source = (
+        "import torch\n"
+        "class M(torch.nn.Module):\n"
+        "    class A(torch.autograd.Function): pass\n"
+        "def make():\n"
+        "    class B(torch.autograd.Function): pass\n"
+        "class Base(torch.autograd.Function): pass\n"
+        "class Sub(Base): pass\n"
+    )
+    assert sites(source) == [
+        ("M.A", "class"),
+        ("make.<locals>.B", "function"),
+        ("Base", "module"),
+        ("Sub", "module"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "class LossFunction(Base): pass",  # not torch's
+        "from mylib import Function\nclass F(Function): pass",  # another library's Function
+        "x = 'class F(torch.autograd.Function)'",
+    ],
+)
+def test_lookalikes_are_not_functions(source):
+    assert sites(source) == []
+
+
+def test_prefilter_rejects_files_without_candidate_classes():
+    assert not discover.may_define_function(b"import torch\nx = torch.autograd.Function\n")
+    assert not discover.may_define_function(b"class A(B): pass\n")

@@ -1,0 +1,65 @@
+"""Reading and writing files: atomic, mode-preserving, refusing to overwrite a changed file."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from fgirewrite import files
+
+
+def test_write_is_atomic_and_keeps_mode(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_bytes(b"old\r\n")
+    os.chmod(path, 0o751)
+    snap = files.read(path)
+    files.write(snap, b"new\r\n")
+    assert path.read_bytes() == b"new\r\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o751
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.py"]
+
+
+def test_refuses_a_file_changed_after_reading(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("a = 1\n")
+    snap = files.read(path)
+    path.write_text("a = 2\n")
+    with pytest.raises(files.FileError, match="changed since it was read; not overwritten"):
+        files.write(snap, b"rewritten\n")
+    assert path.read_text() == "a = 2\n"
+
+
+def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.py"
+    path.write_text("original\n")
+    snap = files.read(path)
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        files.write(snap, b"rewritten\n")
+    assert path.read_text() == "original\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.py"]
+
+
+def test_walk_skips_symlink_loops_and_duplicates(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("")
+    (tmp_path / "pkg" / "loop").symlink_to(tmp_path / "pkg")
+    (tmp_path / "pkg" / ".git").mkdir()
+    (tmp_path / "pkg" / ".git" / "b.py").write_text("")
+    errors: list = []
+    found = list(
+        files.python_files([tmp_path, tmp_path / "pkg" / "a.py", tmp_path / "x.py"], errors)
+    )
+    assert found == [tmp_path / "pkg" / "a.py"]
+    assert errors == [(str(tmp_path / "x.py"), "no such file or directory")]
+
+
+def test_not_a_regular_file(tmp_path):
+    with pytest.raises(files.FileError, match="Is a directory"):
+        files.read(tmp_path)

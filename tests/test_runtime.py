@@ -1,0 +1,79 @@
+"""The FGI helpers and generated code under every transform the original Function refuses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.autograd.forward_ad as fwAD
+from conftest import FIXTURES
+
+from fgirewrite import _runtime, codegen
+from fgirewrite.load import load_pair
+
+
+def test_runtime_source_is_the_module_source():
+    namespace = {"torch": torch}
+    exec(codegen.runtime_source(), namespace)
+    assert tuple(f.__name__ for f in _runtime.HELPERS) == codegen.RUNTIME_NAMES
+    x = torch.tensor([-0.0, 0.0, float("inf"), 2.0], requires_grad=True)
+    out = torch.tensor([-0.0, 1.0, 1.0, -0.0])
+    y = namespace["_fgi_inject"](out, [namespace["_fgi_delta"](x, out) * 3.0])
+    assert torch.equal(y.view(torch.int32), out.view(torch.int32))  # -0.0 stays -0.0
+    y.sum().backward()
+    assert x.grad.tolist() == [3.0, 3.0, 0.0, 3.0]  # no gradient at the infinite input
+
+
+def _load(name: str):
+    original, rewritten, _ = load_pair(FIXTURES / "rewrite" / name)
+    return vars(original), vars(rewritten)
+
+
+def test_original_refuses_what_the_rewrite_does():
+    original, rewritten = _load("single_expression.py")
+    x = torch.linspace(-2, 2, 9)
+    with pytest.raises(RuntimeError, match="setup_context"):
+        torch.func.grad(lambda v: original["run"](v).sum())(x)
+    with pytest.raises(RuntimeError, match="jvp"), fwAD.dual_level():
+        original["run"](fwAD.make_dual(x, torch.ones_like(x)))
+    expected = torch.exp(-0.5 * x * x) / (2 * torch.pi) ** 0.5
+    grad = torch.func.grad(lambda v: rewritten["run"](v).sum())(x)
+    torch.testing.assert_close(grad, expected)
+    per_sample = torch.func.vmap(torch.func.grad(lambda v: rewritten["run"](v).sum()))(x[:, None])
+    torch.testing.assert_close(per_sample[:, 0], expected)
+    _, tangent = torch.func.jvp(rewritten["run"], (x,), (torch.ones_like(x),))
+    torch.testing.assert_close(tangent, expected)
+    with fwAD.dual_level():
+        dual = rewritten["run"](fwAD.make_dual(x, torch.ones_like(x)))
+        torch.testing.assert_close(fwAD.unpack_dual(dual).tangent, expected)
+
+
+def test_inference_skips_injection_but_forward_mode_under_no_grad_does_not():
+    _, rewritten = _load("single_expression.py")
+    x = torch.linspace(-2, 2, 9, requires_grad=True)
+    with torch.no_grad():
+        y = rewritten["run"](x)
+        _, tangent = torch.func.jvp(rewritten["run"], (x.detach(),), (torch.ones(9),))
+        with fwAD.dual_level():
+            dual = rewritten["run"](fwAD.make_dual(x.detach(), torch.ones(9)))
+            dual_tangent = fwAD.unpack_dual(dual).tangent
+    assert y.grad_fn is None and not y.requires_grad
+    expected = torch.exp(-0.5 * x.detach() ** 2) / (2 * torch.pi) ** 0.5
+    torch.testing.assert_close(tangent, expected)  # not silently zero
+    torch.testing.assert_close(dual_tangent, expected)
+
+
+def test_compile_fullgraph_without_graph_breaks():
+    _, rewritten = _load("single_expression.py")
+    torch._dynamo.reset()
+    compiled = torch.compile(rewritten["run"], fullgraph=True, backend="aot_eager")
+    x = torch.linspace(-2, 2, 9, requires_grad=True)
+    compiled(x).sum().backward()
+    torch.testing.assert_close(x.grad, torch.exp(-0.5 * x.detach() ** 2) / (2 * torch.pi) ** 0.5)
+
+
+def test_double_backward_differs_as_documented():
+    """First-order equivalence is the contract; a second derivative through FGI is refused."""
+    _, rewritten = _load("single_expression.py")
+    x = torch.linspace(-2, 2, 9, requires_grad=True)
+    (grad,) = torch.autograd.grad(rewritten["run"](x).sum(), x, create_graph=True)
+    assert not grad.requires_grad
