@@ -96,7 +96,7 @@ class ALIFNetwork(nn.Module):
         return self.readout(self.layer(x)).mean(dim=0)
 
 
-def build(steps: int = 28, batch: int = 8, n_in: int = 28, n_hidden: int = 32):
+def build(steps: int = 10, batch: int = 8, n_in: int = 28, n_hidden: int = 32):
     """A small network and an input batch: the entry point for ``fgirewrite verify``."""
     torch.manual_seed(0)
     model = ALIFNetwork(n_in, n_hidden, 10)

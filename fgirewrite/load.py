@@ -1,19 +1,23 @@
 """Import a model file twice: as written, and rewritten in memory, without touching the file.
 
-Both imports run the file's top level (as ``import`` would); they are for commands that ask
-to run a model (``verify --entry``, ``bench``), never for static rewriting.
+With ``only=NAME`` just the imports and definitions that ``NAME`` needs are executed (a
+training loop at the top level of the file is not run); otherwise the whole file runs, as
+``import`` would. Either way this is for commands that ask to run a model (``verify
+--entry``, ``bench``), never for static rewriting.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import linecache
 import sys
 from pathlib import Path
 from types import ModuleType
 
+from fgirewrite import discover
 from fgirewrite.rewrite import Rewrite, decode, rewrite_source
-from fgirewrite.verify.sandbox import module_name
+from fgirewrite.verify.sandbox import module_name, slice_names
 
 
 def _import(name: str, path: Path, source: str) -> ModuleType:
@@ -37,15 +41,23 @@ def _import(name: str, path: Path, source: str) -> ModuleType:
     return module
 
 
-def load_pair(path: str | Path) -> tuple[ModuleType, ModuleType, Rewrite]:
+def _only(source: str, name: str | None) -> str:
+    if name is None:
+        return source
+    tree = ast.parse(source)
+    return slice_names(tree, discover.module_info(source, tree), {name})
+
+
+def load_pair(path: str | Path, only: str | None = None) -> tuple[ModuleType, ModuleType, Rewrite]:
     """The module as written, the module rewritten, and what the rewrite did."""
     path = Path(path)
     data = path.read_bytes()
     result = rewrite_source(data, str(path))
     stem = path.stem.replace("-", "_")
-    original = _import(f"_fgirewrite_{stem}_original", path, decode(data, str(path)))
-    new = result.new_source if result.new_source is not None else data
-    rewritten = _import(f"_fgirewrite_{stem}_rewritten", path, decode(new, str(path)))
+    text = decode(data, str(path))
+    original = _import(f"_fgirewrite_{stem}_original", path, _only(text, only))
+    new = decode(result.new_source, str(path)) if result.new_source is not None else text
+    rewritten = _import(f"_fgirewrite_{stem}_rewritten", path, _only(new, only))
     return original, rewritten, result
 
 

@@ -25,14 +25,21 @@ def _reads(node: ast.AST) -> set[str]:
 
 
 def _binds(stmt: ast.stmt) -> set[str]:
+    """Names a top-level statement binds in the module (not inside functions or classes)."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {stmt.name}
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in stmt.names}
+    if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+        return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
     names: set[str] = set()
-    for node in ast.walk(stmt):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            names.add(node.id)
-        elif isinstance(node, ast.alias):
-            names.add((node.asname or node.name).split(".")[0])
+    for field in ("body", "orelse", "finalbody", "handlers"):
+        for child in getattr(stmt, field, []):
+            if isinstance(child, ast.ExceptHandler):
+                names |= {n for c in child.body for n in _binds(c)}
+            else:
+                names |= _binds(child)
     return names
 
 
@@ -57,37 +64,77 @@ def module_name(path: Path) -> tuple[str, Path]:
     return ".".join(reversed(parts)), parent
 
 
-def slice_source(tree: ast.Module, info: ModuleInfo, site: ClassSite, extra: set[str]) -> str:
-    """Source of the statements the class needs, in file order, then the class itself."""
-    body = [s for s in tree.body if not _contains_line(s, site.line)]
-    needed = set(extra)
-    holder = next(s for s in tree.body if _contains_line(s, site.line))
-    class_node = _find_class(holder, site)
-    needed |= _reads(class_node)
+def _closure(body: list[ast.stmt], needed: set[str]) -> set[int]:
+    """Indices of the imports and definitions that ``needed`` names (transitively) require."""
     chosen: set[int] = set()
     changed = True
     while changed:
         changed = False
         for i, stmt in enumerate(body):
-            if i in chosen:
-                continue
-            if _is_main_guard(stmt):
-                continue
-            if _is_import_block(stmt) or (_binds(stmt) & needed and _definition(stmt)):
+            if i not in chosen and (
+                _is_import_block(stmt) or (_binds(stmt) & needed and _definition(stmt))
+            ):
                 chosen.add(i)
                 needed |= _reads(stmt)
                 changed = True
-    parts = [
-        info.segment(body[i].lineno, body[i].end_lineno or body[i].lineno)
-        for i in sorted(chosen)
-        if not _is_future(body[i])
-    ]
-    futures = [info.segment(s.lineno, s.end_lineno or s.lineno) for s in body if _is_future(s)]
+    return chosen
+
+
+def _join(info: ModuleInfo, statements: list[ast.stmt], extra: list[tuple[int, str]]) -> str:
+    parts = list(extra)
+    for stmt in statements:
+        text = info.segment(stmt.lineno, stmt.end_lineno or stmt.lineno)
+        parts.append((-1 if _is_future(stmt) else stmt.lineno, text))
+    return "".join(text for _, text in sorted(parts, key=lambda p: p[0]))
+
+
+def slice_names(tree: ast.Module, info: ModuleInfo, names: set[str]) -> str:
+    """Source of the imports and top-level definitions that ``names`` need, in file order."""
+    body = [s for s in tree.body if not _is_main_guard(s)]
+    chosen = _closure(body, set(names))
+    return _join(info, [body[i] for i in sorted(chosen)], [])
+
+
+def slice_source(tree: ast.Module, info: ModuleInfo, site: ClassSite, extra: set[str]) -> str:
+    """Source of the statements the class needs and of the class itself, in file order."""
+    holder = next(s for s in tree.body if _contains_line(s, site.line))
+    class_node = _find_class(holder, site)
+    body = [s for s in tree.body if s is not holder and not _is_main_guard(s)]
+    chosen = _closure(body, set(extra) | _reads(class_node))
     first = min([class_node.lineno] + [d.lineno for d in class_node.decorator_list])
     segment = info.segment(first, class_node.end_lineno or class_node.lineno)
     if class_node.col_offset:
         segment = "if 1:\n" + segment
-    return "".join(futures + parts) + segment
+    closure = "".join(f"{name} = {value}\n" for name, value in factory_defaults(holder, site))
+    return _join(info, [body[i] for i in sorted(chosen)], [(holder.lineno, closure + segment)])
+
+
+def factory_defaults(holder: ast.stmt, site: ClassSite) -> list[tuple[str, str]]:
+    """For a class made inside functions: their parameters' literal defaults, as source.
+
+    Such a class reads those parameters through its closure; verification uses the defaults.
+    """
+    found: list[tuple[str, str]] = []
+    for node in ast.walk(holder):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _contains_line(
+            node, site.line
+        ):
+            args = node.args.posonlyargs + node.args.args
+            pairs = list(
+                zip(args[len(args) - len(node.args.defaults) :], node.args.defaults, strict=False)
+            )
+            pairs += [
+                (a, d)
+                for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults, strict=False)
+                if d
+            ]
+            for arg, default in pairs:
+                try:
+                    ast.literal_eval(default)
+                except ValueError:
+                    continue
+                found.append((arg.arg, ast.unparse(default)))
+    return found
 
 
 def _definition(stmt: ast.stmt) -> bool:

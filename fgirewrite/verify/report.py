@@ -1,0 +1,296 @@
+"""Verification reports: JSON (versioned schema), JUnit XML, Markdown, and the terminal table."""
+
+from __future__ import annotations
+
+import json
+import platform
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fgirewrite import __version__
+from fgirewrite.surrogate import Skip, Surrogate
+from fgirewrite.verify import SurrogateReport
+from fgirewrite.verify.model import ModelReport
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).with_name("schema.json")
+
+
+@dataclass
+class FileVerification:
+    """Everything verified about one file."""
+
+    path: str
+    surrogates: list[tuple[Surrogate, SurrogateReport]] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    model: ModelReport | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.error is None
+            and all(r.ok for _, r in self.surrogates)
+            and (self.model is None or self.model.ok)
+        )
+
+
+def _tolerances() -> dict:
+    import torch
+
+    from fgirewrite.verify.compare import tolerance
+    from fgirewrite.verify.probes import DTYPES
+
+    return {
+        str(d).replace("torch.", ""): dict(zip(("rtol", "atol"), tolerance(d), strict=True))
+        for d in DTYPES
+    } | {"torch": torch.__version__}
+
+
+def to_json(files: list[FileVerification]) -> dict:
+    """The report as a JSON-ready dict, following ``schema.json``."""
+    import torch
+
+    from fgirewrite.verify import devices
+
+    tolerances = _tolerances()
+    return {
+        "schema": "fgirewrite-verify",
+        "version": SCHEMA_VERSION,
+        "tool": {"name": "fgirewrite", "version": __version__},
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "devices": devices(),
+        },
+        "tolerances": {k: v for k, v in tolerances.items() if k != "torch"},
+        "ok": all(f.ok for f in files),
+        "files": [_file_json(f) for f in files],
+    }
+
+
+def _file_json(f: FileVerification) -> dict:
+    return {
+        "path": f.path,
+        "ok": f.ok,
+        "error": f.error,
+        "surrogates": [
+            {
+                "name": s.name,
+                "location": str(s.location),
+                "function": r.function,
+                "ok": r.ok,
+                "error": r.error,
+                "arguments": {k: str(v) for k, v in r.arguments.items()},
+                "gradients": {g.param: g.derivative for g in s.gradients},
+                "checks": [
+                    {
+                        "dtype": c.dtype,
+                        "device": c.device,
+                        "ok": c.ok,
+                        "compared": c.compared,
+                        "failures": list(c.failures),
+                        "notes": list(c.notes),
+                    }
+                    for c in r.checks
+                ],
+            }
+            for s, r in f.surrogates
+        ],
+        "skipped": [
+            {"name": s.name, "location": str(s.location), "code": s.code, "message": s.message}
+            for s in f.skipped
+        ],
+        "model": None if f.model is None else _model_json(f.model),
+    }
+
+
+def _model_json(m: ModelReport) -> dict:
+    return {
+        "entry": m.entry,
+        "ok": m.ok,
+        "error": m.error,
+        "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in m.checks],
+        "capabilities": [
+            {
+                "name": c.name,
+                "original": {"status": c.original, "detail": c.original_detail},
+                "rewritten": {"status": c.rewritten, "detail": c.rewritten_detail},
+            }
+            for c in m.capabilities
+        ],
+        "warnings": list(m.warnings),
+    }
+
+
+def to_junit(files: list[FileVerification]) -> str:
+    """JUnit XML: a test case per surrogate x dtype x device, and per model check."""
+    root = ET.Element("testsuites", name="fgirewrite verify")
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for f in files:
+        suite = ET.SubElement(root, "testsuite", name=f.path)
+        counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+
+        def case(classname: str, name: str, counts=counts, suite=suite) -> ET.Element:
+            counts["tests"] += 1
+            return ET.SubElement(suite, "testcase", classname=classname, name=name)
+
+        if f.error is not None:
+            ET.SubElement(case(f.path, "read"), "error", message=f.error)
+            counts["errors"] += 1
+        for s, r in f.surrogates:
+            classname = f"{f.path}::{s.name}"
+            if r.error is not None:
+                ET.SubElement(case(classname, "evaluate"), "error", message=r.error)
+                counts["errors"] += 1
+            for c in r.checks:
+                element = case(classname, f"{c.dtype}-{c.device}")
+                if c.failures:
+                    failure = ET.SubElement(element, "failure", message=c.failures[0][:500])
+                    failure.text = "\n".join(c.failures)
+                    counts["failures"] += 1
+                if c.notes:
+                    ET.SubElement(element, "system-out").text = "\n".join(c.notes)
+        for s in f.skipped:
+            element = case(f"{f.path}::{s.name}", "rewrite")
+            ET.SubElement(element, "skipped", message=f"{s.code}: {s.message}")
+            counts["skipped"] += 1
+        if f.model is not None:
+            classname = f"{f.path}::model:{f.model.entry}"
+            if f.model.error is not None:
+                ET.SubElement(case(classname, "build"), "error", message=f.model.error)
+                counts["errors"] += 1
+            for c in f.model.checks:
+                element = case(classname, c.name)
+                if not c.ok:
+                    ET.SubElement(element, "failure", message=c.detail[:500]).text = c.detail
+                    counts["failures"] += 1
+            if f.model.capabilities:
+                out = ET.SubElement(suite, "system-out")
+                out.text = capability_markdown(f.model) + "\n" + "\n".join(f.model.warnings)
+        for key, value in counts.items():
+            suite.set(key, str(value))
+            totals[key] += value
+    for key, value in totals.items():
+        root.set(key, str(value))
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+_MARK = {"ok": "✅ ok", "fails": "❌ fails", "differs": "⚠️ differs"}
+
+
+def capability_markdown(model: ModelReport) -> str:
+    rows = ["| capability | original | rewritten |", "| --- | --- | --- |"]
+    for c in model.capabilities:
+        rows.append(
+            f"| {c.name} | {_MARK.get(c.original, c.original)}: {_md(c.original_detail)} "
+            f"| {_MARK.get(c.rewritten, c.rewritten)}: {_md(c.rewritten_detail)} |"
+        )
+    return "\n".join(rows)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(files: list[FileVerification]) -> str:
+    """A summary for a CI job page."""
+    ok = all(f.ok for f in files)
+    lines = [f"## fgirewrite verify: {'✅ all equivalent' if ok else '❌ not equivalent'}", ""]
+    surrogates = [(f, s, r) for f in files for s, r in f.surrogates]
+    if surrogates:
+        lines += [
+            "| surrogate | location | rewritten as | d/dinput | dtypes × devices | result |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for _, s, r in surrogates:
+            grads = "; ".join(f"d/d{g.param} = `{_md(g.derivative)}`" for g in s.gradients)
+            result = "✅ equivalent" if r.ok else "❌ " + _md("; ".join(r.failures())[:300])
+            lines.append(
+                f"| `{s.name}` | {s.location} | `{r.function}` | {grads} | {len(r.checks)} "
+                f"| {result} |"
+            )
+        notes = sorted({n for _, _, r in surrogates for c in r.checks for n in c.notes})
+        if notes:
+            lines += ["", "Notes:", *[f"- {_md(n)}" for n in notes]]
+    skipped = [(f, s) for f in files for s in f.skipped]
+    if skipped:
+        lines += ["", "Left as they are:", ""]
+        lines += [f"- `{s.name}` ({s.location}): `{s.code}` {_md(s.message)}" for _, s in skipped]
+    for f in files:
+        if f.error:
+            lines += ["", f"- ❌ {f.path}: {_md(f.error)}"]
+        if f.model is not None:
+            m = f.model
+            lines += ["", f"### Model `{f.path}:{m.entry}`", ""]
+            if m.error:
+                lines.append(f"❌ {_md(m.error)}")
+            lines += ["| check | result |", "| --- | --- |"]
+            lines += [f"| {c.name} | {'✅' if c.ok else '❌'} {_md(c.detail)} |" for c in m.checks]
+            if m.capabilities:
+                lines += ["", capability_markdown(m)]
+            lines += [f"\n> ⚠️ {w}" for w in m.warnings]
+    return "\n".join(lines) + "\n"
+
+
+def print_terminal(files: list[FileVerification]) -> None:
+    """Readable tables on stdout (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="Surrogates", show_lines=False)
+    for column in ("surrogate", "rewritten as", "d/dinput", "checks", "result"):
+        table.add_column(column, overflow="fold")
+    for f in files:
+        for s, r in f.surrogates:
+            grads = "\n".join(f"d/d{g.param} = {g.derivative}" for g in s.gradients)
+            passed = sum(c.ok for c in r.checks)
+            result = "[green]equivalent[/]" if r.ok else "[red]" + "; ".join(r.failures())[:400]
+            table.add_row(
+                f"{s.name}\n{s.location}", r.function, grads, f"{passed}/{len(r.checks)}", result
+            )
+    if table.row_count:
+        console.print(table)
+    for f in files:
+        for s in f.skipped:
+            console.print(
+                f"{s.location}: left as it is: {s.name} [{s.code}] {s.message}", markup=False
+            )
+        if f.error:
+            console.print(f"[red]{f.path}: error: {f.error}")
+        if f.model is not None:
+            _print_model(console, f.path, f.model)
+
+
+def _print_model(console, path: str, m: ModelReport) -> None:
+    from rich.table import Table
+
+    checks = Table(title=f"Model {path}:{m.entry}")
+    checks.add_column("check")
+    checks.add_column("result", overflow="fold")
+    if m.error:
+        checks.add_row("build", f"[red]{m.error}")
+    for c in m.checks:
+        checks.add_row(c.name, ("[green]" if c.ok else "[red]") + c.detail)
+    console.print(checks)
+    if m.capabilities:
+        caps = Table(title="Capabilities, measured")
+        for column in ("capability", "original", "rewritten"):
+            caps.add_column(column, overflow="fold")
+        colors = {"ok": "green", "fails": "red", "differs": "yellow"}
+        for c in m.capabilities:
+            caps.add_row(
+                c.name,
+                f"[{colors.get(c.original, 'white')}]{c.original}[/]: {c.original_detail}",
+                f"[{colors.get(c.rewritten, 'white')}]{c.rewritten}[/]: {c.rewritten_detail}",
+            )
+        console.print(caps)
+    for w in m.warnings:
+        console.print(f"[yellow]warning: {w}")
+
+
+def write_json(files: list[FileVerification], path: Path) -> None:
+    path.write_text(json.dumps(to_json(files), indent=2) + "\n", encoding="utf-8")

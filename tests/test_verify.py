@@ -1,0 +1,193 @@
+"""Verification catches every kind of wrong rewrite, never runs a user's script, and reports
+in formats CI consumes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import xml.etree.ElementTree as ET
+
+import jsonschema
+import pytest
+import torch
+from conftest import FIXTURES
+from typer.testing import CliRunner
+
+from fgirewrite import codegen
+from fgirewrite._runtime import _fgi_delta, _fgi_inject
+from fgirewrite.cli import app
+from fgirewrite.live import extract_class, fgi_function
+from fgirewrite.testing import assert_equivalent
+from fgirewrite.verify import verify_pair
+from fgirewrite.verify.report import SCHEMA_PATH
+
+
+class ATan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x > 0).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output / (1 + (torch.pi * x) ** 2)
+
+
+def _g(x):
+    return 1 / (1 + (torch.pi * x.detach()) ** 2)
+
+
+def scaled(x):
+    out = (x > 0).float()
+    return _fgi_inject(out, [2 * _fgi_delta(x, out) * _g(x)])
+
+
+def wrong_sign(x):
+    out = (x > 0).float()
+    return _fgi_inject(out, [_fgi_delta(x, out) * torch.where(x < 0, -_g(x), _g(x))])
+
+
+def shifted(x):
+    out = (x > 0.1).float()
+    return _fgi_inject(out, [_fgi_delta(x, out) * _g(x)])
+
+
+def dtype_changed(x):
+    out = (x > 0).to(x.dtype)
+    return _fgi_inject(out, [_fgi_delta(x, out) * _g(x)])
+
+
+def plain_identity(x):
+    h = x * _g(x)
+    return h - h.detach() + (x > 0).float()
+
+
+BROKEN = [
+    (scaled, "float32/cpu: grid d/dx: mismatched elements: ", "greatest relative difference: 1 "),
+    (
+        wrong_sign,
+        "float32/cpu: grid d/dx: mismatched elements: ",
+        "greatest relative difference: 2 ",
+    ),
+    (shifted, "float32/cpu: grid forward: mismatched elements: ", "(up to 0 allowed)"),
+    (dtype_changed, "float64/cpu: grid: output dtype torch.float64 != original torch.float32", ""),
+    (plain_identity, "float32/cpu: edges forward: mismatched elements: ", "at input inf"),
+]
+
+
+def test_a_correct_rewrite_verifies():
+    fn, surrogate = fgi_function(ATan)
+    report = verify_pair(ATan.apply, fn, surrogate)
+    assert report.ok, report.failures()
+    assert [c.dtype for c in report.checks] == ["float32", "float64", "bfloat16", "float16"]
+
+
+@pytest.mark.parametrize(
+    ("broken", "start", "detail"), BROKEN, ids=lambda b: getattr(b, "__name__", "")
+)
+def test_broken_rewrites_are_caught(broken, start, detail):
+    report = verify_pair(ATan.apply, broken, extract_class(ATan))
+    assert not report.ok
+    failure = next(f for f in report.failures() if f.startswith(start.split(":")[0]))
+    assert failure.startswith(start), failure
+    assert detail in failure
+
+
+def test_assert_equivalent_helper():
+    fn, _ = fgi_function(ATan)
+    x = torch.linspace(-3, 3, 101)
+    assert_equivalent(ATan.apply, fn, (x,))
+    with pytest.raises(AssertionError, match=r"gradient 0: mismatched elements: \d+ / 101"):
+        assert_equivalent(ATan.apply, scaled, (x,))
+    with pytest.raises(AssertionError, match="forward: mismatched elements"):
+        assert_equivalent(ATan.apply, shifted, (x,))
+
+
+def _copy(tmp_path, name):
+    path = tmp_path / name
+    shutil.copy(FIXTURES / "verify" / name, path)
+    return path
+
+
+def test_training_script_is_verified_without_running_it(tmp_path):
+    path = _copy(tmp_path, "training_script.py")
+    result = CliRunner().invoke(app, ["verify", str(path), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "1 of 1 surrogate verified equivalent; 0 errors" in result.stderr
+    written = CliRunner().invoke(app, ["--write", str(path)])
+    assert written.exit_code == 0 and "def fast_sigmoid" in path.read_text()
+
+
+def test_broken_codegen_fails_verification_and_nothing_is_written(tmp_path, monkeypatch):
+    path = _copy(tmp_path, "training_script.py")
+    before = path.read_bytes()
+    original = codegen.function_source
+
+    def doubled(surrogate, name):
+        return original(surrogate, name).replace("_fgi_inject(out, [", "_fgi_inject(out, [2 * ")
+
+    monkeypatch.setattr(codegen, "function_source", doubled)
+    verify = CliRunner().invoke(app, ["verify", str(path), "-q"])
+    assert verify.exit_code == 1
+    assert "0 of 1 surrogate verified equivalent" in verify.stderr
+    write = CliRunner().invoke(app, ["--write", str(path)])
+    assert write.exit_code == 1
+    assert "not rewritten (verification failed): FastSigmoid [verification-failed]" in write.stdout
+    assert path.read_bytes() == before
+
+
+def test_reports_validate_and_parse(tmp_path):
+    model = _copy(tmp_path, "tiny_model.py")
+    bad = tmp_path / "bad.py"
+    shutil.copy(FIXTURES / "noop" / "random_backward.py", bad)
+    out = tmp_path / "reports"
+    out.mkdir()
+    args = [
+        "verify",
+        str(model),
+        str(bad),
+        "--entry",
+        f"{model}:build",
+        "--seeds",
+        "1",
+        "--json",
+        str(out / "r.json"),
+        "--junit",
+        str(out / "r.xml"),
+        "--markdown",
+        str(out / "r.md"),
+        "-q",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "r.json").read_text())
+    jsonschema.validate(report, json.loads(SCHEMA_PATH.read_text()))
+    assert report["ok"] is True
+    [model_file, bad_file] = report["files"]
+    assert bad_file["skipped"][0]["code"] == "backward-random"
+    capabilities = {c["name"]: c for c in model_file["model"]["capabilities"]}
+    fx = capabilities["torch.fx.symbolic_trace keeps the gradient"]
+    assert fx["original"] == {
+        "status": "differs",
+        "detail": "no gradient reaches `fc1.weight`: it was silently dropped",
+    }
+    assert fx["rewritten"]["status"] == "ok"
+    assert capabilities["torch.func.vmap(grad)"]["original"]["status"] == "fails"
+    assert capabilities["torch.func.vmap(grad)"]["rewritten"]["status"] == "ok"
+    suites = ET.parse(out / "r.xml").getroot()
+    assert suites.get("failures") == "0" and suites.get("skipped") == "1"
+    names = [c.get("name") for c in suites.iter("testcase")]
+    assert names.count("float16-cpu") == 1 and "outputs bitwise (seed 0)" in names
+    markdown = (out / "r.md").read_text()
+    assert markdown.startswith("## fgirewrite verify: ✅ all equivalent")
+    assert "| torch.jit.script + save/load | ❌ fails" in markdown
+
+
+def test_plot_is_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = _copy(tmp_path, "tiny_model.py")
+    result = CliRunner().invoke(app, ["verify", str(path), "--plots", str(tmp_path / "p"), "-q"])
+    assert result.exit_code == 0, result.output
+    [png] = (tmp_path / "p").iterdir()
+    assert png.name == "tiny_model.ATanSpike.png" and png.read_bytes()[:4] == b"\x89PNG"
