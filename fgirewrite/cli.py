@@ -148,7 +148,7 @@ def rewrite_command(
     mode = Mode.check if check else Mode.write if write else Mode.diff
     errors: list[tuple[str, str]] = []
     found = list(files.python_files(paths, errors))
-    outcomes = runner.process_all(found, jobs, _progress(len(found)))
+    outcomes = runner.process_all(found, jobs, _progress(len(found)), analyse_only=check)
 
     if mode is Mode.write:
         try:

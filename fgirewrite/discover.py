@@ -20,7 +20,7 @@ FUNCTION_BASES = frozenset(
     }
 )
 
-_CLASS = re.compile(rb"^[ \t]*class[ \t]+\w+[ \t]*\(([^)]*)\)", re.M)
+_CANDIDATE = re.compile(rb"^[ \t]*class[ \t]+\w+[ \t]*\([^)]*Function", re.M)
 _ALIAS = re.compile(rb"\bFunction[ \t]+as[ \t]+(\w+)")
 
 
@@ -28,10 +28,13 @@ def may_define_function(data: bytes) -> bool:
     """Cheap test: could this source define a Function subclass? False means certainly not."""
     if b"Function" not in data:
         return False
-    names = [b"Function", *_ALIAS.findall(data)]
-    for match in _CLASS.finditer(data):
-        bases = match.group(1)
-        if any(name in bases for name in names):
+    if _CANDIDATE.search(data):
+        return True
+    if b"Function as" not in data and b"Function  as" not in data:
+        return False
+    for alias in set(_ALIAS.findall(data)):
+        pattern = rb"^[ \t]*class[ \t]+\w+[ \t]*\([^)]*\b" + re.escape(alias) + rb"\b"
+        if re.search(pattern, data, re.M):
             return True
     return False
 
@@ -68,9 +71,23 @@ class ModuleInfo:
         return "".join(self.lines[first_line - 1 : end_line])
 
 
+def _statements(body: list[ast.stmt]):
+    """Every statement, nested ones included, without walking into expressions."""
+    for node in body:
+        yield node
+        for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+            children = getattr(node, name, None)
+            if children:
+                for child in children:
+                    if isinstance(child, (ast.ExceptHandler, ast.match_case)):
+                        yield from _statements(child.body)
+                    else:
+                        yield from _statements([child])
+
+
 def _imports(tree: ast.Module) -> dict[str, str]:
     names: dict[str, str] = {}
-    for node in ast.walk(tree):
+    for node in _statements(tree.body):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.asname:
@@ -143,9 +160,12 @@ def find_classes(tree: ast.Module, imports: dict[str, str]) -> list[ClassSite]:
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 visit(node.body, f"{prefix}{node.name}.<locals>.", "function")
             else:
-                for child in ast.iter_child_nodes(node):
-                    if isinstance(child, ast.stmt):
-                        visit([child], prefix, scope)
+                for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+                    for child in getattr(node, field, None) or ():
+                        if isinstance(child, (ast.ExceptHandler, ast.match_case)):
+                            visit(child.body, prefix, scope)
+                        else:
+                            visit([child], prefix, scope)
 
     visit(tree.body, "", "module")
     return sites

@@ -7,10 +7,11 @@ import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from fgirewrite import files
-from fgirewrite.rewrite import Rewrite, SourceError, decode, rewrite_source
+from fgirewrite.rewrite import Rewrite, SourceError, analyse, decode, rewrite_source
 from fgirewrite.surrogate import Skip, Surrogate
 
 
@@ -23,6 +24,7 @@ class Outcome:
     snapshot: files.Snapshot | None = None  # kept only for files that change
     error: str | None = None
     written: bool = False
+    analysed_only: bool = False  # --check: extraction only, no rewritten source
     verification: list = field(default_factory=list)  # SurrogateReport per rewritten surrogate
 
     @property
@@ -35,7 +37,10 @@ class Outcome:
 
     @property
     def changed(self) -> bool:
-        return self.rewrite is not None and self.rewrite.changed
+        """The rewrite changes the file (when only analysed: it would)."""
+        if self.rewrite is None:
+            return False
+        return bool(self.rewrite.surrogates) if self.analysed_only else self.rewrite.changed
 
     def diff(self) -> str:
         assert self.snapshot is not None and self.new_source is not None
@@ -51,12 +56,19 @@ class Outcome:
         )
 
 
-def process(path: Path, refused: dict[str, str] | None = None) -> Outcome:
-    """Read and rewrite one file; never raises for a bad file."""
+def process(
+    path: Path, refused: dict[str, str] | None = None, analyse_only: bool = False
+) -> Outcome:
+    """Read and rewrite one file (or only analyse it); never raises for a bad file."""
     outcome = Outcome(str(path))
     try:
         snapshot = files.read(path)
-        result: Rewrite = rewrite_source(snapshot.data, str(path), refused)
+        if analyse_only:
+            result: Rewrite = analyse(snapshot.data, str(path))[0]
+            result.source = b""
+            outcome.rewrite, outcome.analysed_only = result, True
+            return outcome
+        result = rewrite_source(snapshot.data, str(path), refused)
     except (files.FileError, SourceError) as exc:
         outcome.error = str(exc)
         return outcome
@@ -75,7 +87,10 @@ def process(path: Path, refused: dict[str, str] | None = None) -> Outcome:
 
 
 def process_all(
-    paths: Iterable[Path], jobs: int, progress: Callable[[int, int], None] | None = None
+    paths: Iterable[Path],
+    jobs: int,
+    progress: Callable[[int, int], None] | None = None,
+    analyse_only: bool = False,
 ) -> list[Outcome]:
     """Process files, in parallel when there are many; results in the order given."""
     paths = list(paths)
@@ -84,14 +99,15 @@ def process_all(
     if jobs == 1 or len(paths) < 2:
         results = []
         for i, path in enumerate(paths):
-            results.append(process(path))
+            results.append(process(path, analyse_only=analyse_only))
             if progress:
                 progress(i + 1, len(paths))
         return results
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         results = []
         chunk = max(1, len(paths) // (jobs * 8))
-        for i, outcome in enumerate(pool.map(process, paths, chunksize=chunk)):
+        work = partial(process, analyse_only=analyse_only)
+        for i, outcome in enumerate(pool.map(work, paths, chunksize=chunk)):
             results.append(outcome)
             if progress:
                 progress(i + 1, len(paths))

@@ -41,11 +41,18 @@ class _Snippet:
         self.offset = first_line - 1
         if indented:
             text, self.offset = "if 1:\n" + text, self.offset - 1
-        wrapper = MetadataWrapper(cst.parse_module(text), unsafe_skip_copy=True)
-        self.module = wrapper.module
-        self.positions = wrapper.resolve(PositionProvider)
+        self.module = cst.parse_module(text)
+        self._positions = None
         body = self.module.body[0]
         self.node = body.body.body[0] if indented else body  # type: ignore[union-attr]
+
+    @property
+    def positions(self):
+        """Computed on first use only: most classes never need a location inside them."""
+        if self._positions is None:
+            wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
+            self._positions = wrapper.resolve(PositionProvider)
+        return self._positions
 
     def locate(self, node: cst.CSTNode | None, path: str) -> Location | None:
         if node is None or node not in self.positions:
@@ -76,7 +83,7 @@ def extract(site: ClassSite, info: ModuleInfo, path: str) -> Surrogate | Skip:
     try:
         return _extract(site, info, path, snippet, snippets)
     except Unsupported as exc:
-        where = next((s.locate(exc.node, path) for s in snippets if s.locate(exc.node, path)), here)
+        where = next((loc for s in snippets if (loc := s.locate(exc.node, path))), here)
         return Skip(site.qualname, where, exc.code, exc.message)
 
 

@@ -221,7 +221,7 @@ def where_call(cond: cst.BaseExpression, a: cst.BaseExpression, b: cst.BaseExpre
 
 
 def op_text(op: cst.BaseBinaryOp) -> str:
-    return cst.Module([]).code_fornode_of(op).strip()
+    return cst.Module([]).code_for_node(op).strip()
 
 
 AUG_TO_BIN = {
