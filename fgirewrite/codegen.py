@@ -86,8 +86,8 @@ def function_source(s: Surrogate, name: str) -> str:
     indent = "    "
     lines = [f"def {name}({_annotated(s.params)}):"]
     lines.append(
-        f'{indent}"""`{s.name.split(".")[-1]}` as forward gradient injection: '
-        'same values, same gradient (fgirewrite)."""'
+        f'{indent}"""FGI form of `{s.name.split(".")[-1]}`: same values, same gradient '
+        '(fgirewrite)."""'
     )
     for fresh, param in s.snapshots:
         lines.append(f"{indent}{fresh} = {param}")

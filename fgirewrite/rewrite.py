@@ -75,6 +75,10 @@ def analyse(data: bytes, path: str) -> tuple[Rewrite, discover.ModuleInfo | None
     info = discover.module_info(text, tree)
     for site in discover.find_classes(tree, info.imports):
         result.findings.append(extract(site, info, path))
+    if result.surrogates:  # every word of the file is taken, comments included: conservative
+        taken = set(_IDENTIFIER.findall(text))
+        for s in result.surrogates:
+            result.names[s.name] = _fresh(_snake(s.name.split(".")[-1]), taken)
     return result, info
 
 
@@ -100,10 +104,6 @@ def rewrite_source(
         module = cst.parse_module(data)
     except cst.ParserSyntaxError as exc:
         raise SourceError(f"libcst cannot parse: {str(exc).splitlines()[0]}") from None
-    taken = _identifiers(module)
-    for s in result.surrogates:
-        name = _fresh(_snake(s.name.split(".")[-1]), taken)
-        result.names[s.name] = name
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     transformer = _Rewriter(result, wrapper.resolve(ScopeProvider), info)
     new = _insert_runtime(wrapper.module.visit(transformer), info)
@@ -115,9 +115,14 @@ def rewrite_source(
     return result
 
 
+_IDENTIFIER = re.compile(r"[^\W\d]\w*")
+
+
 def _snake(name: str) -> str:
-    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
-    return name.lower().strip("_") or "surrogate"
+    """``FastSigmoid`` -> ``fast_sigmoid``; a private ``_Spike`` stays private: ``_spike``."""
+    private = "_" if name.startswith("_") else ""
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name.strip("_"))
+    return private + (name.lower() or "surrogate")
 
 
 def _fresh(base: str, taken: set[str]) -> str:

@@ -26,6 +26,7 @@ from fgirewrite.extract.values import (
     State,
     Unsupported,
     as_const,
+    dotted,
     names_in,
     standalone,
 )
@@ -95,6 +96,24 @@ def _methods(classdef: cst.ClassDef) -> dict[str, cst.FunctionDef]:
     return found
 
 
+def _inherited(
+    classdef: cst.ClassDef, info: ModuleInfo, snippets: list[_Snippet], depth: int = 0
+) -> dict[str, cst.FunctionDef]:
+    """Methods from the module's own base classes (a mixin defining ``backward``), by MRO-ish
+    order: later bases first, so earlier ones override them."""
+    found: dict[str, cst.FunctionDef] = {}
+    for base in reversed(classdef.bases):
+        node = info.classes.get(dotted(base.value) or "")
+        if node is None or depth > 8:
+            continue
+        first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        snippet = _Snippet(info.segment(first, node.end_lineno or node.lineno), first, False)
+        snippets.append(snippet)
+        assert isinstance(snippet.node, cst.ClassDef)
+        found |= _inherited(snippet.node, info, snippets, depth + 1) | _methods(snippet.node)
+    return found
+
+
 def _params(function: cst.FunctionDef, skip_first: bool) -> tuple[list[cst.Param], str | None]:
     params = function.params
     if params.star_arg not in (cst.MaybeSentinel.DEFAULT, None) or params.star_kwarg:
@@ -119,7 +138,7 @@ def _extract(
 ) -> Surrogate:
     classdef = snippet.node
     assert isinstance(classdef, cst.ClassDef)
-    methods = _methods(classdef)
+    methods = _inherited(classdef, info, snippets) | _methods(classdef)
     if "forward" not in methods:
         raise Unsupported("no-forward", "defines no forward", classdef)
     if "backward" not in methods:
@@ -161,6 +180,13 @@ def _extract(
     ctx = fwd.ctx
     if new_style:
         ctx = _setup_context(methods["setup_context"], entry, out_name, state, len(params))
+    if fwd.deferred:
+        visible = {
+            n: Const(cst.Name(n), simple=True, external=n in entry)
+            for n in fwd.assigned | set(param_names)
+        }
+        for block in fwd.deferred:
+            Evaluator(state, dict(visible), ctx_name, ctx, "setup").block(block)
     for i, p in enumerate(param_names):
         if p in known:
             ctx.tensor_inputs.add(i)
@@ -175,7 +201,7 @@ def _extract(
     grad_param = back_params[0].name.value
     env = {grad_param: Lin(cst.Name(GRAD), plain=True, external=True)}
     result = Evaluator(state, dict(env), back_ctx, ctx, "backward").block(backward_def.body.body)
-    gradients = _gradients(result, param_names, backward_def, snippet, path)
+    gradients = _gradients(result, param_names, backward_def, snippets, path)
 
     prelude = _dead_code_eliminated(state.prelude, gradients)
     gradients = [replace(g, derivative=_readable(g.derivative, prelude)) for g in gradients]
@@ -187,7 +213,7 @@ def _extract(
                 [cst.Assign([cst.AssignTarget(cst.Name(out_name))], fwd.result)]
             )
         )
-    prelude_code = "".join(code.code_for_node(cst.SimpleStatementLine([s])) for s in prelude)
+    prelude_code = "".join(code.code_for_node(s) for s in prelude)
     used = names_in(cst.parse_module(prelude_code))
     for g in gradients:
         used |= names_in(cst.parse_expression(g.template))
@@ -198,7 +224,9 @@ def _extract(
     )
     tensors = {entry[param_names[i]] for i in ctx.tensor_inputs} | saved_names
     tensors |= {entry[g.param] for g in gradients}
-    detach = tuple(sorted(n for n in tensors if n in used and n != out_name))
+    # Tensors the forward produced or received; what the prelude computes is detached already.
+    tensors &= shadowed - {out_name}
+    detach = tuple(sorted(n for n in tensors if n in used))
     forward_reads = names_in(cst.parse_module(forward_code))
     bound = shadowed | forward_reads | used | set(detach)
     if len(gradients) == 1 and grad_param not in bound:
@@ -249,7 +277,11 @@ def _setup_context(
 
 
 def _gradients(
-    result: object, params: list[str], backward: cst.FunctionDef, snippet: _Snippet, path: str
+    result: object,
+    params: list[str],
+    backward: cst.FunctionDef,
+    snippets: list[_Snippet],
+    path: str,
 ) -> list[Gradient]:
     if result is None:
         raise Unsupported("no-gradient", "the backward returns nothing", backward)
@@ -266,8 +298,7 @@ def _gradients(
             f"the backward returns {len(items)} gradients for {len(params)} inputs",
             backward,
         )
-    location = snippet.locate(backward, path)
-    assert location is not None
+    location = next(loc for s in snippets if (loc := s.locate(backward, path)))
     gradients = []
     for param, item in zip(params, items, strict=False):
         if isinstance(item, Lin):
@@ -290,7 +321,7 @@ def _gradients(
 
 
 def _dead_code_eliminated(
-    prelude: list[cst.BaseSmallStatement], gradients: list[Gradient]
+    prelude: list[cst.BaseStatement], gradients: list[Gradient]
 ) -> list[cst.BaseSmallStatement]:
     needed: set[str] = set()
     for g in gradients:
@@ -358,10 +389,11 @@ class _Inline(cst.CSTTransformer):
         return value.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 
 
-def _readable(derivative: str, prelude: list[cst.BaseSmallStatement]) -> str:
+def _readable(derivative: str, prelude: list[cst.BaseStatement]) -> str:
     """The derivative with the backward's temporaries written out, for reports."""
     values: dict[str, cst.BaseExpression] = {}
-    for stmt in prelude:
+    for line in prelude:
+        stmt = line.body[0] if isinstance(line, cst.SimpleStatementLine) else None
         if (
             isinstance(stmt, cst.Assign)
             and len(stmt.targets) == 1
@@ -370,4 +402,5 @@ def _readable(derivative: str, prelude: list[cst.BaseSmallStatement]) -> str:
             values[stmt.targets[0].target.value] = stmt.value.visit(_Inline(values))
     result = cst.parse_expression(derivative).visit(_Inline(values))
     text = cst.Module([]).code_for_node(result.with_changes(lpar=[], rpar=[]))
+    text = text.replace("\\\n", " ")
     return re.sub(r"\(\s+", "(", re.sub(r"\s+\)", ")", " ".join(text.split())))

@@ -32,11 +32,30 @@ class CallRules:
         qualified = self.qualified(func)
         if qualified is not None:
             return self.function_call(node, qualified)
+        if isinstance(func, cst.Attribute) and self.is_ctx(func.value):
+            if self.mode == "backward" and func.attr.value in self.ctx.attrs:
+                return self.value_call(
+                    node, self.ctx.attrs[func.attr.value], f"ctx.{func.attr.value}"
+                )
+            raise Unsupported("unsupported-ctx", f"calls ctx.{func.attr.value}()", node)
+        if isinstance(func, cst.Name) and isinstance(self.env.get(func.value), Const):
+            return self.value_call(node, self.env[func.value], func.value)
         if isinstance(func, cst.Attribute):
-            if self.is_ctx(func.value):
-                raise Unsupported("unsupported-ctx", f"calls ctx.{func.attr.value}()", node)
             return self.method_call(node, func.attr.value)
         raise Unsupported("unknown-call", "calls a computed callable", node)
+
+    def value_call(self, node: cst.Call, callee: Const, label: str) -> Sym:
+        """A callable the caller passed in (``ctx.surrogate_grad_fn(v, thr)``): called with
+        constants it is a constant, assumed pure like any other function of them."""
+        values = self.args(node)
+        if any(isinstance(v, Lin) for _, v in values):
+            raise Unsupported(
+                "unknown-call",
+                f"the gradient goes through `{label}`, a callable known only at run time",
+                node,
+            )
+        self.all_const(values, node)
+        return Const(node.with_changes(func=callee.node, args=self.rebuild_args(node, values)))
 
     def args(self, node: cst.Call) -> list[tuple[str | None, Sym]]:
         return [(a.keyword.value if a.keyword else None, self.expr(a.value)) for a in node.args]
@@ -52,8 +71,13 @@ class CallRules:
         self.e_Name(cst.Name(qualified.split(".")[0]))  # record the free name; check shadowing
         values = self.args(node)
         lins = [v for _, v in values if isinstance(v, Lin)]
-        if "." not in qualified and self.state.function(qualified) is not None:
+        helper = self.state.function(qualified) if "." not in qualified else None
+        if helper is not None and lins:
             return self.inline(node, qualified, values)
+        if helper is not None:
+            # Called with constants only: the call stays as it is, unless it draws random
+            # numbers, which would then happen in the forward.
+            self.check_not_random(helper, qualified, node)
         if not lins:
             self.all_const(values, node)
             is_bool = qualified.rsplit(".", 1)[-1] in BOOL_METHODS
@@ -113,6 +137,16 @@ class CallRules:
                 return self.lin_op(lins[0], rebuilt)
             if method == "where" and len(values) == 2:
                 return self.where(values[0][1], receiver, values[1][1], node)  # type: ignore[arg-type]
+            if method in ("to", "type_as") and all(lin.plain for lin in lins):
+                # ``mask.to(grad_output)`` reads only its dtype and device: the output's.
+                out = cst.Name(self.state.out)
+                args = [
+                    a.with_changes(value=out)
+                    if isinstance(v, Lin)
+                    else a.with_changes(value=node_of(v))
+                    for a, (_, v) in zip(node.args, values, strict=True)
+                ]
+                return Const(rebuilt.with_changes(args=args))
             raise self.not_linear(node, f"the gradient passed to `.{method}()`")
         self.all_const(values, node)
         aliasing = method in rules.MAY_ALIAS_METHODS
@@ -265,6 +299,20 @@ class CallRules:
             self.ctx.saved = [self.materialize(self.const(a.value), "saved") for a in call.args]
             return
         raise Unsupported("unsupported-ctx", f"calls ctx.{method}() here", call)
+
+    def check_not_random(self, function: cst.FunctionDef, name: str, node: cst.CSTNode) -> None:
+        evaluator = self
+
+        class Scan(cst.CSTVisitor):
+            def visit_Call(self, call: cst.Call) -> None:
+                func = call.func
+                method = func.attr.value if isinstance(func, cst.Attribute) else None
+                if rules.is_random_call(evaluator.qualified(func), method):
+                    raise Unsupported(
+                        "backward-random", f"`{name}` draws random numbers in the backward", node
+                    )
+
+        function.visit(Scan())
 
     def all_const(self, values: list[tuple[str | None, Sym]], node: cst.CSTNode) -> None:
         for _, v in values:

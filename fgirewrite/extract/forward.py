@@ -8,7 +8,7 @@ library calls included, happens exactly as before. Only the ``ctx`` statements a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import libcst as cst
 
@@ -24,6 +24,9 @@ class Forward:
     result: cst.BaseExpression  # the returned expression
     ctx: Ctx
     assigned: set[str]  # every name the forward binds
+    # ``if x.requires_grad: ctx.save_for_backward(...)``: blocks that only prepare the backward,
+    # evaluated with it, when a gradient is needed.
+    deferred: list[list[cst.BaseStatement]] = field(default_factory=list)
 
 
 def assigned_names(node: cst.CSTNode) -> set[str]:
@@ -134,6 +137,9 @@ def read_forward(
         if ctx_name is None or ctx_name not in names_in(stmt):
             forward.statements.append(stmt)
             continue
+        if isinstance(stmt, cst.If) and _only_prepares_backward(stmt, body[i + 1 :], result, after):
+            forward.deferred.append(list(stmt.body.body))
+            continue
         if not isinstance(stmt, cst.SimpleStatementLine):
             raise Unsupported("unsupported-ctx", "the forward uses ctx inside a block", stmt)
         kept: list[cst.BaseSmallStatement] = []
@@ -205,7 +211,23 @@ def _ctx_statement(
     raise Unsupported("unsupported-ctx", "uses ctx in a statement fgirewrite does not model", small)
 
 
-def _draws_random(expr: cst.BaseExpression) -> bool:
+def _only_prepares_backward(
+    stmt: cst.If, rest: list[cst.BaseStatement], result: cst.BaseExpression, after: set[str]
+) -> bool:
+    """An ``if`` without ``else`` whose body only computes what it stores on ctx: whether it
+    runs cannot change the forward value, only what a backward can read."""
+    if stmt.orelse is not None:
+        return False
+    if not all(isinstance(s, cst.SimpleStatementLine) for s in stmt.body.body):
+        return False
+    if _draws_random(stmt.body) or _contains(stmt.body, cst.Return):
+        return False
+    bound = assigned_names(stmt.body)
+    later_reads = set().union(*(names_in(s) for s in rest)) | names_in(result)
+    return not (bound & later_reads) and not ((names_in(stmt.body) - bound) & after)
+
+
+def _draws_random(expr: cst.CSTNode) -> bool:
     found = False
 
     class V(cst.CSTVisitor):

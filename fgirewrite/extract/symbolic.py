@@ -19,6 +19,7 @@ from __future__ import annotations
 import libcst as cst
 
 from fgirewrite.extract import rules
+from fgirewrite.extract.blocks import const_block
 from fgirewrite.extract.calls import CallRules
 from fgirewrite.extract.values import (
     AUG_TO_BIN,
@@ -112,12 +113,12 @@ class Evaluator(CallRules):
     def compound(self, stmt: cst.BaseCompoundStatement) -> Sym | None:
         if isinstance(stmt, cst.If):
             test = self.expr(stmt.test)
-            if not isinstance(test, Const) or test.value is UNKNOWN:
+            if not isinstance(test, Const):
                 raise Unsupported(
-                    "backward-control-flow",
-                    "branches on a value only known at run time",
-                    stmt.test,
+                    "backward-control-flow", "branches on the gradient's value", stmt.test
                 )
+            if test.value is UNKNOWN:
+                return const_block(self, stmt)
             if test.value:
                 return self.block(stmt.body.body)
             if stmt.orelse is None:
@@ -126,7 +127,7 @@ class Evaluator(CallRules):
                 return self.compound(stmt.orelse)
             return self.block(stmt.orelse.body.body)
         if isinstance(stmt, (cst.For, cst.While)):
-            raise Unsupported("backward-loop", "loops over its values", stmt)
+            return const_block(self, stmt)
         if isinstance(stmt, cst.With):
             for item in stmt.items:
                 name = self.qualified(item.item.func) if isinstance(item.item, cst.Call) else None
@@ -155,10 +156,13 @@ class Evaluator(CallRules):
         raise Unsupported("backward-side-effect", "a statement whose result is not used", stmt)
 
     def aug_assign(self, stmt: cst.AugAssign) -> None:
+        value = stmt.value  # ``a *= b / c`` is ``a = a * (b / c)``: keep the grouping
+        if not isinstance(value, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) and not (
+            value.lpar
+        ):
+            value = value.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
         op = cst.BinaryOperation(
-            left=stmt.target,
-            operator=AUG_TO_BIN[type(stmt.operator)](),
-            right=stmt.value,
+            left=stmt.target, operator=AUG_TO_BIN[type(stmt.operator)](), right=value
         )
         if isinstance(stmt.target, cst.Subscript):
             self.masked_assign(stmt.target, op)
@@ -229,9 +233,11 @@ class Evaluator(CallRules):
             )
         return value
 
-    def emit(self, stmt: cst.BaseSmallStatement) -> None:
+    def emit(self, stmt: cst.BaseSmallStatement | cst.BaseCompoundStatement) -> None:
         if isinstance(stmt, cst.Assign):
             stmt = stmt.with_changes(value=standalone(stmt.value))
+        if isinstance(stmt, cst.BaseSmallStatement):
+            stmt = cst.SimpleStatementLine([stmt])
         self.state.prelude.append(stmt)
 
     def rebind(self, old: Sym, new: Sym, name: str) -> None:
@@ -364,7 +370,9 @@ class Evaluator(CallRules):
         if attr == "needs_input_grad":
             items: list[object] = []
             for i in range(self.ctx.n_inputs):
-                known = i in self.ctx.tensor_inputs
+                # The first input is the surrogate's argument: a tensor whenever its gradient
+                # is asked for. Others may be plain numbers, for which autograd says False.
+                known = i == 0 or i in self.ctx.tensor_inputs
                 items.append(Const(cst.Name("True"), simple=True, value=True if known else UNKNOWN))
             return Seq(items)
         if attr in self.ctx.attrs:

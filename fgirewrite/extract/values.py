@@ -87,7 +87,7 @@ class State:
     function: Callable[[str], cst.FunctionDef | None]  # module-level helper lookup
     out: str  # the generated function's output variable
     shadowed: set[str]  # names the generated function binds before the gradient code
-    prelude: list[cst.BaseSmallStatement] = field(default_factory=list)
+    prelude: list[cst.BaseStatement] = field(default_factory=list)
     free: set[str] = field(default_factory=set)
     helpers: list[str] = field(default_factory=list)
     depth: int = 0

@@ -22,7 +22,7 @@ from fgirewrite.rewrite import Rewrite
 from fgirewrite.surrogate import Surrogate
 from fgirewrite.verify import probes
 from fgirewrite.verify.compare import Mismatch, bitwise_mismatch, close_mismatch, tolerance
-from fgirewrite.verify.sandbox import SandboxError, evaluate, factory_defaults
+from fgirewrite.verify.sandbox import TEST_CALLABLE, SandboxError, evaluate, factory_bindings
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,7 @@ class _Spec:
     tensors: set[str]
     values: dict[str, object]  # non-tensor arguments, and fixed values of tensor ones
     shapes: dict[str, str] = field(default_factory=dict)
+    domain: tuple[float, float] = probes.DOMAINS[0]
 
 
 def _defaults(params: str) -> dict[str, object]:
@@ -94,9 +95,34 @@ def _defaults(params: str) -> dict[str, object]:
     return found
 
 
+def _annotations(params: str) -> dict[str, str]:
+    if not params:
+        return {}
+    node = ast.parse(f"def _({params}): pass").body[0]
+    assert isinstance(node, ast.FunctionDef)
+    args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+    return {a.arg: ast.unparse(a.annotation) for a in args if a.annotation is not None}
+
+
+def _called(s: Surrogate) -> set[str]:
+    """Parameters the generated code calls: callables passed in by the caller."""
+    code = "\n".join([s.forward, s.prelude, *(g.template for g in s.gradients)])
+    return {
+        n.func.id
+        for n in ast.walk(ast.parse(code))
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+    } & set(s.param_names)
+
+
+_BY_ANNOTATION = {"int": 2, "float": 1.0, "bool": True}
+
+
 def spec_for(s: Surrogate, call_args: list[object] | None = None) -> _Spec:
-    """Arguments for probing: call-site literals, then defaults, then 1.0."""
+    """Arguments for probing: call-site literals, then defaults, then a value that fits the
+    annotation (2 for int, 1.0 otherwise), or a test callable for a callable parameter."""
     defaults = _defaults(s.params)
+    annotations = _annotations(s.params)
+    called = _called(s)
     values: dict[str, object] = {}
     for i, name in enumerate(s.param_names):
         if call_args is not None and i < len(call_args) and i > 0:
@@ -107,7 +133,11 @@ def spec_for(s: Surrogate, call_args: list[object] | None = None) -> _Spec:
     tensors |= {n for n in s.param_names[:1]}
     for name in s.param_names:
         if name not in values and name not in tensors:
-            values[name] = 1.0
+            if name in called:
+                values[name] = probes.test_callable
+            else:
+                annotation = annotations.get(name, "").removeprefix("Optional[").rstrip("]")
+                values[name] = _BY_ANNOTATION.get(annotation, 1.0)
     return _Spec(tuple(s.param_names), tuple(s.differentiable), tensors, values)
 
 
@@ -159,19 +189,35 @@ def _run(fn: Callable, args: list, spec: _Spec, go_seed: int | None = 1, grad: b
     return out.detach(), grads
 
 
+def _accepts(original: Callable, spec: _Spec, device: str) -> bool:
+    x = probes.as_matrix(probes.grid(torch.float64, [0.0], spec.domain)[::97]).to(device)
+    try:
+        _run(original, _arguments(spec, x, torch.float64, device), spec)
+        return True
+    except Exception:  # noqa: BLE001 - the original rejects these arguments
+        return False
+
+
 def _choose_shapes(original: Callable, spec: _Spec, device: str) -> None:
-    """Shape each extra tensor input as full, per column or scalar: the first the original takes."""
-    x = probes.as_matrix(probes.grid(torch.float64, [0.0])[:8]).to(device)
+    """Shape each extra tensor input as full, per column or scalar: the first the original
+    takes. An input given no value that the original rejects as a number becomes a tensor.
+    Then the first input domain (the real line, else [0, 1]) the original accepts."""
     for name in spec.names[1:]:
+        kinds = ("full", "row", "scalar")
         if name not in spec.tensors:
-            continue
-        for kind in ("full", "row", "scalar"):
-            spec.shapes[name] = kind
-            try:
-                _run(original, _arguments(spec, x, torch.float64, device), spec)
-                break
-            except Exception:  # noqa: BLE001 - the original rejects this shape; try the next
+            if spec.values.get(name) != 1.0 or _accepts(original, spec, device):
                 continue
+            spec.tensors.add(name)
+            del spec.values[name]
+        for kind in kinds:
+            spec.shapes[name] = kind
+            if _accepts(original, spec, device):
+                break
+    for domain in probes.DOMAINS:
+        spec.domain = domain
+        if _accepts(original, spec, device):
+            return
+    spec.domain = probes.DOMAINS[0]
 
 
 def check_pair(
@@ -183,7 +229,10 @@ def check_pair(
     compared = True
     rtol, atol = tolerance(dtype)
     centers = [0.0] + [float(v) for v in spec.values.values() if isinstance(v, (int, float))]
-    for label, values in (("grid", probes.grid(dtype, centers)), ("edges", probes.edges(dtype))):
+    if spec.domain != probes.DOMAINS[0]:
+        centers = []
+    grid = probes.grid(dtype, centers, spec.domain)
+    for label, values in (("grid", grid), ("edges", probes.edges(dtype))):
         x = probes.as_matrix(values).to(device)
         args = _arguments(spec, x, dtype, device)
         try:
@@ -226,23 +275,80 @@ def check_pair(
                 where = where & finite
             elif not bool(finite.all()):
                 continue  # a reduced gradient over non-finite inputs is not comparable
-            bound = atol if exp.shape == x.shape else atol + rtol * float(exp.abs().max())
-            if (
-                m := close_mismatch(
-                    f"{label} d/d{name}", act, exp, _input_of(exp, x), rtol, bound, where
+            what = f"{label} d/d{name}"
+            if exp.shape != x.shape:
+                failures.extend(
+                    _reduced(what, act, exp, original, rewritten, args, spec, name, rtol, atol)
                 )
-            ) is not None:
+                continue
+            m = close_mismatch(what, act, exp, x, rtol, atol, where)
+            if m is not None and exp.dtype == torch.float64 and _float32_exact(exp[where]):
+                # The original computed this float64 gradient in float32 (a float32 output
+                # times a float32 coefficient): compare at the precision it has.
+                m = close_mismatch(what, act, exp, x, *tolerance(torch.float32), where)
+                if m is None:
+                    notes.append(
+                        f"{what}: the original's gradient has float32 precision; "
+                        "compared at float32 tolerance"
+                    )
+            if m is not None:
                 failures.append(str(m))
-        if label == "grid" and dtype in (torch.float32, torch.float64):
-            failures.extend(_forward_mode(rewritten, args, spec, actual_grads, x))
+        first = spec.names[0]
+        if label == "grid" and dtype in (torch.float32, torch.float64) and first in expected_grads:
+            finite = torch.isfinite(expected_grads[first])  # where the original's is defined
+            failures.extend(_forward_mode(rewritten, args, spec, actual_grads, x, finite))
     return Check(str(dtype).replace("torch.", ""), device, tuple(failures), tuple(notes), compared)
 
 
-def _input_of(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return x if grad.shape == x.shape else torch.zeros_like(grad)
+def _float32_exact(values: torch.Tensor) -> bool:
+    return bool(values.numel()) and torch.equal(values.float().double(), values)
 
 
-def _forward_mode(fn: Callable, args: list, spec: _Spec, grads: dict, x: torch.Tensor) -> list[str]:
+def _reduced(
+    what: str,
+    act: torch.Tensor,
+    exp: torch.Tensor,
+    original: Callable,
+    rewritten: Callable,
+    args: list,
+    spec: _Spec,
+    name: str,
+    rtol: float,
+    atol: float,
+) -> list[str]:
+    """A gradient the backward summed (a learnable threshold): summation order differs, so
+    the bound is rtol times the sum of the magnitudes of the summed terms (their values from
+    forward mode on the rewrite, in float64), plus the original's own error against float64."""
+    wide = [a.double() if isinstance(a, torch.Tensor) else a for a in args]
+    reference = _run(original, wide, spec)[1][name].to(exp.device)
+    index = spec.names.index(name)
+
+    def along(value: torch.Tensor) -> torch.Tensor:
+        return rewritten(*wide[:index], value, *wide[index + 1 :])
+
+    parameter = wide[index]
+    _, coefficient = torch.func.jvp(along, (parameter,), (torch.ones_like(parameter),))
+    generator = torch.Generator().manual_seed(1)
+    go = torch.randn(coefficient.shape, generator=generator, dtype=torch.float64)
+    magnitude = (go.to(coefficient.device) * coefficient).abs().sum_to_size(exp.shape)
+    allowed = atol + rtol * (exp.double().abs() + magnitude) + 2 * (exp.double() - reference).abs()
+    differ = ((act.double() - exp.double()).abs() > allowed) & torch.isfinite(exp)
+    if not bool(differ.any()):
+        return []
+    m = close_mismatch(
+        what,
+        act,
+        exp,
+        torch.zeros_like(exp),
+        rtol,
+        atol + float((allowed - rtol * exp.double().abs()).max()),
+    )
+    return [str(m) if m is not None else f"{what}: beyond the summation bound"]
+
+
+def _forward_mode(
+    fn: Callable, args: list, spec: _Spec, grads: dict, x: torch.Tensor, where: torch.Tensor
+) -> list[str]:
     """torch.func.jvp along the first input gives the same derivative as backward."""
     name = spec.names[0]
     if name not in grads:
@@ -258,7 +364,7 @@ def _forward_mode(fn: Callable, args: list, spec: _Spec, grads: dict, x: torch.T
     # jvp gives g' * go in the output's dtype; backward with grad_output go gives go * g'.
     rtol, atol = tolerance(jvp.dtype)
     m: Mismatch | None = close_mismatch(
-        f"jvp d/d{name}", jvp, grads[name].to(jvp.dtype), x, rtol, atol
+        f"jvp d/d{name}", jvp, grads[name].to(jvp.dtype), x, rtol, atol, where
     )
     return [] if m is None else [str(m)]
 
@@ -277,9 +383,13 @@ def verify_pair(
     arguments = {
         n: ("tensor" + ("" if spec.shapes.get(n, "full") == "full" else f" ({spec.shapes[n]})"))
         if n in spec.tensors
+        else "a test callable, exp(-|first argument|)"
+        if spec.values[n] is probes.test_callable
         else spec.values[n]
         for n in spec.names
     }
+    if spec.domain != probes.DOMAINS[0]:
+        arguments[spec.names[0]] = f"tensor in [{spec.domain[0]:g}, {spec.domain[1]:g}]"
     checks = tuple(
         check_pair(original, rewritten, spec, dtype, device)
         for device in devices()
@@ -327,7 +437,11 @@ def evaluate_surrogate(rewrite: Rewrite, surrogate: Surrogate, path: Path | None
     original = getattr(cls, "__func__", cls).apply  # a class under @staticmethod
     holder = next(s for s in tree.body if s.lineno <= site.line <= (s.end_lineno or 0))
     closure = {
-        k: f"{v} (default of the enclosing function)" for k, v in factory_defaults(holder, site)
+        k: "a test callable, exp(-|first argument|)"
+        if v == TEST_CALLABLE
+        else f"{v} (default of the enclosing function)"
+        for k, v in factory_bindings(holder, site)
+        if k
     }
     return original, fgi, call_site_arguments(tree, site.name), closure
 

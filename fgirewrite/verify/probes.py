@@ -9,16 +9,32 @@ DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 COLUMNS = 3  # every probe value is repeated across a few columns, for broadcast parameters
 
 
-def grid(dtype: torch.dtype, centers: list[float]) -> torch.Tensor:
-    """Finite values: a dense grid over [-5, 5] and around each center, plus random ones."""
+# Input domains, tried in order until the original accepts its probes: the real line, then
+# [0, 1] for forwards that sample (a Bernoulli spike takes a probability).
+DOMAINS = ((-5.0, 5.0), (0.0, 1.0))
+
+
+def grid(dtype: torch.dtype, centers: list[float], domain=DOMAINS[0]) -> torch.Tensor:
+    """Finite values: a dense grid over the domain and around each center, plus random ones
+    at several scales, all within the domain."""
+    low, high = domain
     generator = torch.Generator().manual_seed(0)
-    parts = [torch.linspace(-5, 5, 2001, dtype=torch.float64)]
+    parts = [torch.linspace(low, high, 2001, dtype=torch.float64)]
     for center in centers:
         parts.append(center + torch.linspace(-1, 1, 401, dtype=torch.float64))
     for scale in (1e-3, 1.0, 1e2):
         parts.append(torch.randn(300, generator=generator, dtype=torch.float64) * scale)
-    values = torch.cat(parts).to(dtype)
+    values = torch.cat(parts)
+    if domain != DOMAINS[0]:
+        values = values.clamp(low, high)
+    values = values.to(dtype)
     return values[torch.isfinite(values)]
+
+
+def test_callable(*args):
+    """Stands in for a callable the caller passes to a Function (a surrogate-gradient object):
+    pure and elementwise in its first argument."""
+    return torch.exp(-args[0].abs())
 
 
 def edges(dtype: torch.dtype) -> torch.Tensor:

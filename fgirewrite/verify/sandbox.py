@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 from fgirewrite.discover import ClassSite, ModuleInfo
+from fgirewrite.verify.probes import test_callable
 
 
 class SandboxError(Exception):
@@ -71,8 +72,10 @@ def _closure(body: list[ast.stmt], needed: set[str]) -> set[int]:
     while changed:
         changed = False
         for i, stmt in enumerate(body):
-            if i not in chosen and (
-                _is_import_block(stmt) or (_binds(stmt) & needed and _definition(stmt))
+            if (
+                i not in chosen
+                and _binds(stmt) & needed
+                and (_is_import_block(stmt) or _definition(stmt))
             ):
                 chosen.add(i)
                 needed |= _reads(stmt)
@@ -105,35 +108,59 @@ def slice_source(tree: ast.Module, info: ModuleInfo, site: ClassSite, extra: set
     segment = info.segment(first, class_node.end_lineno or class_node.lineno)
     if class_node.col_offset:
         segment = "if 1:\n" + segment
-    closure = "".join(f"{name} = {value}\n" for name, value in factory_defaults(holder, site))
+    closure = "".join(
+        f"{name} = {value}\n" if name else f"{value}\n"
+        for name, value in factory_bindings(holder, site)
+    )
     return _join(info, [body[i] for i in sorted(chosen)], [(holder.lineno, closure + segment)])
 
 
-def factory_defaults(holder: ast.stmt, site: ClassSite) -> list[tuple[str, str]]:
-    """For a class made inside functions: their parameters' literal defaults, as source.
+TEST_CALLABLE = "__fgi_test_callable__"
 
-    Such a class reads those parameters through its closure; verification uses the defaults.
-    """
+
+def factory_bindings(holder: ast.stmt, site: ClassSite) -> list[tuple[str, str]]:
+    """For a class made inside functions, what its closure reads, as (name, source): the
+    enclosing functions' imports, their parameters' literal defaults, and a test callable for
+    a parameter the class calls (a wrapped function). Verification uses these values."""
     found: list[tuple[str, str]] = []
+    class_node = _find_class(holder, site)
+    called = {
+        n.func.id
+        for n in ast.walk(class_node)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+    }
     for node in ast.walk(holder):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _contains_line(
-            node, site.line
+        if not (
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and _contains_line(node, site.line)
         ):
-            args = node.args.posonlyargs + node.args.args
-            pairs = list(
-                zip(args[len(args) - len(node.args.defaults) :], node.args.defaults, strict=False)
+            continue
+        for stmt in node.body:
+            if isinstance(stmt, (ast.Import, ast.ImportFrom)) and stmt.lineno < site.line:
+                found.append(("", ast.unparse(stmt)))
+        args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+        defaults = dict(
+            zip(
+                reversed(node.args.posonlyargs + node.args.args),
+                reversed(node.args.defaults),
+                strict=False,
             )
-            pairs += [
-                (a, d)
-                for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults, strict=False)
-                if d
-            ]
-            for arg, default in pairs:
-                try:
-                    ast.literal_eval(default)
-                except ValueError:
-                    continue
+        )
+        defaults |= {
+            a: d
+            for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults, strict=True)
+            if d is not None
+        }
+        for arg in args:
+            default = defaults.get(arg)
+            try:
+                if default is None:
+                    raise ValueError
+                ast.literal_eval(default)
                 found.append((arg.arg, ast.unparse(default)))
+            except ValueError:
+                if arg.arg in called:
+                    found.append((arg.arg, TEST_CALLABLE))
     return found
 
 
@@ -190,6 +217,7 @@ def evaluate(
         sys.path.insert(0, str(root))
     module = ModuleType(name)
     module.__dict__.update(namespace)
+    module.__dict__[TEST_CALLABLE] = test_callable
     try:
         exec(compile(code, str(path), "exec"), module.__dict__)  # noqa: S102 - the slice only
     except Exception as exc:  # the slice itself failed: say what and where
