@@ -32,8 +32,17 @@ def main() -> None:
     tree = Path(args.tree)
     sources = [p for p in tree.rglob("*.py") if p.is_file()]
     megabytes = sum(p.stat().st_size for p in sources) / 1e6
-    command = [sys.executable, "-m", "fgirewrite", "--check", "--output-format", "json",
-               "--jobs", str(args.jobs), str(tree)]
+    command = [
+        sys.executable,
+        "-m",
+        "fgirewrite",
+        "--check",
+        "--output-format",
+        "json",
+        "--jobs",
+        str(args.jobs),
+        str(tree),
+    ]
     times = []
     for _ in range(args.repeat):
         start = time.perf_counter()

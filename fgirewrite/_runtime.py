@@ -28,7 +28,8 @@ def _fgi_inject(out: torch.Tensor, terms: list[torch.Tensor]) -> torch.Tensor:
     for term in terms:
         # term.detach() - term is +0.0 where the term is finite, and subtracting +0.0 keeps
         # every value exactly (-0.0 included); where it is not finite it carries no gradient.
-        out = out - torch.nan_to_num(term.detach() - term, nan=0.0).to(out.dtype)
+        zero = torch.nan_to_num(term.detach() - term, nan=0.0).to(out.dtype)
+        out = out - zero.broadcast_to(out.shape)  # never silently widen the output
     return out
 
 
