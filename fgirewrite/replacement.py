@@ -55,13 +55,19 @@ class Resolution:
     report: SurrogateReport | None = None
 
 
+# Set on functions that stand for ``cls.apply`` (the fx pass's node targets).
+FUNCTION_CLASS = "__fgi_function_class__"
+
+
 def function_class(target: object) -> type | None:
-    """The Function subclass of which ``target`` is the class or the bound ``apply``."""
-    owner = target
-    if not isinstance(target, type):
-        owner = getattr(target, "__self__", None)
-        if getattr(target, "__name__", None) != "apply":
-            return None
+    """The Function subclass of which ``target`` is the class or the ``apply``."""
+    owner = getattr(target, FUNCTION_CLASS, None)
+    if owner is None:
+        owner = target
+        if not isinstance(target, type):
+            owner = getattr(target, "__self__", None)
+            if getattr(target, "__name__", None) != "apply":
+                return None
     if (isinstance(owner, type) and issubclass(owner, torch.autograd.Function)
             and owner.__module__ != torch.autograd.function.__name__):
         return owner
