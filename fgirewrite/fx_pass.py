@@ -172,9 +172,18 @@ def inline(gm: fx.GraphModule, node: Node, function: Callable) -> Node:
     with gm.graph.inserting_before(node):
         out = gm.graph.graph_copy(scratch, dict(placeholders))
     assert isinstance(out, Node)
-    node.replace_all_uses_with(out)
-    gm.graph.erase_node(node)
+    _replace(gm.graph, node, out)
     return out
+
+
+def _replace(graph: fx.Graph, node: Node, new: Node) -> None:
+    """Put ``new`` in place of ``node``; drop constants that only ``node`` read."""
+    inputs = node.all_input_nodes
+    node.replace_all_uses_with(new)
+    graph.erase_node(node)
+    for argument in inputs:
+        if argument.op == "get_attr" and not argument.users:
+            graph.erase_node(argument)
 
 
 class FGIPass(PassBase):
@@ -216,8 +225,7 @@ class FGIPass(PassBase):
                 with graph_module.graph.inserting_before(node):
                     call = graph_module.graph.call_function(resolution.function, node.args,
                                                             node.kwargs)
-                node.replace_all_uses_with(call)
-                graph_module.graph.erase_node(node)
+                _replace(graph_module.graph, node, call)
             self.replaced.append(Replaced(where, resolution.found, resolution.report, note))
         modified = bool(self.replaced)
         if modified:

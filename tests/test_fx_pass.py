@@ -264,3 +264,16 @@ def test_rewritten_graph_module_pickles():
     assert torch.equal(loaded(x), gm(x))
     expected = torch.autograd.grad(gm(x).sum(), x)[0]
     assert torch.equal(torch.autograd.grad(loaded(x).sum(), x)[0], expected)
+
+
+def test_constant_argument_only_the_call_read_is_dropped():
+    class Model(nn.Module):
+        def forward(self, x):
+            return TensorConstant.apply(x, torch.as_tensor(2.0))  # a get_attr constant
+
+    gm = trace(Model())
+    assert [n.op for n in gm.graph.nodes].count("get_attr") == 1
+    check(Model(), (X,), calls=1, inlined=1)
+    FGIPass()(gm)
+    # alpha is dropped with the call; the forward's own constant is the pass's buffer
+    assert [n.target for n in gm.graph.nodes if n.op == "get_attr"] == ["_fgi_constant0"]
