@@ -8,6 +8,7 @@ replaced and, with the extraction's reason codes, what they left alone.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -106,10 +107,9 @@ class Resolver:
         return self._cache[key]
 
     def _resolve(self, cls: type, numbers: list[object] | None) -> Resolution:
-        function, found = live.fgi_function(cls)
+        function, found = _fgi_function(cls)
         if function is None or isinstance(found, Skip):
             return Resolution(None, found)
-        function = rehome(function, cls.__qualname__)  # see _namespaces: torch.compile
         if not self.verify:
             return Resolution(function, found)
         try:
@@ -122,6 +122,13 @@ class Resolver:
         if not report.ok:
             return Resolution(None, _failed(found, "; ".join(report.failures()[:2])), report)
         return Resolution(function, found, report)
+
+
+@functools.cache
+def _fgi_function(cls: type) -> tuple[Callable | None, Surrogate | Skip]:
+    """``live.fgi_function``, its globals in a registered module (see ``_namespaces``)."""
+    function, found = live.fgi_function(cls)
+    return (None if function is None else rehome(function, cls.__qualname__)), found
 
 
 def _failed(s: Surrogate, message: str) -> Skip:
