@@ -160,7 +160,10 @@ class Rewriter:
         return []
 
     def _explore(self, root: object) -> None:
+        if id(root) in self._objects and self._kind(root) != "module":
+            return  # explored with an earlier root: the marks are current
         queue = deque([root])
+        grown = False
         while queue:
             obj = queue.popleft()
             key = id(obj)
@@ -173,6 +176,7 @@ class Rewriter:
                 assert cls is not None
                 if cls not in self._replacements:
                     self._replacements[cls] = self._resolve(cls)
+                grown = True
             children = self._children(obj, kind) if kind not in (None, "target") else []
             edges = self._edges.setdefault(key, [])
             known = {c for _, c in edges}
@@ -182,10 +186,12 @@ class Rewriter:
                 if id(child) not in known:
                     edges.append((label, id(child)))
                     known.add(id(child))
+                    grown = True
                 if id(child) not in self._objects or self._kind(child) == "module":
                     if id(child) != key:
                         queue.append(child)
-        self._mark()
+        if grown:
+            self._mark()
 
     def _mark(self) -> None:
         """The values that reach a replaceable target."""
