@@ -118,11 +118,10 @@ class _Inliner(GraphAppendingTracer):
 
     def create_arg(self, a: Any) -> Any:
         if isinstance(a, torch.Tensor):
-            name = f"_fgi_constant{len(self.constants)}"
             i = 0
-            while hasattr(self.gm, name):
+            while hasattr(self.gm, f"_fgi_constant{i}"):
                 i += 1
-                name = f"_fgi_constant{i}"
+            name = f"_fgi_constant{i}"
             self.gm.register_buffer(name, a.detach().clone(), persistent=False)
             self.constants.append(name)
             return self.graph.get_attr(name)
