@@ -86,7 +86,8 @@ class Rewriter:
         self._resolve = resolve
         self._objects: dict[int, object] = {}  # keeps every visited value alive: ids stay valid
         self._edges: dict[int, list[tuple[str, int]]] = {}
-        self._module_names: dict[int, set[str]] = {}
+        self._module_names: dict[int, set[str]] = {}  # module -> attribute names read from it
+        self._module_explored: dict[int, int] = {}  # module -> names seen when last explored
         self._replacements: dict[type, Callable | None] = {}
         self._reaching: set[int] = set()
         self._copies: dict[int, object] = {}
@@ -147,7 +148,11 @@ class Rewriter:
             return [(f"[{k!r}]", v) for k, v in obj.items()]  # type: ignore[attr-defined]
         if kind == "module":
             names = self._module_names.get(id(obj), set())
-            return [(name, vars(obj)[name]) for name in sorted(names) if name in vars(obj)]
+            found = [(name, vars(obj)[name]) for name in sorted(names) if name in vars(obj)]
+            for _, value in found:  # `a.b.gauss`: the same code reads names from `a.b`
+                if isinstance(value, types.ModuleType):
+                    self._module_names.setdefault(id(value), set()).update(names)
+            return found
         if kind == "class":
             found = []
             for name, (how, raw) in _members(obj).items():  # type: ignore[arg-type]
@@ -159,8 +164,15 @@ class Rewriter:
             return found
         return []
 
+    def _pending(self, obj: object) -> bool:
+        """Not explored yet, or a module from which more names are read since."""
+        if id(obj) not in self._objects:
+            return True
+        names = self._module_names.get(id(obj))
+        return names is not None and len(names) > self._module_explored.get(id(obj), 0)
+
     def _explore(self, root: object) -> None:
-        if id(root) in self._objects and self._kind(root) != "module":
+        if not self._pending(root):
             return  # explored with an earlier root: the marks are current
         queue = deque([root])
         grown = False
@@ -168,9 +180,11 @@ class Rewriter:
             obj = queue.popleft()
             key = id(obj)
             kind = self._kind(obj)
-            if key in self._objects and kind != "module":
+            if not self._pending(obj):
                 continue
             self._objects[key] = obj
+            if kind == "module":
+                self._module_explored[key] = len(self._module_names.get(key, ()))
             if kind == "target":
                 cls = function_class(obj)
                 assert cls is not None
@@ -187,9 +201,8 @@ class Rewriter:
                     edges.append((label, id(child)))
                     known.add(id(child))
                     grown = True
-                if id(child) not in self._objects or self._kind(child) == "module":
-                    if id(child) != key:
-                        queue.append(child)
+                if id(child) != key and self._pending(child):
+                    queue.append(child)
         if grown:
             self._mark()
 

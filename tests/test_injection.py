@@ -151,6 +151,25 @@ def test_attribute_of_a_module_object():
         "gauss"]
 
 
+def test_modules_that_reference_each_other():
+    a, b = types.ModuleType("fgi_fixture_a"), types.ModuleType("fgi_fixture_b")
+    a.b, b.a, b.gauss = b, a, lib.gauss
+    namespace: dict = {"a": a, "__name__": "fgi_fixture_ns"}
+    exec("def spike(x):\n    return a.b.gauss(x, 1.0)\n", namespace)  # noqa: S102
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fn = namespace["spike"]
+
+        def forward(self, x):
+            return self.fn(x)
+
+    result = assert_injected(Model(), X)
+    assert [r.where for r in result.replaced] == ["Model.fn (spike) -> a -> b -> gauss"]
+    assert b.gauss == lib.Gauss.apply
+
+
 def test_library_and_original_model_untouched():
     model = Recurrent(lib.Neuron())
     closure = model.neuron.spike_fn
