@@ -25,6 +25,7 @@ REASONS: dict[str, str] = {
     "unresolved-base": "the base class looks like a Function but does not resolve to one",
     "no-source": "the class's source is not available (defined interactively or compiled)",
     "verification-failed": "the rewrite was not gradient-equivalent on the probe inputs",
+    "hidden-call": "a live model calls the Function through a reference fgirewrite cannot replace",
 }
 
 
