@@ -6,4 +6,24 @@ turns each into one ``surrogate.Surrogate`` description, ``codegen`` turns that 
 ``rewrite`` edits source files with it, and ``verify`` proves the result equivalent.
 """
 
+import importlib
+
 __version__ = "0.1.0"
+
+# Exported lazily, so that `import fgirewrite` (and the static rewriter) never imports torch.
+_LAZY = {
+    "per_sample_grads": "fgirewrite.gradients",
+    "forward_gradient": "fgirewrite.gradients",
+    "TransformBlockedError": "fgirewrite.blockers",
+    "verify_gradients": "fgirewrite.gradient_checks",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fgirewrite' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
