@@ -105,6 +105,11 @@ def _display(path: str) -> str:
     return path
 
 
+def _installed(path: str) -> bool:
+    parts = path.replace(os.sep, "/").split("/")
+    return "site-packages" in parts or "dist-packages" in parts
+
+
 def _source_of(cls: type) -> tuple[str | None, int | None]:
     try:
         path = inspect.getsourcefile(cls) or inspect.getfile(cls)
@@ -127,12 +132,17 @@ def blocked_message(what: str, cls: type | None, reason: str,
     path, line = _source_of(cls)
     where = "source unknown" if path is None else path if line is None else f"{path}:{line}"
     called = f", called at {call_site}" if call_site else ""
+    name = cls.__qualname__
     if path is None:
         fix = "rewrite its source file with `fgirewrite --write <file>`"
+    elif _installed(path):
+        fix = (f"it comes from an installed package: swap it in memory with `{name}.apply = "
+               f"staticmethod(fgirewrite.live.fgi_function({name})[0])`, or rewrite a copy of "
+               "its file with `fgirewrite --write`")
     else:
         fix = (f"rewrite it with `fgirewrite --write {path}`, or load the model rewritten in "
                f"memory with `fgirewrite.load.load_pair({path!r})`")
-    return (f"{what}: the model calls torch.autograd.Function `{cls.__qualname__}` ({where}"
+    return (f"{what}: the model calls torch.autograd.Function `{name}` ({where}"
             f"{called}), which blocks torch.func: {reason}; {fix}"), path
 
 

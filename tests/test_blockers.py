@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fgirewrite import blockers
 from fgirewrite.blockers import TransformBlockedError, functions_in_graph
 from fgirewrite.gradients import forward_gradient, per_sample_grads
 from fgirewrite.load import load_pair
@@ -154,6 +155,19 @@ def test_functions_in_graph(pair):
     model = pair[0].ALIFNetwork(3, 5, 4)
     assert functions_in_graph(model(torch.rand(4, 2, 3)).sum()) == [pair[0].SpikeFunction]
     assert functions_in_graph(pair[1].ALIFNetwork(3, 5, 4)(torch.rand(4, 2, 3)).sum()) == []
+
+
+def test_a_function_from_an_installed_package(monkeypatch):
+    monkeypatch.setattr(blockers, "_source_of",
+                        lambda cls: ("/usr/lib/python3/dist-packages/spiking/surrogate.py", 12))
+    message, source = blockers.blocked_message("per_sample_grads", NoVmapRule, "why")
+    assert message == (
+        "per_sample_grads: the model calls torch.autograd.Function `NoVmapRule` "
+        "(/usr/lib/python3/dist-packages/spiking/surrogate.py:12), which blocks torch.func: "
+        "why; it comes from an installed package: swap it in memory with `NoVmapRule.apply = "
+        "staticmethod(fgirewrite.live.fgi_function(NoVmapRule)[0])`, or rewrite a copy of its "
+        "file with `fgirewrite --write`")
+    assert source == "/usr/lib/python3/dist-packages/spiking/surrogate.py"
 
 
 def test_other_errors_pass_through():
