@@ -55,8 +55,8 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def train(steps: int = 600, num_tangents: int = 16, aggregation: str = "orthogonal",
           hidden: int = 16, batch: int = 64, lr: float = 3e-2, seed: int = 0,
-          every: int = 50) -> list[dict]:
-    """Forward-gradient training; returns the logged curve."""
+          every: int = 50, backprop: bool = False) -> list[dict]:
+    """Forward-gradient training (or, for comparison, backprop); returns the logged curve."""
     _, rewritten, _ = load_pair(ALIF)
     x_train, y_train, x_test, y_test = digits(seed)
     torch.manual_seed(seed)
@@ -64,8 +64,8 @@ def train(steps: int = 600, num_tangents: int = 16, aggregation: str = "orthogon
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     n = sum(p.numel() for p in model.parameters())
-    print(f"ALIF 8-{hidden}-10 ({n} parameters), {num_tangents} tangents, {aggregation} "
-          f"aggregation, Adam lr {lr}, batch {batch}")
+    method = "backprop" if backprop else f"{num_tangents} tangents, {aggregation} aggregation"
+    print(f"ALIF 8-{hidden}-10 ({n} parameters), {method}, Adam lr {lr}, batch {batch}")
     curve, start = [], time.perf_counter()
     for step in range(steps + 1):
         if step % every == 0 or step == steps:
@@ -79,6 +79,11 @@ def train(steps: int = 600, num_tangents: int = 16, aggregation: str = "orthogon
         if step == steps:
             break
         pick = torch.randint(0, y_train.shape[0], (batch,), generator=generator)
+        optimizer.zero_grad()
+        if backprop:
+            F.cross_entropy(model(x_train[:, pick]), y_train[pick]).backward()
+            optimizer.step()
+            continue
         tangents = sample_tangents(trainable_parameters(model), num_tangents, generator)
         _, derivatives = directional_derivatives(model, F.cross_entropy, x_train[:, pick],
                                                  y_train[pick], tangents)
@@ -96,13 +101,15 @@ def main() -> None:
     parser.add_argument("--aggregation", choices=AGGREGATIONS, default="orthogonal")
     parser.add_argument("--hidden", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-2)
+    parser.add_argument("--backprop", action="store_true",
+                        help="train with ordinary backprop instead, for comparison")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, help="write the curve here as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     curve = train(args.steps, args.tangents, args.aggregation, args.hidden, lr=args.lr,
-                  seed=args.seed)
+                  seed=args.seed, backprop=args.backprop)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         record = {"torch": torch.__version__, "device": "cpu", "threads": args.threads,
