@@ -25,8 +25,8 @@ from fgirewrite.gradients import (
     Inputs,
     LossFn,
     Params,
-    _as_tuple,
     aggregate,
+    as_tuple,
     directional_derivatives,
     per_sample_grads,
     sample_tangents,
@@ -74,7 +74,7 @@ def backprop_gradient(model: torch.nn.Module, loss_fn: LossFn, inputs: Inputs,
                       targets: Any) -> Params:
     """``∇f`` of the batch loss by an ordinary backward pass."""
     params = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
-    loss = loss_fn(model(*_as_tuple(inputs)), targets)
+    loss = loss_fn(model(*as_tuple(inputs)), targets)
     grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
     return {n: torch.zeros_like(p) if g is None else g
             for (n, p), g in zip(params.items(), grads, strict=True)}
@@ -83,7 +83,7 @@ def backprop_gradient(model: torch.nn.Module, loss_fn: LossFn, inputs: Inputs,
 def per_sample_loop(model: torch.nn.Module, loss_fn: LossFn, inputs: Inputs, targets: Any,
                     batch_dim: int = 0, target_batch_dim: int = 0) -> Params:
     """Per-sample gradients the slow way: one backward pass per sample."""
-    inputs = _as_tuple(inputs)
+    inputs = as_tuple(inputs)
     rows: list[Params] = []
     for i in range(inputs[0].shape[batch_dim]):
         sample = tuple(x.narrow(batch_dim, i, 1) for x in inputs)

@@ -42,7 +42,8 @@ def trainable_parameters(model: torch.nn.Module) -> Params:
     return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _as_tuple(inputs: Inputs) -> tuple[torch.Tensor, ...]:
+def as_tuple(inputs: Inputs) -> tuple[torch.Tensor, ...]:
+    """One tensor or a sequence of them, as a tuple."""
     return (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
 
 
@@ -71,7 +72,7 @@ def per_sample_grads(model: torch.nn.Module, loss_fn: LossFn, inputs: Inputs, ta
     training mode, is the exception). Computed as ``vmap(grad(loss))``; ``chunk_size`` bounds
     how many samples ``vmap`` runs at once.
     """
-    inputs = _as_tuple(inputs)
+    inputs = as_tuple(inputs)
     params = trainable_parameters(model) if params is None else dict(params)
     loss = _loss(model, loss_fn)
 
@@ -111,7 +112,7 @@ def directional_derivatives(model: torch.nn.Module, loss_fn: LossFn, inputs: Inp
     ``torch.func.jvp`` per tangent, vmapped over the ``k`` tangents (``chunk_size`` at a
     time); all of them see the same random draws, if the model draws any. No backward pass.
     """
-    inputs = _as_tuple(inputs)
+    inputs = as_tuple(inputs)
     params = trainable_parameters(model) if params is None else dict(params)
     if set(tangents) != set(params):
         raise ValueError(f"tangents are for {sorted(tangents)}, the trainable parameters are "
