@@ -92,6 +92,10 @@ def summarise(per_seed: list[dict], ks: list[int], n: int) -> list[dict]:
     return rows
 
 
+def _signed(value: float) -> str:
+    return f"{value:+.4f}".replace("-0.0000", "+0.0000")  # no sign for rounding noise
+
+
 def markdown(results: dict, command: str) -> str:
     lines = ["# Multi-tangent forward gradients on the ALIF spiking network", "",
              f"`{command}`", "",
@@ -109,7 +113,7 @@ def markdown(results: dict, command: str) -> str:
             lines.append(
                 f"| {r['k']} | {r['mean']:.3f} ± {r['mean_std']:.3f} | "
                 f"{r['orthogonal']:.3f} ± {r['orthogonal_std']:.3f} | "
-                f"{r['gap']:+.4f} ± {r['gap_std']:.4f} | {r['orthogonal_wins']}/{r['seeds']} | "
+                f"{_signed(r['gap'])} ± {r['gap_std']:.4f} | {r['orthogonal_wins']}/{r['seeds']} | "
                 f"{r['theory_mean']:.3f} | {r['theory_orthogonal']:.3f} |")
         lines.append("")
     return "\n".join(lines)
@@ -169,7 +173,7 @@ def main() -> None:
         print(model)
         for r in results[name]["rows"]:
             print(f"  k={r['k']:3d}  mean {r['mean']:.3f} ± {r['mean_std']:.3f}  orthogonal "
-                  f"{r['orthogonal']:.3f} ± {r['orthogonal_std']:.3f}  gap {r['gap']:+.4f}  "
+                  f"{r['orthogonal']:.3f} ± {r['orthogonal_std']:.3f}  gap {_signed(r['gap'])}  "
                   f"orth >= mean in {r['orthogonal_wins']}/{r['seeds']}")
     command = ("python -m benchmarks.forward_gradient_quality " + " ".join(sys.argv[1:])).strip()
     RESULTS.mkdir(parents=True, exist_ok=True)
