@@ -13,6 +13,7 @@ import inspect
 from collections.abc import Callable
 
 from fgirewrite import codegen, discover
+from fgirewrite._namespaces import module_globals
 from fgirewrite.extract import extract
 from fgirewrite.rewrite import decode
 from fgirewrite.surrogate import Location, Skip, Surrogate
@@ -68,4 +69,7 @@ def fgi_function(cls: type) -> tuple[Callable | None, Surrogate | Skip]:
     if isinstance(found, Skip):
         return None, found
     name = "_fgi_" + cls.__name__
-    return codegen.compile_surrogate(found, dict(_namespace(cls)), name), found
+    # Compiled in a registered module (torch.compile reads a function's globals through
+    # sys.modules[__name__]), holding a copy of the class's globals and closure.
+    namespace = module_globals(_namespace(cls), cls.__qualname__)
+    return codegen.compile_surrogate(found, namespace, name), found

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import fgirewrite
+from fgirewrite import codegen
 from fgirewrite.injection import InjectResult, autograd_functions, inject
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,12 +213,12 @@ def test_hidden_call_is_found_by_running_example_inputs():
         "HiddenNeuron(*example_inputs)", "hidden-call", "Gauss")
 
 
-def test_verification_failure_is_a_skip():
-    class RandomForward(torch.autograd.Function):
+def test_verification_failure_is_a_skip(monkeypatch):
+    class Sigmoidal(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x):
             ctx.save_for_backward(x)
-            return torch.bernoulli(torch.sigmoid(x))
+            return (x > 0).float()
 
         @staticmethod
         def backward(ctx, grad_output):
@@ -226,12 +227,18 @@ def test_verification_failure_is_a_skip():
 
     class Model(nn.Module):
         def forward(self, x):
-            return RandomForward.apply(x)
+            return Sigmoidal.apply(x)
 
+    source = codegen.function_source
+
+    def doubled(surrogate, name):  # a wrong rewrite: twice the gradient
+        return source(surrogate, name).replace("_fgi_inject(out, [", "_fgi_inject(out, [2 * ")
+
+    monkeypatch.setattr(codegen, "function_source", doubled)
     result = inject(Model(), report=True)
     [skipped] = result.skipped
     assert skipped.skip.code == "verification-failed"
-    assert "grid forward: mismatched elements" in skipped.skip.message
+    assert "grid d/dx: mismatched elements" in skipped.skip.message
     unverified = inject(Model(), report=True, verify=False)
     assert [r.report for r in unverified.replaced] == [None] and unverified.skipped == []
 
