@@ -117,7 +117,7 @@ def rewrite(name: str, site: Path, work: Path) -> dict:
 
 def _summary(output: str) -> dict:
     """pytest's closing line as counts."""
-    line = next((l for l in reversed(output.splitlines()) if " in " in l and "=" in l), "")
+    line = next((s for s in reversed(output.splitlines()) if " in " in s and "=" in s), "")
     counts = {
         k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed)", line)
     }
