@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -35,11 +34,12 @@ LIBRARIES = {
     "snntorch-ternary": "0.1.3",
     "lava-dl": "0.6.0",
 }
-# Test suites shipped in the sdist: (directory inside the sdist, pytest arguments).
+# Test suites shipped in the sdist: the directory inside the sdist, and the pure-python
+# packages they import, installed --no-deps into a scratch folder of their own.
 SUITES = {
-    "norse": ("norse", ["-p", "no:cacheprovider"]),
-    "sinabs": ("tests", ["-p", "no:cacheprovider"]),
-    "spikingjelly": ("test", ["-p", "no:cacheprovider"]),
+    "norse": ("norse", ["nir==1.0.8", "nirtorch==2.6", "h5py"]),
+    "sinabs": ("tests", ["pbr", "nir==1.0.4", "nirtorch==2.6"]),
+    "spikingjelly": ("test", ["loguru==0.7.3", "tqdm"]),
 }
 RESULTS = Path(__file__).parent / "results"
 
@@ -80,6 +80,8 @@ def rewrite(name: str, site: Path, work: Path) -> dict:
     copy.mkdir()
     for package in packages(site):
         shutil.copytree(package, copy / package.name)
+    for metadata in site.glob("*.dist-info"):  # importlib.metadata (and pbr) read it
+        shutil.copytree(metadata, copy / metadata.name)
     start = time.perf_counter()
     done = subprocess.run(
         [
@@ -115,55 +117,63 @@ def rewrite(name: str, site: Path, work: Path) -> dict:
     }
 
 
-def _summary(output: str) -> dict:
-    """pytest's closing line as counts."""
-    line = next((s for s in reversed(output.splitlines()) if " in " in s and "=" in s), "")
-    counts = {
-        k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed)", line)
-    }
-    return {"line": line.strip("= "), **counts}
+def _outcomes(junit: Path) -> dict[str, str]:
+    """test id -> passed / failed / error / skipped, from pytest's JUnit XML."""
+    import xml.etree.ElementTree as ET
+
+    outcomes = {}
+    if not junit.exists():
+        return outcomes
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        kind = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed")
+        outcomes[f"{case.get('classname')}::{case.get('name')}"] = kind
+    return outcomes
 
 
-def run_suite(name: str, version: str, work: Path) -> dict | None:
-    """The sdist's test suite against the original and the rewritten copy."""
-    if name not in SUITES:
-        return None
-    folder, extra = SUITES[name]
-    sdist_dir = work / "sdist"
-    sdist_dir.mkdir(exist_ok=True)
-    archives = list(sdist_dir.glob(f"{name.replace('-', '_')}-{version}.tar.gz")) + list(
-        sdist_dir.glob(f"{name}-{version}.tar.gz")
-    )
-    if not archives:
-        pip(
-            "download",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-            "-d",
-            str(sdist_dir),
-            f"{name}=={version}",
-        )
-        archives = list(sdist_dir.glob(f"*{version}.tar.gz"))
-        archives = [
-            a
-            for a in archives
-            if a.name.lower().startswith(name.replace("-", "_")) or a.name.lower().startswith(name)
+def _sdist(name: str, version: str, folder: Path) -> Path | None:
+    folder.mkdir(exist_ok=True)
+    stem = name.replace("-", "_")
+
+    def found() -> list[Path]:
+        return [
+            a for a in folder.glob(f"*-{version}.tar.gz") if a.name.lower().startswith((stem, name))
         ]
-    if not archives:
-        return {"result": "no sdist"}
+
+    if not found():
+        pip(
+            "download", "--no-deps", "--no-binary", ":all:", "-d", str(folder), f"{name}=={version}"
+        )
+    return next(iter(found()), None)
+
+
+def run_suite(name: str, version: str, work: Path, given: Path | None = None) -> dict | None:
+    """The library's test suite (from its sdist, or a folder given with --suite) against the
+    original and the rewritten copy."""
+    if name not in SUITES and given is None:
+        return None
+    folder, deps = SUITES.get(name, ("tests", []))
     tests = work / f"tests-{name}"
+    if given is not None and not tests.exists():
+        shutil.copytree(given, tests / "suite")
     if not tests.exists():
-        with tarfile.open(archives[0]) as archive:
+        archive_path = _sdist(name, version, work / "sdist")
+        if archive_path is None:
+            return {"result": "no sdist"}
+        with tarfile.open(archive_path) as archive:
             root = archive.getnames()[0].split("/")[0]
             members = [
                 m
                 for m in archive.getmembers()
                 if m.name.startswith(f"{root}/{folder}/") and m.isfile()
             ]
+            if not members:
+                return {"result": "no suite in the sdist"}
             archive.extractall(tests, members=members, filter="data")
         (tests / root / folder).rename(tests / "suite")
-    results = {}
+    deps_dir = work / f"deps-{name}"
+    if not deps_dir.exists():
+        pip("install", "--no-deps", "--no-compile", "--target", str(deps_dir), *deps)
+    outcomes = {}
     for label, source in (
         ("original", work / f"site-{name}"),
         ("rewritten", work / f"rewritten-{name}"),
@@ -171,17 +181,51 @@ def run_suite(name: str, version: str, work: Path) -> dict | None:
         run_dir = work / f"run-{name}-{label}"
         shutil.rmtree(run_dir, ignore_errors=True)
         shutil.copytree(tests / "suite", run_dir / "suite")
-        env = dict(os.environ, PYTHONPATH=str(source), PYTHONDONTWRITEBYTECODE="1")
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "suite", *extra],
+        env = dict(
+            os.environ, PYTHONPATH=f"{source}{os.pathsep}{deps_dir}", PYTHONDONTWRITEBYTECODE="1"
+        )
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "suite",
+                "-p",
+                "no:cacheprovider",
+                "--continue-on-collection-errors",
+                "-W",
+                "ignore",
+                "--junitxml",
+                "junit.xml",
+            ],
             capture_output=True,
             text=True,
             cwd=run_dir,
             env=env,
             timeout=3000,
         )
-        results[label] = _summary(done.stdout + done.stderr)
-    return results
+        outcomes[label] = _outcomes(run_dir / "junit.xml")
+    before, after = outcomes["original"], outcomes["rewritten"]
+    return {label: dict(Counter(found.values())) for label, found in outcomes.items()} | {
+        "regressions": sorted(
+            t for t, kind in before.items() if kind == "passed" and after.get(t) != "passed"
+        ),
+        "fixed": sorted(
+            t for t, kind in after.items() if kind == "passed" and before.get(t) != "passed"
+        ),
+    }
+
+
+def _counts(counts: dict) -> str:
+    return (
+        ", ".join(
+            f"{counts.get(k, 0)} {k}"
+            for k in ("passed", "failure", "error", "skipped")
+            if counts.get(k)
+        )
+        or "no tests"
+    )
 
 
 def markdown(rows: dict) -> str:
@@ -197,8 +241,12 @@ def markdown(rows: dict) -> str:
             continue
         skipped = ", ".join(f"{k}: {v}" for k, v in sorted(row["skipped"].items()))
         suite = row.get("suite") or {}
-        original = suite.get("original", {}).get("line", suite.get("result", "not shipped"))
-        rewritten = suite.get("rewritten", {}).get("line", "")
+        if "original" in suite:
+            original = _counts(suite["original"])
+            regressions = len(suite["regressions"])
+            rewritten = f"{_counts(suite['rewritten'])}; {regressions} regressions"
+        else:
+            original, rewritten = suite.get("result", "no suite in the sdist"), ""
         lines.append(
             f"| {name} | {row['version']} | {row['found']} | {row['rewritten_and_verified']} | "
             f"{row['failed_verification']} | {skipped} | {row['crashes']} | {original} | "
@@ -218,6 +266,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/fgirewrite-corpus"))
     parser.add_argument("--only", default=",".join(LIBRARIES))
     parser.add_argument("--tests", action="store_true", help="also run the libraries' suites")
+    parser.add_argument(
+        "--suite",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a test suite for a library whose sdist ships none (a checkout)",
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     rows: dict = {}
@@ -232,7 +287,10 @@ def main() -> None:
         rows[name] = {"version": version, **rewrite(name, site, args.work)}
         if args.tests:
             print(f"{name} {version}: running its test suite", file=sys.stderr, flush=True)
-            rows[name]["suite"] = run_suite(name, version, args.work)
+            given = dict(item.split("=", 1) for item in args.suite).get(name)
+            rows[name]["suite"] = run_suite(
+                name, version, args.work, Path(given) if given else None
+            )
         row = rows[name]
         print(
             f"{name}: {row['found']} found, {row['rewritten_and_verified']} rewritten and "
@@ -242,6 +300,10 @@ def main() -> None:
             flush=True,
         )
     RESULTS.mkdir(exist_ok=True)
+    previous = RESULTS / "corpus.json"
+    if previous.exists():  # --only updates the libraries it ran and keeps the others
+        rows = json.loads(previous.read_text()) | rows
+        rows = {name: rows[name] for name in LIBRARIES if name in rows}
     (RESULTS / "corpus.json").write_text(json.dumps(rows, indent=2) + "\n")
     (RESULTS / "corpus.md").write_text(markdown(rows))
     print(markdown(rows))

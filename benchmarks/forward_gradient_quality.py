@@ -39,8 +39,10 @@ from fgirewrite.load import load_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-SIZES = {"tiny": dict(steps=8, batch=32, n_in=4, n_hidden=4),
-         "example": dict(steps=28, batch=32, n_in=28, n_hidden=32)}
+SIZES = {
+    "tiny": dict(steps=8, batch=32, n_in=4, n_hidden=4),
+    "example": dict(steps=28, batch=32, n_in=28, n_hidden=32),
+}
 
 
 def _flat(tensors: dict) -> torch.Tensor:
@@ -68,8 +70,10 @@ def one_seed(pair, size: dict, seed: int, ks: list[int]) -> tuple[int, dict]:
     for k in ks:
         tangents = sample_tangents(params, k, generator)
         _, derivatives = directional_derivatives(rewritten, F.cross_entropy, x, y, tangents)
-        result[k] = {kind: cosine(aggregate(tangents, derivatives, kind), truth)
-                     for kind in ("mean", "orthogonal")}
+        result[k] = {
+            kind: cosine(aggregate(tangents, derivatives, kind), truth)
+            for kind in ("mean", "orthogonal")
+        }
     return sum(p.numel() for p in params.values()), result
 
 
@@ -79,16 +83,22 @@ def summarise(per_seed: list[dict], ks: list[int], n: int) -> list[dict]:
         mean = [s[k]["mean"] for s in per_seed]
         orth = [s[k]["orthogonal"] for s in per_seed]
         gap = [o - m for o, m in zip(orth, mean, strict=True)]
-        rows.append({
-            "k": k,
-            "mean": statistics.fmean(mean), "mean_std": statistics.stdev(mean),
-            "orthogonal": statistics.fmean(orth), "orthogonal_std": statistics.stdev(orth),
-            "gap": statistics.fmean(gap), "gap_std": statistics.stdev(gap),
-            # At k = 1 both are the same vector: equal up to float32 rounding.
-            "orthogonal_wins": sum(g >= -1e-6 for g in gap), "seeds": len(gap),
-            "theory_mean": math.sqrt(k / (n + k + 1)),
-            "theory_orthogonal": math.sqrt(min(k, n) / n),
-        })
+        rows.append(
+            {
+                "k": k,
+                "mean": statistics.fmean(mean),
+                "mean_std": statistics.stdev(mean),
+                "orthogonal": statistics.fmean(orth),
+                "orthogonal_std": statistics.stdev(orth),
+                "gap": statistics.fmean(gap),
+                "gap_std": statistics.stdev(gap),
+                # At k = 1 both are the same vector: equal up to float32 rounding.
+                "orthogonal_wins": sum(g >= -1e-6 for g in gap),
+                "seeds": len(gap),
+                "theory_mean": math.sqrt(k / (n + k + 1)),
+                "theory_orthogonal": math.sqrt(min(k, n) / n),
+            }
+        )
     return rows
 
 
@@ -97,24 +107,32 @@ def _signed(value: float) -> str:
 
 
 def markdown(results: dict, command: str) -> str:
-    lines = ["# Multi-tangent forward gradients on the ALIF spiking network", "",
-             f"`{command}`", "",
-             "Cosine similarity to the backprop gradient of the original model; mean ± std over "
-             "seeds. Directional derivatives by `torch.func.jvp` through the FGI rewrite. "
-             "Orthogonal − mean is paired (same tangents). Theory, for standard normal tangents: "
-             "mean ≈ sqrt(k/(n+k+1)), orthogonal sqrt(E[cos²]) = sqrt(k/n).",
-             ""]
+    lines = [
+        "# Multi-tangent forward gradients on the ALIF spiking network",
+        "",
+        f"`{command}`",
+        "",
+        "Cosine similarity to the backprop gradient of the original model; mean ± std over "
+        "seeds. Directional derivatives by `torch.func.jvp` through the FGI rewrite. "
+        "Orthogonal − mean is paired (same tangents). Theory, for standard normal tangents: "
+        "mean ≈ sqrt(k/(n+k+1)), orthogonal sqrt(E[cos²]) = sqrt(k/n).",
+        "",
+    ]
     for result in results.values():
-        lines += [f"## {result['model']}", "",
-                  "| k | mean | orthogonal | orthogonal − mean | orth ≥ mean "
-                  "| theory mean | theory orth |",
-                  "| ---: | --- | --- | --- | ---: | ---: | ---: |"]
+        lines += [
+            f"## {result['model']}",
+            "",
+            "| k | mean | orthogonal | orthogonal − mean | orth ≥ mean "
+            "| theory mean | theory orth |",
+            "| ---: | --- | --- | --- | ---: | ---: | ---: |",
+        ]
         for r in result["rows"]:
             lines.append(
                 f"| {r['k']} | {r['mean']:.3f} ± {r['mean_std']:.3f} | "
                 f"{r['orthogonal']:.3f} ± {r['orthogonal_std']:.3f} | "
                 f"{_signed(r['gap'])} ± {r['gap_std']:.4f} | {r['orthogonal_wins']}/{r['seeds']} | "
-                f"{r['theory_mean']:.3f} | {r['theory_orthogonal']:.3f} |")
+                f"{r['theory_mean']:.3f} | {r['theory_orthogonal']:.3f} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -132,11 +150,23 @@ def plot(results: dict, path: Path) -> bool:
     for ax, result in zip(axes[0], results.values(), strict=True):
         ks = [r["k"] for r in result["rows"]]
         for kind, color in (("mean", "tab:blue"), ("orthogonal", "tab:orange")):
-            ax.errorbar(ks, [r[kind] for r in result["rows"]],
-                        yerr=[r[f"{kind}_std"] for r in result["rows"]], marker="o",
-                        capsize=3, color=color, label=kind)
-            ax.plot(ks, [r[f"theory_{kind}"] for r in result["rows"]], ls="--", color=color,
-                    alpha=0.6, label=f"{kind} (theory)")
+            ax.errorbar(
+                ks,
+                [r[kind] for r in result["rows"]],
+                yerr=[r[f"{kind}_std"] for r in result["rows"]],
+                marker="o",
+                capsize=3,
+                color=color,
+                label=kind,
+            )
+            ax.plot(
+                ks,
+                [r[f"theory_{kind}"] for r in result["rows"]],
+                ls="--",
+                color=color,
+                alpha=0.6,
+                label=f"{kind} (theory)",
+            )
         ax.set_xscale("log", base=2)
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.set_xlabel("tangents k")
@@ -166,19 +196,34 @@ def main() -> None:
         for seed in range(args.seeds):
             n, found = one_seed((original, rewritten), size, seed, args.tangents)
             per_seed.append(found)
-        model = (f"ALIF {size['n_in']}-{size['n_hidden']}-10, T={size['steps']}, batch "
-                 f"{size['batch']} (n = {n} parameters)")
-        results[name] = {"model": model, "parameters": n, **size,
-                         "rows": summarise(per_seed, args.tangents, n), "per_seed": per_seed}
+        model = (
+            f"ALIF {size['n_in']}-{size['n_hidden']}-10, T={size['steps']}, batch "
+            f"{size['batch']} (n = {n} parameters)"
+        )
+        results[name] = {
+            "model": model,
+            "parameters": n,
+            **size,
+            "rows": summarise(per_seed, args.tangents, n),
+            "per_seed": per_seed,
+        }
         print(model)
         for r in results[name]["rows"]:
-            print(f"  k={r['k']:3d}  mean {r['mean']:.3f} ± {r['mean_std']:.3f}  orthogonal "
-                  f"{r['orthogonal']:.3f} ± {r['orthogonal_std']:.3f}  gap {_signed(r['gap'])}  "
-                  f"orth >= mean in {r['orthogonal_wins']}/{r['seeds']}")
+            print(
+                f"  k={r['k']:3d}  mean {r['mean']:.3f} ± {r['mean_std']:.3f}  orthogonal "
+                f"{r['orthogonal']:.3f} ± {r['orthogonal_std']:.3f}  gap {_signed(r['gap'])}  "
+                f"orth >= mean in {r['orthogonal_wins']}/{r['seeds']}"
+            )
     command = ("python -m benchmarks.forward_gradient_quality " + " ".join(sys.argv[1:])).strip()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    record = {"command": command, "torch": torch.__version__, "device": "cpu",
-              "threads": args.threads, "seeds": args.seeds, "results": results}
+    record = {
+        "command": command,
+        "torch": torch.__version__,
+        "device": "cpu",
+        "threads": args.threads,
+        "seeds": args.seeds,
+        "results": results,
+    }
     (RESULTS / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
     (RESULTS / f"{args.name}.md").write_text(markdown(results, command))
     plotted = plot(results, RESULTS / f"{args.name}.png")

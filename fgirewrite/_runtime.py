@@ -27,8 +27,9 @@ def _fgi_inject(out: torch.Tensor, terms: list[torch.Tensor]) -> torch.Tensor:
     out = out.detach()
     for term in terms:
         # term.detach() - term is +0.0 where the term is finite, and subtracting +0.0 keeps
-        # every value exactly (-0.0 included); where it is not finite it carries no gradient.
-        zero = torch.nan_to_num(term.detach() - term, nan=0.0).to(out.dtype)
+        # every value exactly (-0.0 included); where it is not (NaN) it carries no gradient.
+        zero = term.detach() - term
+        zero = torch.where(zero == zero, zero, 0.0).to(out.dtype)
         out = out - zero.broadcast_to(out.shape)  # never silently widen the output
     return out
 

@@ -1,6 +1,6 @@
 """Stable reason codes for Function classes that fgirewrite leaves untouched.
 
-Codes never change meaning; new ones may be added. ``fgirewrite --explain`` prints this table.
+Codes never change meaning; new ones may be added. ``fgirewrite explain`` prints this table.
 """
 
 from __future__ import annotations
