@@ -106,6 +106,15 @@ def test_smoke_writes_markdown_and_plot(alif):
     assert (out / "bench.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_a_saved_run_renders_again(alif, tmp_path):
+    _, doc, out = alif
+    result = CliRunner().invoke(app, ["bench", str(out / "bench.json"), "--from-json",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "FGI vs original in the same mode" in result.output
+    assert json.loads((tmp_path / "bench.json").read_text()) == doc
+
+
 def test_a_failing_mode_is_reported_not_hidden(tmp_path):
     model = tmp_path / "unscriptable.py"
     model.write_text(UNSCRIPTABLE)

@@ -63,17 +63,46 @@ def failed(doc: dict) -> bool:
     return any(r["status"] != "ok" for r in doc["results"]) or bool(cc and cc["status"] != "ok")
 
 
+def _output(doc: dict, out: Path | None, as_json: bool) -> int:
+    from fgirewrite.bench import report
+
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n" if as_json else report.text(doc))
+    if out is not None:
+        for line in write(doc, out):
+            sys.stderr.write(f"fgirewrite bench: wrote {line}\n")
+    return EXIT_FAILED if failed(doc) else EXIT_OK
+
+
+def render(path: Path, out: Path | None, as_json: bool) -> int:
+    """Print (and with ``out`` write) the reports of a saved bench.json again."""
+    from fgirewrite.bench import schema
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"fgirewrite bench: error: {path}: {exc}\n")
+        return EXIT_ERROR
+    problems = schema.validate(doc) if isinstance(doc, dict) else ["not an object"]
+    if problems:
+        sys.stderr.write(f"fgirewrite bench: error: {path}: {problems[0]}\n")
+        return EXIT_ERROR
+    return _output(doc, out, as_json)
+
+
 def main(path: Path, *, out: Path | None, as_json: bool, quiet: bool, paper: bool,
-         smoke: bool, device: str | None, **overrides) -> int:
+         smoke: bool, device: str | None, from_json: bool = False, **overrides) -> int:
     """Run the benchmark and print or write its results; the exit code."""
-    import torch
-
-    from fgirewrite.bench import models, report, runner, schema
-    from fgirewrite.bench.progress import Progress
-
     if not path.is_file():
         sys.stderr.write(f"fgirewrite bench: error: {path}: no such file\n")
         return EXIT_ERROR
+    if from_json:
+        return render(path, out, as_json)
+
+    import torch
+
+    from fgirewrite.bench import models, runner, schema
+    from fgirewrite.bench.progress import Progress
+
     cuda = (device or "auto") != "cpu" and torch.cuda.is_available()
     try:
         config = make_config(path, paper=paper, smoke=smoke, cuda=cuda, device=device,
@@ -91,8 +120,4 @@ def main(path: Path, *, out: Path | None, as_json: bool, quiet: bool, paper: boo
     progress.close()
     problems = schema.validate(doc)
     assert not problems, problems
-    sys.stdout.write(json.dumps(doc, indent=2) + "\n" if as_json else report.text(doc))
-    if out is not None:
-        for line in write(doc, out):
-            sys.stderr.write(f"fgirewrite bench: wrote {line}\n")
-    return EXIT_FAILED if failed(doc) else EXIT_OK
+    return _output(doc, out, as_json)

@@ -38,8 +38,8 @@ class BenchConfig:
     n_in: int | None = None
     modes: tuple[str, ...] = MODES
     compile_mode: str = "default"
-    min_run_time: float = 0.5
-    rounds: int = 2
+    min_run_time: float = 0.25
+    rounds: int = 4
     warmup: int = 3
     threads: int | None = None
     device: str = "auto"
@@ -74,7 +74,7 @@ def paper(config: BenchConfig, cuda: bool) -> BenchConfig:
     the run, so the default mode is kept there)."""
     return replace(config, lengths=PAPER_LENGTHS, batch=128, hidden=128, n_in=None,
                    matmul_precision="high", compile_mode="max-autotune" if cuda else "default",
-                   min_run_time=2.0, rounds=2, warmup=10, compile_cache=True, paper=True)
+                   min_run_time=0.5, rounds=8, warmup=10, compile_cache=True, paper=True)
 
 
 def smoke(config: BenchConfig) -> BenchConfig:

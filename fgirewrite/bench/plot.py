@@ -53,7 +53,7 @@ def save(doc: dict, path: Path) -> Path:
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize="small", frameon=False)
     env = doc["environment"]
     fig.suptitle(f"{Path(doc['model']['path']).name}: {env['device']} ({env['device_name']}), "
-                 f"{env['threads']} threads, torch {env['torch']}", fontsize="medium")
+                 f"{env['threads']} thread(s), torch {env['torch']}", fontsize="medium")
     fig.tight_layout(rect=(0, 0.1, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

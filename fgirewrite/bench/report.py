@@ -56,6 +56,7 @@ class Table:
     title: str
     headers: list[str]
     rows: list[list[str]] = field(default_factory=list)
+    labels: int = 1  # leading columns that are labels (left-aligned), not figures
 
 
 def _timing_cells(timing: dict) -> list[str]:
@@ -96,7 +97,7 @@ def timing_tables(doc: dict) -> list[Table]:
     headers.append("first calls s")
     tables = []
     for length in doc["settings"]["lengths"]:
-        table = Table(_length_title(doc, length), headers)
+        table = Table(_length_title(doc, length), headers, labels=2)
         for r in doc["results"]:
             if r["length"] != length:
                 continue
@@ -216,10 +217,12 @@ def notes(doc: dict) -> dict[str, list[str]]:
 
 def header_lines(doc: dict) -> list[str]:
     env, s = doc["environment"], doc["settings"]
+    preset = "paper protocol" if s["paper"] else "smoke run" if s["smoke"] else "quick run"
     return [
-        f"fgirewrite bench {doc['model']['path']} ({doc['model']['entry']}), "
-        f"{'paper protocol' if s['paper'] else 'smoke run' if s['smoke'] else 'custom run'}",
-        f"device {env['device']} ({env['device_name']}), {env['threads']} threads, "
+        f"fgirewrite bench {doc['model']['path']} (entry {doc['model']['entry']}), {preset}: "
+        f"T in {', '.join(map(str, s['lengths']))}, batch {s['batch']}, hidden {s['hidden']}, "
+        f"modes {', '.join(s['modes'])}",
+        f"device {env['device']} ({env['device_name']}), {env['threads']} thread(s), "
         f"torch {env['torch']}, python {env['python']}, matmul precision "
         f"{env['matmul_precision']}",
         f"median of {s['rounds']} round(s) x >= {s['min_run_time']} s per cell, original and "
@@ -236,14 +239,15 @@ def render_text(table: Table) -> str:
     widths = _widths(table)
     lines = [table.title]
     for row in (table.headers, *table.rows):
-        lines.append("  ".join(c.rjust(w) if i > 1 else c.ljust(w)
+        lines.append("  ".join(c.rjust(w) if i >= table.labels else c.ljust(w)
                                for i, (c, w) in enumerate(zip(row, widths, strict=True))))
     return "\n".join(lines)
 
 
 def render_markdown(table: Table) -> str:
     lines = [f"**{table.title}**", "", "| " + " | ".join(table.headers) + " |",
-             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(table.headers))) + "|"]
+             "|" + "|".join("---" if i < table.labels else "---:"
+                            for i in range(len(table.headers))) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in table.rows]
     return "\n".join(lines)
 

@@ -150,7 +150,8 @@ def run(config: BenchConfig, progress: Progress | None = None) -> dict:
     if config.matmul_precision:
         torch.set_float32_matmul_precision(config.matmul_precision)
     pair = models.load(config.path)
-    doc = schema.new_document(config, dev.describe(device), pair.rewrite, " ".join(sys.argv))
+    command = " ".join(["fgirewrite", *sys.argv[1:]])
+    doc = schema.new_document(config, dev.describe(device), pair.rewrite, command)
     compiling = any(m in COMPILE_MODES for m in config.modes)
     with compiler.isolated() if compiling else contextlib.nullcontext():
         if compiling:

@@ -12,7 +12,7 @@ from fgirewrite.bench import device as dev
 NOISY = 0.10
 """An IQR above this fraction of the median is flagged: the figure is unreliable."""
 
-MIN_BLOCKS = 5
+MIN_BLOCKS = 3
 """Blocks per round at least, so slow statements still get a median and an IQR."""
 
 
@@ -41,6 +41,7 @@ def summary(rounds: list[list[benchmark.Measurement]]) -> dict:
         "iqr_s": iqr,
         "rel_iqr": rel,
         "mean_s": m.mean,
+        "min_s": min(m.times),
         "rounds": len(rounds),
         "blocks": len(m.times),
         "calls": sum(len(p.times) * p.number_per_run for p in parts),
