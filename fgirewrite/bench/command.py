@@ -80,7 +80,7 @@ def render(path: Path, out: Path | None, as_json: bool) -> int:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        sys.stderr.write(f"fgirewrite bench: error: {path}: {exc}\n")
+        sys.stderr.write(f"fgirewrite bench: error: {path}: not a bench.json ({exc})\n")
         return EXIT_ERROR
     problems = schema.validate(doc) if isinstance(doc, dict) else ["not an object"]
     if problems:
