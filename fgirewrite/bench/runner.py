@@ -155,8 +155,9 @@ def run(config: BenchConfig, progress: Progress | None = None) -> dict:
     compiling = any(m in COMPILE_MODES for m in config.modes)
     with compiler.isolated() if compiling else contextlib.nullcontext():
         if compiling:
-            with progress.unit("start torch.compile up"):
-                compiler.start(device)
+            with progress.unit("start torch.compile up"), \
+                    contextlib.suppress(Exception):
+                compiler.start(device)  # if this fails, each compiled cell shows the error
         for length in config.lengths:
             kwargs = config.entry_kwargs(length)
             entry = {"length": length, "kwargs": kwargs, "shapes": None, "equivalence": None}
