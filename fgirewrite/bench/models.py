@@ -1,0 +1,157 @@
+"""The model under test: loaded as written and as rewritten, built, wrapped per mode.
+
+The model file is imported twice (``fgirewrite.load.load_pair``) and its entry function is
+called with keyword arguments ``steps``, ``batch``, ``n_in`` and ``n_hidden``; it returns
+``(model, inputs)`` (``inputs`` a tensor or a tuple of tensors, the first of shape
+``[steps, batch, n_in]`` for sequence models). Both variants get the original's weights and
+inputs, so they compute the same thing.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import nn
+
+from fgirewrite.load import load_pair
+
+
+class ModelError(Exception):
+    """The model file or its entry function cannot be used."""
+
+
+@dataclass
+class Pair:
+    """The model file imported as written and as rewritten."""
+
+    original: ModuleType
+    fgi: ModuleType
+    rewrite: dict
+
+    def module(self, variant: str) -> ModuleType:
+        return self.original if variant == "original" else self.fgi
+
+
+def load(path: Path) -> Pair:
+    """Import ``path`` both ways; what the rewrite did is kept for the report."""
+    try:
+        original, fgi, result = load_pair(path)
+    except Exception as exc:  # the file's own top level may raise anything
+        raise ModelError(f"cannot import {path}: {type(exc).__name__}: {exc}") from exc
+    rewrite = {
+        "changed": result.changed,
+        "rewritten": {s.name: result.names.get(s.name) for s in result.surrogates},
+        "skipped": {s.name: f"[{s.code}] {s.message}" for s in result.skipped},
+    }
+    return Pair(original, fgi, rewrite)
+
+
+def build(module: ModuleType, entry: str, kwargs: dict) -> tuple[nn.Module, tuple]:
+    """Call the entry function; ``(model, inputs)``."""
+    fn = getattr(module, entry, None)
+    if not callable(fn):
+        raise ModelError(f"{module.__file__} defines no function `{entry}` (see --entry)")
+    try:
+        built = fn(**kwargs)
+    except TypeError as exc:
+        raise ModelError(f"`{entry}(**{kwargs})` failed: {exc}; the entry function must "
+                         "accept steps, batch, n_in and n_hidden as keywords") from exc
+    if not (isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], nn.Module)):
+        raise ModelError(f"`{entry}()` must return (model, inputs)")
+    model, inputs = built
+    inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+    return model, inputs
+
+
+@dataclass
+class Workload:
+    """Two variants of one model at one shape, with the same weights, inputs and target."""
+
+    models: dict[str, nn.Module]
+    inputs: tuple
+    target: torch.Tensor | None
+    shapes: list[list[int]]
+
+    def loss(self, out: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy for [batch, classes] logits (as in the paper), else a mean square."""
+        if self.target is not None:
+            return nn.functional.cross_entropy(out, self.target)
+        return out.float().square().mean()
+
+
+def workload(pair: Pair, entry: str, kwargs: dict, device: torch.device) -> Workload:
+    """Build both variants; the rewritten one takes the original's weights."""
+    original, inputs = build(pair.original, entry, kwargs)
+    fgi, _ = build(pair.fgi, entry, kwargs)
+    fgi.load_state_dict(original.state_dict())
+    original.to(device).train()
+    fgi.to(device).train()
+    inputs = tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in inputs)
+    with torch.no_grad():
+        out = original(*inputs)
+    target = None
+    if isinstance(out, torch.Tensor) and out.dim() == 2 and out.is_floating_point():
+        generator = torch.Generator().manual_seed(0)
+        target = torch.randint(0, out.shape[1], (out.shape[0],), generator=generator).to(device)
+    shapes = [list(t.shape) for t in inputs if isinstance(t, torch.Tensor)]
+    return Workload({"original": original, "fgi": fgi}, inputs, target, shapes)
+
+
+def equivalence(work: Workload) -> dict:
+    """Eager sanity check before timing: forward bit for bit, gradients close."""
+    results = {}
+    for variant, model in work.models.items():
+        model.zero_grad(set_to_none=True)
+        out = model(*work.inputs)
+        work.loss(out).backward()
+        grads = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+                 for p in model.parameters()]
+        model.zero_grad(set_to_none=True)
+        results[variant] = (out.detach(), grads)
+    (out_o, grads_o), (out_f, grads_f) = results["original"], results["fgi"]
+    diff = max(((a - b).abs().max().item() for a, b in zip(grads_o, grads_f, strict=True)
+                if a.numel()), default=0.0)
+    close = all(torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+                for a, b in zip(grads_o, grads_f, strict=True))
+    return {"forward_bitwise_equal": bool(torch.equal(out_o, out_f)),
+            "grad_max_abs_diff": diff, "grad_close": close}
+
+
+def wrap(model: nn.Module, mode: str, compile_mode: str) -> Callable:
+    """The model as run in ``mode``: eager, scripted or compiled."""
+    if mode == "eager":
+        return model
+    if mode == "script":
+        return torch.jit.script(model)
+    options = {} if compile_mode == "default" else {"mode": compile_mode}
+    return torch.compile(model, fullgraph=mode == "compile-fullgraph", **options)
+
+
+def steps(run: Callable, work: Workload, parameters: list[nn.Parameter]) -> dict[str, Callable]:
+    """The timed statements. The optimizer step is excluded, as in the paper; gradients are
+    reset to None so each backward allocates them afresh."""
+    inputs = work.inputs
+
+    def train() -> None:
+        for p in parameters:
+            p.grad = None
+        work.loss(run(*inputs)).backward()
+
+    def infer() -> None:
+        run(*inputs)
+
+    def no_grad() -> None:
+        with torch.no_grad():
+            run(*inputs)
+
+    return {"train": train, "infer": infer, "no_grad": no_grad}
+
+
+def jit_save(scripted: torch.jit.ScriptModule) -> None:
+    """Save to memory; raises where TorchScript cannot serialize the model."""
+    torch.jit.save(scripted, io.BytesIO())
