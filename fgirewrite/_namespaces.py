@@ -34,8 +34,13 @@ def module_globals(base: dict, hint: str) -> dict:
 
 def rehome(function: types.FunctionType, hint: str) -> types.FunctionType:
     """``function`` with its globals copied into a registered module."""
-    new = types.FunctionType(function.__code__, module_globals(function.__globals__, hint),
-                             function.__name__, function.__defaults__, function.__closure__)
+    new = types.FunctionType(
+        function.__code__,
+        module_globals(function.__globals__, hint),
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
     new.__kwdefaults__ = function.__kwdefaults__
     new.__dict__.update(function.__dict__)
     new.__qualname__, new.__doc__ = function.__qualname__, function.__doc__

@@ -20,20 +20,27 @@ import torch
 
 # Phrases of the errors torch raises for a Function that a transform cannot run, and why.
 _BLOCKING = (
-    (("autograd.Function", "setup_context"),
-     "an old-style Function (forward(ctx, ...)) cannot run under vmap, grad or jvp"),
-    (("vmap over", "does not have vmap support"),
-     "it has no vmap rule (a vmap staticmethod or generate_vmap_rule=True)"),
-    (("custom autograd.Function", "forward mode AD"),
-     "it has no jvp staticmethod for forward-mode AD"),
+    (
+        ("autograd.Function", "setup_context"),
+        "an old-style Function (forward(ctx, ...)) cannot run under vmap, grad or jvp",
+    ),
+    (
+        ("vmap over", "does not have vmap support"),
+        "it has no vmap rule (a vmap staticmethod or generate_vmap_rule=True)",
+    ),
+    (
+        ("custom autograd.Function", "forward mode AD"),
+        "it has no jvp staticmethod for forward-mode AD",
+    ),
 )
 
 
 class TransformBlockedError(RuntimeError):
     """A custom autograd.Function in the model blocks a torch.func transform."""
 
-    def __init__(self, message: str, function: type | None, source: str | None,
-                 call_site: str | None):
+    def __init__(
+        self, message: str, function: type | None, source: str | None, call_site: str | None
+    ):
         super().__init__(message)
         self.function = function  # the Function subclass, if it could be found
         self.source = source  # its file, relative to the working directory where possible
@@ -49,9 +56,12 @@ def blocking_reason(exc: BaseException) -> str | None:
 def _is_apply_frame(tb: TracebackType) -> bool:
     code = tb.tb_frame.f_code
     cls = tb.tb_frame.f_locals.get("cls")
-    return (code.co_name == "apply" and isinstance(cls, type)
-            and issubclass(cls, torch.autograd.Function)
-            and code.co_filename.replace(os.sep, "/").endswith("torch/autograd/function.py"))
+    return (
+        code.co_name == "apply"
+        and isinstance(cls, type)
+        and issubclass(cls, torch.autograd.Function)
+        and code.co_filename.replace(os.sep, "/").endswith("torch/autograd/function.py")
+    )
 
 
 def _where(frame_tb: TracebackType) -> str:
@@ -70,8 +80,10 @@ def function_from_traceback(exc: BaseException) -> tuple[type, str | None] | Non
         tb = current.__traceback__
         while tb is not None:
             if _is_apply_frame(tb):
-                found = (tb.tb_frame.f_locals["cls"], None if previous is None
-                         else _where(previous))
+                found = (
+                    tb.tb_frame.f_locals["cls"],
+                    None if previous is None else _where(previous),
+                )
             previous, tb = tb, tb.tb_next
         if found is not None:
             return found
@@ -122,13 +134,16 @@ def _source_of(cls: type) -> tuple[str | None, int | None]:
     return _display(path), line
 
 
-def blocked_message(what: str, cls: type | None, reason: str,
-                    call_site: str | None = None) -> tuple[str, str | None]:
+def blocked_message(
+    what: str, cls: type | None, reason: str, call_site: str | None = None
+) -> tuple[str, str | None]:
     """The error message, and the class's source file."""
     if cls is None:
-        return (f"{what}: the model calls a torch.autograd.Function that blocks torch.func "
-                f"({reason}); rewrite it into forward gradient injection with "
-                "`fgirewrite --write <its file>`"), None
+        return (
+            f"{what}: the model calls a torch.autograd.Function that blocks torch.func "
+            f"({reason}); rewrite it into forward gradient injection with "
+            "`fgirewrite --write <its file>`"
+        ), None
     path, line = _source_of(cls)
     where = "source unknown" if path is None else path if line is None else f"{path}:{line}"
     called = f", called at {call_site}" if call_site else ""
@@ -136,19 +151,26 @@ def blocked_message(what: str, cls: type | None, reason: str,
     if path is None:
         fix = "rewrite its source file with `fgirewrite --write <file>`"
     elif _installed(path):
-        fix = (f"it comes from an installed package: swap it in memory with `{name}.apply = "
-               f"staticmethod(fgirewrite.live.fgi_function({name})[0])`, or rewrite a copy of "
-               "its file with `fgirewrite --write`")
+        fix = (
+            f"it comes from an installed package: swap it in memory with `{name}.apply = "
+            f"staticmethod(fgirewrite.live.fgi_function({name})[0])`, or rewrite a copy of "
+            "its file with `fgirewrite --write`"
+        )
     else:
-        fix = (f"rewrite it with `fgirewrite --write {path}`, or load the model rewritten in "
-               f"memory with `fgirewrite.load.load_pair({path!r})`")
-    return (f"{what}: the model calls torch.autograd.Function `{name}` ({where}"
-            f"{called}), which blocks torch.func: {reason}; {fix}"), path
+        fix = (
+            f"rewrite it with `fgirewrite --write {path}`, or load the model rewritten in "
+            f"memory with `fgirewrite.load.load_pair({path!r})`"
+        )
+    return (
+        f"{what}: the model calls torch.autograd.Function `{name}` ({where}"
+        f"{called}), which blocks torch.func: {reason}; {fix}"
+    ), path
 
 
 @contextlib.contextmanager
-def explain_blocked(what: str, run_eagerly: Callable[[], torch.Tensor] | None = None
-                    ) -> Iterator[None]:
+def explain_blocked(
+    what: str, run_eagerly: Callable[[], torch.Tensor] | None = None
+) -> Iterator[None]:
     """Turn torch's refusal of a custom Function into a ``TransformBlockedError`` naming it.
 
     ``run_eagerly`` computes the loss without transforms; it is called only when the

@@ -363,56 +363,110 @@ def explain_command(
 
 @app.command("bench")
 def bench_command(
-    path: Path = typer.Argument(..., help="A model file. Imported (its top level runs) as "
-                                "written and as rewritten in memory; the file is not changed.",
-                                show_default=False),
-    entry: str = typer.Option("build", "--entry",
-                              help="Function in PATH called as ENTRY(steps=T, batch=B, "
-                              "n_in=N, n_hidden=H); returns (model, inputs)."),
-    paper: bool = typer.Option(False, "--paper",
-                               help="The FGI paper's protocol: T in 28,49,98,196,392,784; "
-                               "batch 128; 128 neurons; n_in = 784/T; matmul precision "
-                               "'high'; compile caches measured. Hours on a CPU."),
-    smoke: bool = typer.Option(False, "--smoke", help="Seconds-long run of every code path "
-                               "(tiny model; the figures mean nothing)."),
-    lengths: str = typer.Option(None, "--lengths", help="Sequence lengths, e.g. 28,49 "
-                                "(or 'paper'). (default: 8)", show_default=False),
+    path: Path = typer.Argument(
+        ...,
+        help="A model file. Imported (its top level runs) as "
+        "written and as rewritten in memory; the file is not changed.",
+        show_default=False,
+    ),
+    entry: str = typer.Option(
+        "build",
+        "--entry",
+        help="Function in PATH called as ENTRY(steps=T, batch=B, "
+        "n_in=N, n_hidden=H); returns (model, inputs).",
+    ),
+    paper: bool = typer.Option(
+        False,
+        "--paper",
+        help="The FGI paper's protocol: T in 28,49,98,196,392,784; "
+        "batch 128; 128 neurons; n_in = 784/T; matmul precision "
+        "'high'; compile caches measured. Hours on a CPU.",
+    ),
+    smoke: bool = typer.Option(
+        False,
+        "--smoke",
+        help="Seconds-long run of every code path (tiny model; the figures mean nothing).",
+    ),
+    lengths: str = typer.Option(
+        None,
+        "--lengths",
+        help="Sequence lengths, e.g. 28,49 (or 'paper'). (default: 8)",
+        show_default=False,
+    ),
     batch: int = typer.Option(None, "--batch", help="(default: 16)", show_default=False),
-    hidden: int = typer.Option(None, "--hidden", help="Neurons (n_hidden). (default: 32)",
-                               show_default=False),
-    n_in: int = typer.Option(None, "--n-in", help="Inputs per step. (default: 784 // T)",
-                             show_default=False),
-    modes: str = typer.Option(None, "--modes", help="Comma list of eager, script, compile, "
-                              "compile-fullgraph. (default: all)", show_default=False),
-    compile_mode: str = typer.Option(None, "--compile-mode", help="torch.compile mode: "
-                                     "default, reduce-overhead, max-autotune, ... "
-                                     "(default: default)", show_default=False),
-    min_time: float = typer.Option(None, "--min-time", help="Seconds of timing per cell and "
-                                   "round (blocked_autorange). (default: 0.25)",
-                                   show_default=False),
-    rounds: int = typer.Option(None, "--rounds", help="Rounds per cell, original and FGI "
-                               "alternating. (default: 4)", show_default=False),
-    warmup: int = typer.Option(None, "--warmup", help="Untimed calls after the first ones. "
-                               "(default: 3)", show_default=False),
-    threads: int = typer.Option(None, "--threads", help="torch.set_num_threads. "
-                                "(default: torch's)", show_default=False),
-    device: str = typer.Option(None, "--device", help="auto (CUDA if available), cpu or cuda. "
-                               "(default: auto)", show_default=False),
-    matmul_precision: str = typer.Option(None, "--matmul-precision",
-                                         help="torch.set_float32_matmul_precision "
-                                         "(highest, high, medium).", show_default=False),
-    memory: bool = typer.Option(None, "--memory/--no-memory", help="Peak memory of a training "
-                                "step. (default: on)", show_default=False),
-    compile_cache: bool = typer.Option(None, "--compile-cache/--no-compile-cache",
-                                       help="Cold and warm compile time in fresh processes. "
-                                       "(default: on with --paper)", show_default=False),
-    out: Path = typer.Option(None, "--out", help="Write bench.json, bench.md and bench.png "
-                             "here.", show_default=False),
-    as_json: bool = typer.Option(False, "--json", help="Print the JSON document, not the "
-                                 "table."),
+    hidden: int = typer.Option(
+        None, "--hidden", help="Neurons (n_hidden). (default: 32)", show_default=False
+    ),
+    n_in: int = typer.Option(
+        None, "--n-in", help="Inputs per step. (default: 784 // T)", show_default=False
+    ),
+    modes: str = typer.Option(
+        None,
+        "--modes",
+        help="Comma list of eager, script, compile, compile-fullgraph. (default: all)",
+        show_default=False,
+    ),
+    compile_mode: str = typer.Option(
+        None,
+        "--compile-mode",
+        help="torch.compile mode: default, reduce-overhead, max-autotune, ... (default: default)",
+        show_default=False,
+    ),
+    min_time: float = typer.Option(
+        None,
+        "--min-time",
+        help="Seconds of timing per cell and round (blocked_autorange). (default: 0.25)",
+        show_default=False,
+    ),
+    rounds: int = typer.Option(
+        None,
+        "--rounds",
+        help="Rounds per cell, original and FGI alternating. (default: 4)",
+        show_default=False,
+    ),
+    warmup: int = typer.Option(
+        None,
+        "--warmup",
+        help="Untimed calls after the first ones. (default: 3)",
+        show_default=False,
+    ),
+    threads: int = typer.Option(
+        None, "--threads", help="torch.set_num_threads. (default: torch's)", show_default=False
+    ),
+    device: str = typer.Option(
+        None,
+        "--device",
+        help="auto (CUDA if available), cpu or cuda. (default: auto)",
+        show_default=False,
+    ),
+    matmul_precision: str = typer.Option(
+        None,
+        "--matmul-precision",
+        help="torch.set_float32_matmul_precision (highest, high, medium).",
+        show_default=False,
+    ),
+    memory: bool = typer.Option(
+        None,
+        "--memory/--no-memory",
+        help="Peak memory of a training step. (default: on)",
+        show_default=False,
+    ),
+    compile_cache: bool = typer.Option(
+        None,
+        "--compile-cache/--no-compile-cache",
+        help="Cold and warm compile time in fresh processes. (default: on with --paper)",
+        show_default=False,
+    ),
+    out: Path = typer.Option(
+        None, "--out", help="Write bench.json, bench.md and bench.png here.", show_default=False
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON document, not the table."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    from_json: bool = typer.Option(False, "--from-json", help="PATH is a saved bench.json: "
-                                   "print its report (and with --out write it) again."),
+    from_json: bool = typer.Option(
+        False,
+        "--from-json",
+        help="PATH is a saved bench.json: print its report (and with --out write it) again.",
+    ),
 ) -> None:
     """Time a model as written and as rewritten: eager, TorchScript and torch.compile.
 
@@ -422,12 +476,32 @@ def bench_command(
     """  # noqa: E501 (one line per paragraph, for the help screen)
     from fgirewrite.bench import command
 
-    raise typer.Exit(command.main(
-        path, out=out, as_json=as_json, quiet=quiet, paper=paper, smoke=smoke, device=device,
-        from_json=from_json, entry=entry, lengths=lengths, batch=batch, hidden=hidden,
-        n_in=n_in, modes=modes, compile_mode=compile_mode, min_run_time=min_time,
-        rounds=rounds, warmup=warmup, threads=threads, matmul_precision=matmul_precision,
-        memory=memory, compile_cache=compile_cache))
+    raise typer.Exit(
+        command.main(
+            path,
+            out=out,
+            as_json=as_json,
+            quiet=quiet,
+            paper=paper,
+            smoke=smoke,
+            device=device,
+            from_json=from_json,
+            entry=entry,
+            lengths=lengths,
+            batch=batch,
+            hidden=hidden,
+            n_in=n_in,
+            modes=modes,
+            compile_mode=compile_mode,
+            min_run_time=min_time,
+            rounds=rounds,
+            warmup=warmup,
+            threads=threads,
+            matmul_precision=matmul_precision,
+            memory=memory,
+            compile_cache=compile_cache,
+        )
+    )
 
 
 def main() -> None:

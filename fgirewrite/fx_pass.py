@@ -68,8 +68,9 @@ def function_call(cls: type) -> Callable[..., Any]:
 class SurrogateTracer(fx.Tracer):
     """An fx Tracer that keeps every custom ``Function.apply`` call as one node."""
 
-    def trace(self, root: nn.Module | Callable[..., Any],
-              concrete_args: dict[str, Any] | None = None) -> fx.Graph:
+    def trace(
+        self, root: nn.Module | Callable[..., Any], concrete_args: dict[str, Any] | None = None
+    ) -> fx.Graph:
         # Function.apply ends in ``super().apply(...)``: patching the class after Function in
         # the MRO, while tracing only, catches every call, also through ``apply`` methods bound
         # before tracing (``spike = Spike.apply`` at module level), which a patch of
@@ -80,8 +81,9 @@ class SurrogateTracer(fx.Tracer):
 
         def apply(cls: type, *args: Any, **kwargs: Any) -> Any:
             if _has_proxy((args, kwargs)):
-                return tracer.create_proxy("call_function", function_call(cls), args, kwargs,
-                                           name=f"{cls.__name__}_apply")
+                return tracer.create_proxy(
+                    "call_function", function_call(cls), args, kwargs, name=f"{cls.__name__}_apply"
+                )
             return super(base, cls).apply(*args, **kwargs)  # type: ignore[misc]
 
         base.apply = classmethod(apply)  # type: ignore[attr-defined]
@@ -94,8 +96,9 @@ class SurrogateTracer(fx.Tracer):
                 base.apply = saved  # type: ignore[attr-defined]
 
 
-def trace(root: nn.Module | Callable[..., Any],
-          concrete_args: dict[str, Any] | None = None) -> fx.GraphModule:
+def trace(
+    root: nn.Module | Callable[..., Any], concrete_args: dict[str, Any] | None = None
+) -> fx.GraphModule:
     """``torch.fx.symbolic_trace`` that keeps surrogate Function calls as nodes."""
     tracer = SurrogateTracer()
     graph = tracer.trace(root, concrete_args)
@@ -152,11 +155,14 @@ def inline(gm: fx.GraphModule, node: Node, function: Callable) -> Node:
     args = [map_aggregate(a, lift) for a in bound.args]
     kwargs = {k: map_aggregate(v, lift) for k, v in bound.kwargs.items()}
     namespace = dict(function.__globals__)
-    namespace.update(_fgi_needs_grad=lambda: True,
-                     _fgi_delta=_leaf(tracer, _runtime._fgi_delta),
-                     _fgi_inject=_leaf(tracer, _runtime._fgi_inject))
-    traced = types.FunctionType(function.__code__, namespace, function.__name__,
-                                function.__defaults__, function.__closure__)
+    namespace.update(
+        _fgi_needs_grad=lambda: True,
+        _fgi_delta=_leaf(tracer, _runtime._fgi_delta),
+        _fgi_inject=_leaf(tracer, _runtime._fgi_inject),
+    )
+    traced = types.FunctionType(
+        function.__code__, namespace, function.__name__, function.__defaults__, function.__closure__
+    )
     traced.__kwdefaults__ = function.__kwdefaults__
     try:
         with torch.enable_grad():
@@ -199,9 +205,11 @@ class FGIPass(PassBase):
 
     def requires(self, graph_module: fx.GraphModule) -> None:
         if not isinstance(graph_module, fx.GraphModule):
-            raise TypeError(f"FGIPass runs on a torch.fx.GraphModule, not "
-                            f"{type(graph_module).__name__}; trace it with fgirewrite.fx_pass."
-                            "trace (torch.fx.symbolic_trace drops custom Function gradients)")
+            raise TypeError(
+                f"FGIPass runs on a torch.fx.GraphModule, not "
+                f"{type(graph_module).__name__}; trace it with fgirewrite.fx_pass."
+                "trace (torch.fx.symbolic_trace drops custom Function gradients)"
+            )
         graph_module.graph.lint()
 
     def call(self, graph_module: fx.GraphModule) -> PassResult:
@@ -222,8 +230,9 @@ class FGIPass(PassBase):
             except Exception as exc:  # noqa: BLE001 - fx cannot trace it: call it as one node
                 note = f"called as one node: fx cannot trace it ({type(exc).__name__}: {exc})"
                 with graph_module.graph.inserting_before(node):
-                    call = graph_module.graph.call_function(resolution.function, node.args,
-                                                            node.kwargs)
+                    call = graph_module.graph.call_function(
+                        resolution.function, node.args, node.kwargs
+                    )
                 _replace(graph_module.graph, node, call)
             self.replaced.append(Replaced(where, resolution.found, resolution.report, note))
         modified = bool(self.replaced)
@@ -236,5 +245,6 @@ class FGIPass(PassBase):
         graph_module.graph.lint()
         left = len(surrogate_calls(graph_module.graph))
         if left != len(self.skipped):
-            raise AssertionError(f"{left} Function calls remain but {len(self.skipped)} were "
-                                 "reported as skipped")
+            raise AssertionError(
+                f"{left} Function calls remain but {len(self.skipped)} were reported as skipped"
+            )

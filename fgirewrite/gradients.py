@@ -54,14 +54,23 @@ def _loss(model: torch.nn.Module, loss_fn: LossFn) -> Callable[..., torch.Tensor
     return loss
 
 
-def _eager(model: torch.nn.Module, loss_fn: LossFn, inputs: tuple[torch.Tensor, ...],
-           targets: Any) -> Callable[[], torch.Tensor]:
+def _eager(
+    model: torch.nn.Module, loss_fn: LossFn, inputs: tuple[torch.Tensor, ...], targets: Any
+) -> Callable[[], torch.Tensor]:
     return lambda: loss_fn(model(*inputs), targets)
 
 
-def per_sample_grads(model: torch.nn.Module, loss_fn: LossFn, inputs: Inputs, targets: Any,
-                     batch_dim: int = 0, target_batch_dim: int = 0, *,
-                     params: Params | None = None, chunk_size: int | None = None) -> Params:
+def per_sample_grads(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    inputs: Inputs,
+    targets: Any,
+    batch_dim: int = 0,
+    target_batch_dim: int = 0,
+    *,
+    params: Params | None = None,
+    chunk_size: int | None = None,
+) -> Params:
     """The gradient of each sample's loss, for every trainable parameter.
 
     Sample ``i`` is ``inputs`` and ``targets`` narrowed to index ``i`` of ``batch_dim``
@@ -83,14 +92,19 @@ def per_sample_grads(model: torch.nn.Module, loss_fn: LossFn, inputs: Inputs, ta
         return loss(params, batch_of_one, target)
 
     target_dim = target_batch_dim if isinstance(targets, torch.Tensor) else None
-    transform = vmap(grad(sample_loss), in_dims=(None, (batch_dim,) * len(inputs), target_dim),
-                     randomness="different", chunk_size=chunk_size)
+    transform = vmap(
+        grad(sample_loss),
+        in_dims=(None, (batch_dim,) * len(inputs), target_dim),
+        randomness="different",
+        chunk_size=chunk_size,
+    )
     with explain_blocked("per_sample_grads", _eager(model, loss_fn, inputs, targets)):
         return transform(params, inputs, targets)
 
 
-def sample_tangents(params: Mapping[str, torch.Tensor], num_tangents: int,
-                    generator: torch.Generator | None = None) -> Params:
+def sample_tangents(
+    params: Mapping[str, torch.Tensor], num_tangents: int, generator: torch.Generator | None = None
+) -> Params:
     """``num_tangents`` standard normal tangents, ``[k, *parameter.shape]`` per parameter.
 
     Drawn parameter by parameter in order, on each parameter's device and dtype;
@@ -98,14 +112,24 @@ def sample_tangents(params: Mapping[str, torch.Tensor], num_tangents: int,
     """
     if num_tangents < 1:
         raise ValueError(f"num_tangents must be at least 1, not {num_tangents}")
-    return {n: torch.randn((num_tangents, *p.shape), generator=generator, dtype=p.dtype,
-                           device=p.device) for n, p in params.items()}
+    return {
+        n: torch.randn(
+            (num_tangents, *p.shape), generator=generator, dtype=p.dtype, device=p.device
+        )
+        for n, p in params.items()
+    }
 
 
-def directional_derivatives(model: torch.nn.Module, loss_fn: LossFn, inputs: Inputs,
-                            targets: Any, tangents: Mapping[str, torch.Tensor], *,
-                            params: Params | None = None, chunk_size: int | None = None
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+def directional_derivatives(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    inputs: Inputs,
+    targets: Any,
+    tangents: Mapping[str, torch.Tensor],
+    *,
+    params: Params | None = None,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss and its ``k`` directional derivatives ``∇f·v_j``, by forward-mode AD.
 
     ``tangents`` holds ``[k, *parameter.shape]`` per trainable parameter. One
@@ -115,8 +139,9 @@ def directional_derivatives(model: torch.nn.Module, loss_fn: LossFn, inputs: Inp
     inputs = as_tuple(inputs)
     params = trainable_parameters(model) if params is None else dict(params)
     if set(tangents) != set(params):
-        raise ValueError(f"tangents are for {sorted(tangents)}, the trainable parameters are "
-                         f"{sorted(params)}")
+        raise ValueError(
+            f"tangents are for {sorted(tangents)}, the trainable parameters are {sorted(params)}"
+        )
     loss = _loss(model, loss_fn)
 
     def along(tangent: Params) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,8 +153,11 @@ def directional_derivatives(model: torch.nn.Module, loss_fn: LossFn, inputs: Inp
     return values[0], derivatives
 
 
-def aggregate(tangents: Mapping[str, torch.Tensor], derivatives: torch.Tensor,
-              aggregation: Aggregation = "mean") -> Params:
+def aggregate(
+    tangents: Mapping[str, torch.Tensor],
+    derivatives: torch.Tensor,
+    aggregation: Aggregation = "mean",
+) -> Params:
     """Combine tangents ``v_j`` and directional derivatives ``d_j = ∇f·v_j`` into a gradient.
 
     - ``"sum"``: ``Σ_j d_j v_j``. For standard normal tangents its expectation is ``k ∇f``.
@@ -145,23 +173,36 @@ def aggregate(tangents: Mapping[str, torch.Tensor], derivatives: torch.Tensor,
     k = derivatives.shape[0]
     if aggregation in ("sum", "mean"):
         scale = 1.0 if aggregation == "sum" else 1.0 / k
-        return {n: torch.tensordot(derivatives.to(tangents[n].dtype), tangents[n], dims=1)
-                * scale for n in names}
+        return {
+            n: torch.tensordot(derivatives.to(tangents[n].dtype), tangents[n], dims=1) * scale
+            for n in names
+        }
     if aggregation != "orthogonal":
-        raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, "
-                         f"not {aggregation!r}")
+        raise ValueError(
+            f"aggregation must be one of {', '.join(AGGREGATIONS)}, not {aggregation!r}"
+        )
     flat = torch.cat([tangents[n].reshape(k, -1).double() for n in names], dim=1)
     projected = torch.linalg.pinv(flat) @ derivatives.double()
     pieces = projected.split([tangents[n][0].numel() for n in names])
-    return {n: piece.reshape(tangents[n].shape[1:]).to(tangents[n].dtype)
-            for n, piece in zip(names, pieces, strict=True)}
+    return {
+        n: piece.reshape(tangents[n].shape[1:]).to(tangents[n].dtype)
+        for n, piece in zip(names, pieces, strict=True)
+    }
 
 
-def forward_gradient(model: torch.nn.Module, loss_fn: LossFn, inputs: Inputs, targets: Any,
-                     num_tangents: int = 1, aggregation: Aggregation = "mean",
-                     generator: torch.Generator | None = None, *,
-                     tangents: Mapping[str, torch.Tensor] | None = None,
-                     params: Params | None = None, chunk_size: int | None = None) -> Params:
+def forward_gradient(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    inputs: Inputs,
+    targets: Any,
+    num_tangents: int = 1,
+    aggregation: Aggregation = "mean",
+    generator: torch.Generator | None = None,
+    *,
+    tangents: Mapping[str, torch.Tensor] | None = None,
+    params: Params | None = None,
+    chunk_size: int | None = None,
+) -> Params:
     """A gradient estimate from ``k`` forward-mode directional derivatives, no backward pass.
 
     Draws ``num_tangents`` standard normal tangents with ``generator`` (or takes
@@ -173,6 +214,7 @@ def forward_gradient(model: torch.nn.Module, loss_fn: LossFn, inputs: Inputs, ta
     params = trainable_parameters(model) if params is None else dict(params)
     if tangents is None:
         tangents = sample_tangents(params, num_tangents, generator)
-    _, derivatives = directional_derivatives(model, loss_fn, inputs, targets, tangents,
-                                             params=params, chunk_size=chunk_size)
+    _, derivatives = directional_derivatives(
+        model, loss_fn, inputs, targets, tangents, params=params, chunk_size=chunk_size
+    )
     return aggregate(tangents, derivatives, aggregation)

@@ -25,8 +25,17 @@ from fgirewrite.replacement import Replaced, Resolver, Unrewritten
 from fgirewrite.surrogate import Skip, Surrogate
 
 # nn.Module bookkeeping that never holds a surrogate (submodules are visited on their own).
-_INTERNALS = frozenset({"_parameters", "_buffers", "_modules", "_non_persistent_buffers_set",
-                        "_state_dict_hooks", "_load_state_dict_pre_hooks", "training"})
+_INTERNALS = frozenset(
+    {
+        "_parameters",
+        "_buffers",
+        "_modules",
+        "_non_persistent_buffers_set",
+        "_state_dict_hooks",
+        "_load_state_dict_pre_hooks",
+        "training",
+    }
+)
 
 
 @dataclass
@@ -44,9 +53,11 @@ class InjectResult:
 
     def summary(self) -> str:
         names = {r.surrogate.name for r in self.replaced}
-        return (f"fgirewrite: injected {len(names)} surrogate{'s' * (len(names) != 1)} at "
-                f"{len(self.replaced)} site{'s' * (len(self.replaced) != 1)}; "
-                f"{len(self.skipped)} left unrewritten")
+        return (
+            f"fgirewrite: injected {len(names)} surrogate{'s' * (len(names) != 1)} at "
+            f"{len(self.replaced)} site{'s' * (len(self.replaced) != 1)}; "
+            f"{len(self.skipped)} left unrewritten"
+        )
 
     def __str__(self) -> str:
         return "\n".join([*map(str, self.replaced), *map(str, self.skipped), self.summary()])
@@ -69,9 +80,14 @@ def autograd_functions(outputs: object) -> list[type]:
     return list(found)
 
 
-def inject(model: nn.Module, *, inplace: bool = False, verify: bool = True,
-           report: bool = False, example_inputs: Sequence[object] | None = None,
-           ) -> nn.Module | InjectResult:
+def inject(
+    model: nn.Module,
+    *,
+    inplace: bool = False,
+    verify: bool = True,
+    report: bool = False,
+    example_inputs: Sequence[object] | None = None,
+) -> nn.Module | InjectResult:
     """Replace every surrogate Function the model reaches by its verified FGI function.
 
     Returns the model (a deep copy unless ``inplace``), or with ``report=True`` an
@@ -121,8 +137,11 @@ def inject(model: nn.Module, *, inplace: bool = False, verify: bool = True,
     if report:
         return result
     if result.skipped:
-        warnings.warn("fgirewrite.inject left surrogate Functions in place:\n" + "\n".join(
-            map(str, result.skipped)), stacklevel=2)
+        warnings.warn(
+            "fgirewrite.inject left surrogate Functions in place:\n"
+            + "\n".join(map(str, result.skipped)),
+            stacklevel=2,
+        )
     return model
 
 
@@ -138,12 +157,19 @@ def _named(value: object) -> str:
     return f" ({name})" if isinstance(name, str) else ""
 
 
-def _still_called(model: nn.Module, example_inputs: Sequence[object],
-                  resolver: Resolver) -> list[Unrewritten]:
+def _still_called(
+    model: nn.Module, example_inputs: Sequence[object], resolver: Resolver
+) -> list[Unrewritten]:
     """Functions still in the autograd graph of one forward of (a copy of) the model."""
     probe = copy.deepcopy(model)
-    inputs = tree_map(lambda t: t.detach().clone().requires_grad_(t.is_floating_point())
-                      if isinstance(t, torch.Tensor) else t, tuple(example_inputs))
+    inputs = tree_map(
+        lambda t: (
+            t.detach().clone().requires_grad_(t.is_floating_point())
+            if isinstance(t, torch.Tensor)
+            else t
+        ),
+        tuple(example_inputs),
+    )
     with torch.enable_grad():
         outputs = probe(*inputs)
     found = []
@@ -151,8 +177,12 @@ def _still_called(model: nn.Module, example_inputs: Sequence[object],
         resolution = resolver.resolve(cls)
         skip = resolution.found
         if isinstance(skip, Surrogate):
-            skip = Skip(skip.name, skip.location, "hidden-call",
-                        "called at run time through a reference inject cannot replace "
-                        "(a dynamic lookup, a local import or an object it does not copy)")
+            skip = Skip(
+                skip.name,
+                skip.location,
+                "hidden-call",
+                "called at run time through a reference inject cannot replace "
+                "(a dynamic lookup, a local import or an object it does not copy)",
+            )
         found.append(Unrewritten(f"{type(model).__name__}(*example_inputs)", skip))
     return found

@@ -140,8 +140,11 @@ class Rewriter:
             return [(obj.__func__.__name__, obj.__func__)]  # type: ignore[attr-defined]
         if kind == "partial":
             p: functools.partial = obj  # type: ignore[assignment]
-            return [("partial", p.func), *(("partial", a) for a in p.args),
-                    *(("partial", v) for v in p.keywords.values())]
+            return [
+                ("partial", p.func),
+                *(("partial", a) for a in p.args),
+                *(("partial", v) for v in p.keywords.values()),
+            ]
         if kind == "list" or kind == "tuple":
             return [(f"[{i}]", v) for i, v in enumerate(obj)]  # type: ignore[arg-type]
         if kind == "dict":
@@ -212,9 +215,12 @@ class Rewriter:
         for source, edges in self._edges.items():
             for _, target in edges:
                 incoming.setdefault(target, []).append(source)
-        queue = deque(key for key, obj in self._objects.items()
-                      if self._kind(obj) == "target"
-                      and self._replacements.get(function_class(obj)) is not None)
+        queue = deque(
+            key
+            for key, obj in self._objects.items()
+            if self._kind(obj) == "target"
+            and self._replacements.get(function_class(obj)) is not None
+        )
         reaching = set(queue)
         while queue:
             for source in incoming.get(queue.popleft(), []):
@@ -305,8 +311,11 @@ class Rewriter:
         return new
 
     def _copy_partial(self, p: functools.partial) -> functools.partial:
-        new = functools.partial(self._copy(p.func), *(self._copy(a) for a in p.args),  # type: ignore[arg-type]
-                                **{k: self._copy(v) for k, v in p.keywords.items()})
+        new = functools.partial(
+            self._copy(p.func),
+            *(self._copy(a) for a in p.args),  # type: ignore[arg-type]
+            **{k: self._copy(v) for k, v in p.keywords.items()},
+        )
         self._copies[id(p)] = new
         return new
 
@@ -343,8 +352,12 @@ class Rewriter:
         return new
 
     def _copy_class(self, cls: type) -> type:
-        namespace = {"__module__": INJECTED_MODULE, "__qualname__": cls.__qualname__,
-                     "__doc__": cls.__doc__, "__fgi_original__": cls}
+        namespace = {
+            "__module__": INJECTED_MODULE,
+            "__qualname__": cls.__qualname__,
+            "__doc__": cls.__doc__,
+            "__fgi_original__": cls,
+        }
         new = type(cls)(cls.__name__, (cls,), namespace)
         self._copies[id(cls)] = new
         for name, (how, raw) in _members(cls).items():
@@ -364,10 +377,19 @@ class Rewriter:
             for klass in reversed(cls.__mro__):
                 if _package(klass) in SKIPPED_PACKAGES:
                     continue
-                namespace.update({k: v for k, v in vars(klass).items()
-                                  if k not in _PROTOCOL and not k.startswith("__")})
-            namespace.update(__module__=INJECTED_MODULE, __qualname__=cls.__qualname__,
-                             __doc__=cls.__doc__, __fgi_original__=cls,
-                             apply=staticmethod(function))
+                namespace.update(
+                    {
+                        k: v
+                        for k, v in vars(klass).items()
+                        if k not in _PROTOCOL and not k.startswith("__")
+                    }
+                )
+            namespace.update(
+                __module__=INJECTED_MODULE,
+                __qualname__=cls.__qualname__,
+                __doc__=cls.__doc__,
+                __fgi_original__=cls,
+                apply=staticmethod(function),
+            )
             self._stand_ins[cls] = type(cls.__name__, (), namespace)
         return self._stand_ins[cls]

@@ -69,8 +69,11 @@ def function_class(target: object) -> type | None:
             owner = getattr(target, "__self__", None)
             if getattr(target, "__name__", None) != "apply":
                 return None
-    if (isinstance(owner, type) and issubclass(owner, torch.autograd.Function)
-            and owner.__module__ != torch.autograd.function.__name__):
+    if (
+        isinstance(owner, type)
+        and issubclass(owner, torch.autograd.Function)
+        and owner.__module__ != torch.autograd.function.__name__
+    ):
         return owner
     return None
 
@@ -87,8 +90,9 @@ def _numbers(args: Sequence[object]) -> list[object] | None:
 
 def _compared(report: SurrogateReport) -> bool:
     """Whether any probe set ran the original at all (else a pass would be vacuous)."""
-    return any(not any(n.startswith("grid: the original fails") for n in c.notes)
-               for c in report.checks)
+    return any(
+        not any(n.startswith("grid: the original fails") for n in c.notes) for c in report.checks
+    )
 
 
 class Resolver:
@@ -117,8 +121,11 @@ class Resolver:
         except Exception as exc:  # noqa: BLE001 - a verifier crash must not pass
             return Resolution(None, _failed(found, f"verification raised {exc!r}"))
         if report.ok and not _compared(report):
-            return Resolution(None, _failed(found, "the original raises on every probe "
-                                                   "input; nothing was compared"), report)
+            return Resolution(
+                None,
+                _failed(found, "the original raises on every probe input; nothing was compared"),
+                report,
+            )
         if not report.ok:
             return Resolution(None, _failed(found, "; ".join(report.failures()[:2])), report)
         return Resolution(function, found, report)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from fgirewrite import files
+from fgirewrite import discover, files
 from fgirewrite.rewrite import Rewrite, SourceError, analyse, decode, rewrite_source
 from fgirewrite.surrogate import Skip, Surrogate
 
@@ -92,26 +92,46 @@ def process_all(
     progress: Callable[[int, int], None] | None = None,
     analyse_only: bool = False,
 ) -> list[Outcome]:
-    """Process files, in parallel when there are many; results in the order given."""
+    """Process files, in parallel when many could define a Function; results in order.
+
+    The cheap byte scan runs here; only files that pass it go to worker processes.
+    """
     paths = list(paths)
+    results: list[Outcome | None] = []
+    candidates: list[int] = []
+    for path in paths:
+        try:
+            data = files.read(path).data
+        except files.FileError as exc:
+            results.append(Outcome(str(path), error=str(exc)))
+            continue
+        if discover.may_define_function(data):
+            candidates.append(len(results))
+            results.append(None)
+        else:
+            results.append(Outcome(str(path), rewrite=Rewrite(str(path), b"")))
     if jobs <= 0:
-        jobs = min(os.cpu_count() or 1, 8) if len(paths) > 32 else 1
-    if jobs == 1 or len(paths) < 2:
-        results = []
-        for i, path in enumerate(paths):
-            results.append(process(path, analyse_only=analyse_only))
-            if progress:
-                progress(i + 1, len(paths))
-        return results
+        jobs = min(os.cpu_count() or 1, 8) if len(candidates) > 8 else 1
+    work = partial(process, analyse_only=analyse_only)
+    todo = [paths[i] for i in candidates]
+    if jobs == 1 or len(todo) < 2:
+        done: Iterable[Outcome] = map(work, todo)
+        return _collect(results, candidates, done, progress)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        results = []
-        chunk = max(1, len(paths) // (jobs * 8))
-        work = partial(process, analyse_only=analyse_only)
-        for i, outcome in enumerate(pool.map(work, paths, chunksize=chunk)):
-            results.append(outcome)
-            if progress:
-                progress(i + 1, len(paths))
-        return results
+        return _collect(results, candidates, pool.map(work, todo), progress)
+
+
+def _collect(
+    results: list,
+    slots: list[int],
+    done: Iterable[Outcome],
+    progress: Callable[[int, int], None] | None,
+) -> list[Outcome]:
+    for count, (slot, outcome) in enumerate(zip(slots, done, strict=False), start=1):
+        results[slot] = outcome
+        if progress:
+            progress(count, len(slots))
+    return results
 
 
 def verify_and_refuse(outcome: Outcome) -> None:

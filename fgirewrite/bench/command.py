@@ -16,8 +16,9 @@ class UsageError(Exception):
     """Options that cannot be run."""
 
 
-def make_config(path: Path, *, paper: bool, smoke: bool, cuda: bool, **overrides) -> \
-        cfg.BenchConfig:
+def make_config(
+    path: Path, *, paper: bool, smoke: bool, cuda: bool, **overrides
+) -> cfg.BenchConfig:
     """The quick defaults, or a preset (``paper``, ``smoke``), then every option given
     explicitly (``None`` means not given)."""
     if paper and smoke:
@@ -89,8 +90,18 @@ def render(path: Path, out: Path | None, as_json: bool) -> int:
     return _output(doc, out, as_json)
 
 
-def main(path: Path, *, out: Path | None, as_json: bool, quiet: bool, paper: bool,
-         smoke: bool, device: str | None, from_json: bool = False, **overrides) -> int:
+def main(
+    path: Path,
+    *,
+    out: Path | None,
+    as_json: bool,
+    quiet: bool,
+    paper: bool,
+    smoke: bool,
+    device: str | None,
+    from_json: bool = False,
+    **overrides,
+) -> int:
     """Run the benchmark and print or write its results; the exit code."""
     if not path.is_file():
         sys.stderr.write(f"fgirewrite bench: error: {path}: no such file\n")
@@ -105,8 +116,7 @@ def main(path: Path, *, out: Path | None, as_json: bool, quiet: bool, paper: boo
 
     cuda = (device or "auto") != "cpu" and torch.cuda.is_available()
     try:
-        config = make_config(path, paper=paper, smoke=smoke, cuda=cuda, device=device,
-                             **overrides)
+        config = make_config(path, paper=paper, smoke=smoke, cuda=cuda, device=device, **overrides)
     except UsageError as exc:
         sys.stderr.write(f"fgirewrite bench: error: {exc}\n")
         return EXIT_ERROR

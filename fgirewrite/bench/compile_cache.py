@@ -22,10 +22,12 @@ from fgirewrite.bench.config import VARIANTS, BenchConfig
 from fgirewrite.bench.progress import Progress
 
 UNITS = 2 * len(VARIANTS)
-METHOD = ("wall seconds of the first training step (forward + backward) plus the first "
-          "torch.no_grad() call under torch.compile, each variant in a fresh process; cold: "
-          "empty TORCHINDUCTOR_CACHE_DIR, warm: a second process on the same directory, FX "
-          "graph cache and AOTAutograd cache on; inductor start-up excluded")
+METHOD = (
+    "wall seconds of the first training step (forward + backward) plus the first "
+    "torch.no_grad() call under torch.compile, each variant in a fresh process; cold: "
+    "empty TORCHINDUCTOR_CACHE_DIR, warm: a second process on the same directory, FX "
+    "graph cache and AOTAutograd cache on; inductor start-up excluded"
+)
 
 
 def _spawn(spec: dict, cache_root: str, timeout: float) -> dict:
@@ -36,8 +38,9 @@ def _spawn(spec: dict, cache_root: str, timeout: float) -> dict:
     env["TRITON_CACHE_DIR"] = os.path.join(cache_root, "triton")
     command = [sys.executable, "-m", "fgirewrite.bench.compile_worker", json.dumps(spec)]
     try:
-        done = subprocess.run(command, env=env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired:
         return {"status": "failed", "error": f"timed out after {timeout:.0f} s"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -51,13 +54,26 @@ def run(config: BenchConfig, device: torch.device, progress: Progress) -> dict:
     """Cold and warm compile seconds per variant, with the caches' hit/miss/bypass counts."""
     length = config.compile_cache_length or config.lengths[0]
     kwargs = config.entry_kwargs(length)
-    out = {"status": "ok", "length": length, "kwargs": kwargs, "mode": "compile",
-           "compile_mode": config.compile_mode, "method": METHOD, "variants": {}}
+    out = {
+        "status": "ok",
+        "length": length,
+        "kwargs": kwargs,
+        "mode": "compile",
+        "compile_mode": config.compile_mode,
+        "method": METHOD,
+        "variants": {},
+    }
     for variant in VARIANTS:
-        spec = {"path": str(Path(config.path).resolve()), "entry": config.entry,
-                "kwargs": kwargs, "variant": variant, "compile_mode": config.compile_mode,
-                "device": str(device), "threads": torch.get_num_threads(),
-                "matmul_precision": config.matmul_precision}
+        spec = {
+            "path": str(Path(config.path).resolve()),
+            "entry": config.entry,
+            "kwargs": kwargs,
+            "variant": variant,
+            "compile_mode": config.compile_mode,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "matmul_precision": config.matmul_precision,
+        }
         root = tempfile.mkdtemp(prefix="fgirewrite-cache-")
         entry: dict = {}
         try:

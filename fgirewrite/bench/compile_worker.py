@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 CACHE_LOGGERS = ("torch._functorch._aot_autograd.autograd_cache", "torch._inductor.codecache")
-COUNTERS = {"inductor": ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass"),
-            "aot_autograd": ("autograd_cache_hit", "autograd_cache_miss",
-                             "autograd_cache_bypass")}
+COUNTERS = {
+    "inductor": ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass"),
+    "aot_autograd": ("autograd_cache_hit", "autograd_cache_miss", "autograd_cache_bypass"),
+}
 
 
 class _Bypasses(logging.Handler):
@@ -68,8 +69,7 @@ def measure(spec: dict) -> dict:
         "train_s": train_s,
         "no_grad_s": no_grad_s,
         "total_s": train_s + no_grad_s,
-        "counters": {k: int(counters[group][k]) for group, keys in COUNTERS.items()
-                     for k in keys},
+        "counters": {k: int(counters[group][k]) for group, keys in COUNTERS.items() for k in keys},
         "bypass_reasons": bypasses.reasons,
     }
 

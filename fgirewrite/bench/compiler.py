@@ -63,6 +63,8 @@ def stats() -> dict:
     """Graphs captured and graph breaks since ``reset_stats``."""
     from torch._dynamo.utils import counters
 
-    return {"graphs": int(counters["stats"]["unique_graphs"]),
-            "graph_breaks": int(sum(counters["graph_break"].values())),
-            "break_reasons": sorted(counters["graph_break"])[:5]}
+    return {
+        "graphs": int(counters["stats"]["unique_graphs"]),
+        "graph_breaks": int(sum(counters["graph_break"].values())),
+        "break_reasons": sorted(counters["graph_break"])[:5],
+    }

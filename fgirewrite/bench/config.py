@@ -57,8 +57,12 @@ class BenchConfig:
 
     def entry_kwargs(self, steps: int) -> dict[str, int]:
         """Keyword arguments of the entry function at sequence length ``steps``."""
-        return {"steps": steps, "batch": self.batch, "n_in": self.inputs_for(steps),
-                "n_hidden": self.hidden}
+        return {
+            "steps": steps,
+            "batch": self.batch,
+            "n_in": self.inputs_for(steps),
+            "n_hidden": self.hidden,
+        }
 
     def as_json(self) -> dict:
         data = asdict(self)
@@ -72,15 +76,27 @@ def paper(config: BenchConfig, cuda: bool) -> BenchConfig:
     """The FGI paper's protocol: S-MNIST lengths, batch 128, 128 neurons, 'high' matmul
     precision; torch.compile in max-autotune mode on GPU (on CPU its autotuning would dominate
     the run, so the default mode is kept there)."""
-    return replace(config, lengths=PAPER_LENGTHS, batch=128, hidden=128, n_in=None,
-                   matmul_precision="high", compile_mode="max-autotune" if cuda else "default",
-                   min_run_time=0.5, rounds=8, warmup=10, compile_cache=True, paper=True)
+    return replace(
+        config,
+        lengths=PAPER_LENGTHS,
+        batch=128,
+        hidden=128,
+        n_in=None,
+        matmul_precision="high",
+        compile_mode="max-autotune" if cuda else "default",
+        min_run_time=0.5,
+        rounds=8,
+        warmup=10,
+        compile_cache=True,
+        paper=True,
+    )
 
 
 def smoke(config: BenchConfig) -> BenchConfig:
     """A seconds-long run that exercises every code path (its figures mean nothing)."""
-    return replace(config, lengths=(2,), batch=2, hidden=4, min_run_time=0.01, rounds=1,
-                   warmup=1, smoke=True)
+    return replace(
+        config, lengths=(2,), batch=2, hidden=4, min_run_time=0.01, rounds=1, warmup=1, smoke=True
+    )
 
 
 def parse_list(text: str, allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:

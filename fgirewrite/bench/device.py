@@ -50,8 +50,11 @@ def describe(device: torch.device) -> dict:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info["device_name"] = props.name
-        info["cuda"] = {"version": torch.version.cuda, "capability": f"{props.major}.{props.minor}",
-                        "memory_bytes": props.total_memory}
+        info["cuda"] = {
+            "version": torch.version.cuda,
+            "capability": f"{props.major}.{props.minor}",
+            "memory_bytes": props.total_memory,
+        }
     return info
 
 

@@ -10,8 +10,10 @@ from collections.abc import Callable, Iterator
 import torch
 
 CUDA_METHOD = "torch.cuda.max_memory_allocated - memory_allocated before the call"
-CPU_METHOD = ("torch.profiler (profile_memory=True): running sum of the CPU allocator's "
-              "allocations and frees during the call, its maximum")
+CPU_METHOD = (
+    "torch.profiler (profile_memory=True): running sum of the CPU allocator's "
+    "allocations and frees during the call, its maximum"
+)
 
 
 @contextlib.contextmanager
@@ -36,8 +38,11 @@ def _cpu_peak(fn: Callable[[], object]) -> int:
 
     with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = [e for e in prof.profiler.kineto_results.events()
-              if e.name() == "[memory]" and e.device_type() == torch._C._autograd.DeviceType.CPU]
+    events = [
+        e
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]" and e.device_type() == torch._C._autograd.DeviceType.CPU
+    ]
     events.sort(key=lambda e: e.start_ns())
     # Frees of blocks allocated before profiling started are not counted by the allocator's
     # reporter; the running sum therefore starts at 0 with what was live before the call.
@@ -52,6 +57,9 @@ def peak(fn: Callable[[], object], device: torch.device) -> dict:
         before = torch.cuda.memory_allocated(device)
         fn()
         torch.cuda.synchronize(device)
-        return {"status": "ok", "peak_bytes": torch.cuda.max_memory_allocated(device) - before,
-                "method": CUDA_METHOD}
+        return {
+            "status": "ok",
+            "peak_bytes": torch.cuda.max_memory_allocated(device) - before,
+            "method": CUDA_METHOD,
+        }
     return {"status": "ok", "peak_bytes": _cpu_peak(fn), "method": CPU_METHOD}

@@ -59,8 +59,10 @@ def build(module: ModuleType, entry: str, kwargs: dict) -> tuple[nn.Module, tupl
     try:
         built = fn(**kwargs)
     except TypeError as exc:
-        raise ModelError(f"`{entry}(**{kwargs})` failed: {exc}; the entry function must "
-                         "accept steps, batch, n_in and n_hidden as keywords") from exc
+        raise ModelError(
+            f"`{entry}(**{kwargs})` failed: {exc}; the entry function must "
+            "accept steps, batch, n_in and n_hidden as keywords"
+        ) from exc
     if not (isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], nn.Module)):
         raise ModelError(f"`{entry}()` must return (model, inputs)")
     model, inputs = built
@@ -109,17 +111,25 @@ def equivalence(work: Workload) -> dict:
         model.zero_grad(set_to_none=True)
         out = model(*work.inputs)
         work.loss(out).backward()
-        grads = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
-                 for p in model.parameters()]
+        grads = [
+            p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+            for p in model.parameters()
+        ]
         model.zero_grad(set_to_none=True)
         results[variant] = (out.detach(), grads)
     (out_o, grads_o), (out_f, grads_f) = results["original"], results["fgi"]
-    diff = max(((a - b).abs().max().item() for a, b in zip(grads_o, grads_f, strict=True)
-                if a.numel()), default=0.0)
-    close = all(torch.allclose(a, b, rtol=1e-4, atol=1e-6)
-                for a, b in zip(grads_o, grads_f, strict=True))
-    return {"forward_bitwise_equal": bool(torch.equal(out_o, out_f)),
-            "grad_max_abs_diff": diff, "grad_close": close}
+    diff = max(
+        ((a - b).abs().max().item() for a, b in zip(grads_o, grads_f, strict=True) if a.numel()),
+        default=0.0,
+    )
+    close = all(
+        torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(grads_o, grads_f, strict=True)
+    )
+    return {
+        "forward_bitwise_equal": bool(torch.equal(out_o, out_f)),
+        "grad_max_abs_diff": diff,
+        "grad_close": close,
+    }
 
 
 def wrap(model: nn.Module, mode: str, compile_mode: str) -> Callable:

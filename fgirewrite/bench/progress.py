@@ -25,8 +25,10 @@ class Progress:
         width = 24
         filled = width * self.done // self.total
         elapsed = int(time.monotonic() - self.start)
-        return (f"fgirewrite bench [{'#' * filled}{'.' * (width - filled)}] "
-                f"{self.done}/{self.total} {elapsed // 60}m{elapsed % 60:02d}s  {label}")
+        return (
+            f"fgirewrite bench [{'#' * filled}{'.' * (width - filled)}] "
+            f"{self.done}/{self.total} {elapsed // 60}m{elapsed % 60:02d}s  {label}"
+        )
 
     def show(self, label: str) -> None:
         if not self.enabled:

@@ -62,8 +62,11 @@ class Table:
 def _timing_cells(timing: dict) -> list[str]:
     if timing["status"] != "ok":
         return ["failed", "", ""]
-    return [seconds(timing["median_s"]), f"{timing['rel_iqr']:.0%}",
-            ratio(timing.get("speedup_vs_eager_original"))]
+    return [
+        seconds(timing["median_s"]),
+        f"{timing['rel_iqr']:.0%}",
+        ratio(timing.get("speedup_vs_eager_original")),
+    ]
 
 
 def _first_calls(result: dict) -> str:
@@ -76,13 +79,16 @@ def _length_title(doc: dict, length: int) -> str:
     entry = next(e for e in doc["lengths"] if e["length"] == length)
     kw = entry["kwargs"]
     shapes = " ".join(str(s) for s in entry["shapes"] or [])
-    title = (f"T={length}: batch {kw['batch']}, hidden {kw['n_hidden']}, n_in {kw['n_in']}, "
-             f"inputs {shapes or '?'}")
+    title = (
+        f"T={length}: batch {kw['batch']}, hidden {kw['n_hidden']}, n_in {kw['n_in']}, "
+        f"inputs {shapes or '?'}"
+    )
     eq = entry.get("equivalence")
     if eq:
         forward = "bit-equal" if eq["forward_bitwise_equal"] else "DIFFERS"
-        title += (f"; eager check: forward {forward}, "
-                  f"gradients max |diff| {eq['grad_max_abs_diff']:.2g}")
+        title += (
+            f"; eager check: forward {forward}, gradients max |diff| {eq['grad_max_abs_diff']:.2g}"
+        )
     if entry.get("error"):
         title += f"; could not build: {entry['error'][:200]}"
     return title
@@ -114,20 +120,30 @@ def fgi_tables(doc: dict) -> list[Table]:
     """Per length: FGI over the original in the same mode, and training-step peak memory."""
     tables = []
     for length in doc["settings"]["lengths"]:
-        table = Table(f"T={length}: FGI vs original in the same mode (speedup > 1: FGI faster)",
-                      ["mode", *MEASURES, "peak memory, train: original", "FGI", "FGI/original"])
+        table = Table(
+            f"T={length}: FGI vs original in the same mode (speedup > 1: FGI faster)",
+            ["mode", *MEASURES, "peak memory, train: original", "FGI", "FGI/original"],
+        )
         by = {(r["mode"], r["variant"]): r for r in doc["results"] if r["length"] == length}
         for mode in doc["settings"]["modes"]:
             fgi, orig = by[(mode, "fgi")], by[(mode, "original")]
             row = [mode]
             for measure in MEASURES:
                 t = fgi["timings"][measure]
-                row.append(ratio(t.get("speedup_vs_original_same_mode"))
-                           if t["status"] == "ok" else "failed")
-            peaks = [r["memory"]["peak_bytes"] if r["memory"] and r["memory"]["status"] == "ok"
-                     else None for r in (orig, fgi)]
-            row += [mebibytes(peaks[0]), mebibytes(peaks[1]),
-                    f"{peaks[1] / peaks[0]:.2f}" if None not in peaks and peaks[0] else "-"]
+                row.append(
+                    ratio(t.get("speedup_vs_original_same_mode"))
+                    if t["status"] == "ok"
+                    else "failed"
+                )
+            peaks = [
+                r["memory"]["peak_bytes"] if r["memory"] and r["memory"]["status"] == "ok" else None
+                for r in (orig, fgi)
+            ]
+            row += [
+                mebibytes(peaks[0]),
+                mebibytes(peaks[1]),
+                f"{peaks[1] / peaks[0]:.2f}" if None not in peaks and peaks[0] else "-",
+            ]
             table.rows.append(row)
         tables.append(table)
     return tables
@@ -138,25 +154,46 @@ def compile_table(doc: dict) -> Table | None:
     cc = doc.get("compile_cache")
     if not cc:
         return None
-    table = Table(f"Compile cost, torch.compile (mode {cc['compile_mode']}), T={cc['length']}: "
-                  "first training step + first no_grad call, fresh process each",
-                  ["variant", "cold s", "warm s (caches on)", "saved", "warm: AOTAutograd cache",
-                   "warm: FX graph cache"])
+    table = Table(
+        f"Compile cost, torch.compile (mode {cc['compile_mode']}), T={cc['length']}: "
+        "first training step + first no_grad call, fresh process each",
+        [
+            "variant",
+            "cold s",
+            "warm s (caches on)",
+            "saved",
+            "warm: AOTAutograd cache",
+            "warm: FX graph cache",
+        ],
+    )
     for variant, entry in cc["variants"].items():
         cold, warm = entry["cold"], entry["warm"]
-        row = [VARIANT_TITLES[variant],
-               f"{cold['total_s']:.1f}" if cold["status"] == "ok" else "failed",
-               f"{warm['total_s']:.1f}" if warm["status"] == "ok" else "failed",
-               f"{entry['saved_s']:.1f} s ({entry['saved_fraction']:.0%})"
-               if "saved_s" in entry else "-"]
+        row = [
+            VARIANT_TITLES[variant],
+            f"{cold['total_s']:.1f}" if cold["status"] == "ok" else "failed",
+            f"{warm['total_s']:.1f}" if warm["status"] == "ok" else "failed",
+            f"{entry['saved_s']:.1f} s ({entry['saved_fraction']:.0%})"
+            if "saved_s" in entry
+            else "-",
+        ]
         if warm["status"] == "ok":
             c = warm["counters"]
-            row.append(", ".join(f"{k} {c[f'autograd_cache_{k}']}"
-                                 for k in ("hit", "miss", "bypass") if c[f"autograd_cache_{k}"])
-                       or "-")
-            row.append(", ".join(f"{k} {c[f'fxgraph_cache_{k}']}"
-                                 for k in ("hit", "miss", "bypass") if c[f"fxgraph_cache_{k}"])
-                       or "-")
+            row.append(
+                ", ".join(
+                    f"{k} {c[f'autograd_cache_{k}']}"
+                    for k in ("hit", "miss", "bypass")
+                    if c[f"autograd_cache_{k}"]
+                )
+                or "-"
+            )
+            row.append(
+                ", ".join(
+                    f"{k} {c[f'fxgraph_cache_{k}']}"
+                    for k in ("hit", "miss", "bypass")
+                    if c[f"fxgraph_cache_{k}"]
+                )
+                or "-"
+            )
         else:
             row += ["-", "-"]
         table.rows.append(row)
@@ -189,9 +226,11 @@ def notes(doc: dict) -> dict[str, list[str]]:
         if r["memory"] and r["memory"]["status"] == "failed":
             failed.append(f"{where} peak memory: {short(r['memory']['error'])}")
         if r["compile"] and r["compile"]["graph_breaks"]:
-            remarks.append(f"{where}: {r['compile']['graphs']} graphs, "
-                           f"{r['compile']['graph_breaks']} graph breaks "
-                           f"({'; '.join(r['compile']['break_reasons'])})")
+            remarks.append(
+                f"{where}: {r['compile']['graphs']} graphs, "
+                f"{r['compile']['graph_breaks']} graph breaks "
+                f"({'; '.join(r['compile']['break_reasons'])})"
+            )
     cc = doc.get("compile_cache")
     if cc:
         for variant, entry in cc["variants"].items():
@@ -205,8 +244,10 @@ def notes(doc: dict) -> dict[str, list[str]]:
     load = env.get("load_average")
     busy = load and load[0] >= (env["cpu_count"] or 1)
     if busy and env["device"] == "cpu" and env["threads"] > 1:
-        remarks.append(f"busy machine: load {load[0]:.1f} on {env['cpu_count']} CPUs at the "
-                       "start; with several threads, CPU timings suffer (try --threads 1)")
+        remarks.append(
+            f"busy machine: load {load[0]:.1f} on {env['cpu_count']} CPUs at the "
+            "start; with several threads, CPU timings suffer (try --threads 1)"
+        )
     skipped = doc["model"]["rewrite"]["skipped"]
     for name, why in skipped.items():
         remarks.append(f"not rewritten (runs as the original in both variants): {name} {why}")
@@ -239,15 +280,24 @@ def render_text(table: Table) -> str:
     widths = _widths(table)
     lines = [table.title]
     for row in (table.headers, *table.rows):
-        lines.append("  ".join(c.rjust(w) if i >= table.labels else c.ljust(w)
-                               for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        lines.append(
+            "  ".join(
+                c.rjust(w) if i >= table.labels else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
     return "\n".join(lines)
 
 
 def render_markdown(table: Table) -> str:
-    lines = [f"**{table.title}**", "", "| " + " | ".join(table.headers) + " |",
-             "|" + "|".join("---" if i < table.labels else "---:"
-                            for i in range(len(table.headers))) + "|"]
+    lines = [
+        f"**{table.title}**",
+        "",
+        "| " + " | ".join(table.headers) + " |",
+        "|"
+        + "|".join("---" if i < table.labels else "---:" for i in range(len(table.headers)))
+        + "|",
+    ]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in table.rows]
     return "\n".join(lines)
 
@@ -277,8 +327,14 @@ def markdown(doc: dict) -> str:
             parts.append(f"**{title}**\n\n" + "\n".join(f"- {line}" for line in lines))
     if doc.get("compile_cache"):
         parts.append(f"Compile cost method: {doc['compile_cache']['method']}.")
-    memory = next((r["memory"]["method"] for r in doc["results"]
-                   if r["memory"] and r["memory"]["status"] == "ok"), None)
+    memory = next(
+        (
+            r["memory"]["method"]
+            for r in doc["results"]
+            if r["memory"] and r["memory"]["status"] == "ok"
+        ),
+        None,
+    )
     if memory:
         parts.append(f"Peak memory method: {memory}.")
     return "\n\n".join(parts) + "\n"

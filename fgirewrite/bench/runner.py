@@ -36,8 +36,13 @@ def units(config: BenchConfig) -> int:
     return total + (compile_cache.UNITS if config.compile_cache else 0)
 
 
-def _prepare(result: dict, model: torch.nn.Module, work: models.Workload, config: BenchConfig,
-             device: torch.device) -> dict[str, Callable] | None:
+def _prepare(
+    result: dict,
+    model: torch.nn.Module,
+    work: models.Workload,
+    config: BenchConfig,
+    device: torch.device,
+) -> dict[str, Callable] | None:
     """Wrap, save-check and warm up one variant; the timed statements, or None if it failed."""
     mode = result["mode"]
     if mode in COMPILE_MODES:
@@ -88,15 +93,30 @@ def _status(result: dict) -> None:
         result["error"] = "; ".join(f"{m}: {result['timings'][m]['error']}" for m in failed)
 
 
-def run_mode(work: models.Workload, length: int, mode: str, config: BenchConfig,
-             device: torch.device, progress: Progress) -> list[dict]:
+def run_mode(
+    work: models.Workload,
+    length: int,
+    mode: str,
+    config: BenchConfig,
+    device: torch.device,
+    progress: Progress,
+) -> list[dict]:
     """Both variants in one mode, measured alternately so drift hits both alike."""
     results: dict[str, dict] = {}
     fns: dict[str, dict[str, Callable]] = {}
     for variant in VARIANTS:
-        result = {"length": length, "mode": mode, "variant": variant, "status": "ok",
-                  "error": None, "warmup": {}, "timings": {}, "memory": None, "checks": {},
-                  "compile": None}
+        result = {
+            "length": length,
+            "mode": mode,
+            "variant": variant,
+            "status": "ok",
+            "error": None,
+            "warmup": {},
+            "timings": {},
+            "memory": None,
+            "checks": {},
+            "compile": None,
+        }
         results[variant] = result
         fresh = compiler.fresh() if mode in COMPILE_MODES else contextlib.nullcontext()
         with progress.unit(f"T={length} {mode} {variant}: build and warm up"), fresh:
@@ -107,14 +127,20 @@ def run_mode(work: models.Workload, length: int, mode: str, config: BenchConfig,
         rounds: dict[str, list] = {v: [] for v in fns}
         for index in range(config.rounds):
             for variant in fns:
-                with progress.unit(f"T={length} {mode} {variant}: {measure} "
-                                   f"(round {index + 1}/{config.rounds})"):
+                with progress.unit(
+                    f"T={length} {mode} {variant}: {measure} (round {index + 1}/{config.rounds})"
+                ):
                     if measure in results[variant]["timings"]:
                         continue  # already failed
                     try:
-                        rounds[variant].append(timing.measure(
-                            fns[variant][measure], device, config.min_run_time,
-                            f"{mode}/{variant}/{measure}"))
+                        rounds[variant].append(
+                            timing.measure(
+                                fns[variant][measure],
+                                device,
+                                config.min_run_time,
+                                f"{mode}/{variant}/{measure}",
+                            )
+                        )
                     except Exception as exc:
                         results[variant]["timings"][measure] = failure(exc)
         for variant, measured in rounds.items():
@@ -135,10 +161,22 @@ def run_mode(work: models.Workload, length: int, mode: str, config: BenchConfig,
 
 def _failed_length(length: int, config: BenchConfig, exc: Exception) -> list[dict]:
     fail = failure(exc)
-    return [{"length": length, "mode": mode, "variant": variant, "status": "failed",
-             "error": fail["error"], "warmup": {}, "memory": None, "checks": {},
-             "compile": None, "timings": {m: dict(fail) for m in MEASURES}}
-            for mode in config.modes for variant in VARIANTS]
+    return [
+        {
+            "length": length,
+            "mode": mode,
+            "variant": variant,
+            "status": "failed",
+            "error": fail["error"],
+            "warmup": {},
+            "memory": None,
+            "checks": {},
+            "compile": None,
+            "timings": {m: dict(fail) for m in MEASURES},
+        }
+        for mode in config.modes
+        for variant in VARIANTS
+    ]
 
 
 def run(config: BenchConfig, progress: Progress | None = None) -> dict:
@@ -155,8 +193,7 @@ def run(config: BenchConfig, progress: Progress | None = None) -> dict:
     compiling = any(m in COMPILE_MODES for m in config.modes)
     with compiler.isolated() if compiling else contextlib.nullcontext():
         if compiling:
-            with progress.unit("start torch.compile up"), \
-                    contextlib.suppress(Exception):
+            with progress.unit("start torch.compile up"), contextlib.suppress(Exception):
                 compiler.start(device)  # if this fails, each compiled cell shows the error
         for length in config.lengths:
             kwargs = config.entry_kwargs(length)

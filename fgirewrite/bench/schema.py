@@ -87,8 +87,7 @@ def validate(doc: dict) -> list[str]:
         if key not in doc["environment"]:
             problems.append(f"environment: missing {key}")
     settings = doc["settings"]
-    expected = {(n, m, v) for n in settings["lengths"] for m in settings["modes"]
-                for v in VARIANTS}
+    expected = {(n, m, v) for n in settings["lengths"] for m in settings["modes"] for v in VARIANTS}
     seen = set()
     for result in doc["results"]:
         key = (result.get("length"), result.get("mode"), result.get("variant"))

@@ -16,13 +16,19 @@ MIN_BLOCKS = 3
 """Blocks per round at least, so slow statements still get a median and an IQR."""
 
 
-def measure(fn: Callable[[], object], device: torch.device, min_run_time: float,
-            label: str) -> list[benchmark.Measurement]:
+def measure(
+    fn: Callable[[], object], device: torch.device, min_run_time: float, label: str
+) -> list[benchmark.Measurement]:
     """Time ``fn()`` in blocks for at least ``min_run_time`` seconds and ``MIN_BLOCKS``
     blocks, at the current thread count (``Timer`` would otherwise pin one thread), with CUDA
     events on GPU."""
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, timer=dev.timer(device),
-                            num_threads=torch.get_num_threads(), label=label)
+    timer = benchmark.Timer(
+        stmt="fn()",
+        globals={"fn": fn},
+        timer=dev.timer(device),
+        num_threads=torch.get_num_threads(),
+        label=label,
+    )
     parts = [timer.blocked_autorange(min_run_time=min_run_time)]
     for _ in range(MIN_BLOCKS - len(parts[0].times)):
         parts.append(timer.timeit(number=parts[0].number_per_run))
@@ -45,6 +51,7 @@ def summary(rounds: list[list[benchmark.Measurement]]) -> dict:
         "rounds": len(rounds),
         "blocks": len(m.times),
         "calls": sum(len(p.times) * p.number_per_run for p in parts),
-        "warning": (f"IQR is {rel:.0%} of the median (> {NOISY:.0%}): noisy"
-                    if rel > NOISY else None),
+        "warning": (
+            f"IQR is {rel:.0%} of the median (> {NOISY:.0%}): noisy" if rel > NOISY else None
+        ),
     }

@@ -42,6 +42,7 @@ class _Snippet:
         self.offset = first_line - 1
         if indented:
             text, self.offset = "if 1:\n" + text, self.offset - 1
+        self.text = text
         self.module = cst.parse_module(text)
         self._positions = None
         body = self.module.body[0]
@@ -54,6 +55,17 @@ class _Snippet:
             wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
             self._positions = wrapper.resolve(PositionProvider)
         return self._positions
+
+    def method_location(self, function: cst.FunctionDef, path: str) -> Location | None:
+        """Where a method of this snippet's class starts, found without a position pass."""
+        if function not in getattr(self.node.body, "body", ()):  # type: ignore[union-attr]
+            return None
+        name = function.name.value
+        for i, line in enumerate(self.text.splitlines()):
+            match = re.match(rf"(\s*)(async\s+)?def\s+{re.escape(name)}\b", line)
+            if match:
+                return Location(path, i + 1 + self.offset, len(match.group(1)) + 1)
+        return None
 
     def locate(self, node: cst.CSTNode | None, path: str) -> Location | None:
         if node is None or node not in self.positions:
@@ -298,7 +310,9 @@ def _gradients(
             f"the backward returns {len(items)} gradients for {len(params)} inputs",
             backward,
         )
-    location = next(loc for s in snippets if (loc := s.locate(backward, path)))
+    location = next(
+        (loc for s in snippets if (loc := s.method_location(backward, path))), None
+    ) or next(loc for s in snippets if (loc := s.locate(backward, path)))
     gradients = []
     for param, item in zip(params, items, strict=False):
         if isinstance(item, Lin):
