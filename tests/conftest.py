@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -21,3 +24,14 @@ def snapshot(path: Path, actual: bytes) -> None:
         if not UPDATE:
             pytest.fail(f"snapshot {path.name} was missing and has been written; check it in")
     assert actual == path.read_bytes(), f"differs from snapshot {path}"
+
+
+def load_module(name: str, path: Path) -> types.ModuleType:
+    """Import a file as a module once (registered, so pickling and TorchScript find it)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]

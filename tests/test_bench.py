@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ALIF = ROOT / "examples" / "alif.py"
 
 # Scripting fails for both variants: TorchScript cannot compile a forward taking *args.
-UNSCRIPTABLE = textwrap.dedent('''
+UNSCRIPTABLE = textwrap.dedent("""
     import torch
     from torch import nn
 
@@ -50,13 +50,25 @@ UNSCRIPTABLE = textwrap.dedent('''
     def build(steps, batch, n_in, n_hidden):
         torch.manual_seed(0)
         return Net(n_in, n_hidden), (torch.randn(steps, batch, n_in),)
-''')
+""")
 
 
 def _bench(tmp_path: Path, *args: str) -> tuple[int, dict, Path]:
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["bench", *args, "--smoke", "--modes", "eager,script",
-                                      "--quiet", "--out", str(out), "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            *args,
+            "--smoke",
+            "--modes",
+            "eager,script",
+            "--quiet",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     return result.exit_code, json.loads((out / "bench.json").read_text()), out
 
@@ -81,8 +93,7 @@ def test_smoke_has_every_requested_mode_and_variant(alif):
     assert cells == {(2, m, v) for m in ("eager", "script") for v in cfg.VARIANTS}
     for r in doc["results"]:
         assert set(r["timings"]) == set(cfg.MEASURES)
-    baseline = next(r for r in doc["results"] if (r["mode"], r["variant"]) == ("eager",
-                                                                             "original"))
+    baseline = next(r for r in doc["results"] if (r["mode"], r["variant"]) == ("eager", "original"))
     assert baseline["timings"]["train"]["speedup_vs_eager_original"] == 1.0
     for r in doc["results"]:
         assert r["memory"]["status"] == "ok" and isinstance(r["memory"]["peak_bytes"], int)
@@ -90,8 +101,7 @@ def test_smoke_has_every_requested_mode_and_variant(alif):
 
 def test_smoke_shows_that_torchscript_cannot_save_the_original(alif):
     _, doc, _ = alif
-    saves = {r["variant"]: r["checks"]["jit_save"] for r in doc["results"]
-             if r["mode"] == "script"}
+    saves = {r["variant"]: r["checks"]["jit_save"] for r in doc["results"] if r["mode"] == "script"}
     assert saves["original"]["status"] == "failed"
     assert "Could not export Python function call" in saves["original"]["error"]
     assert saves["fgi"] == {"status": "ok"}
@@ -108,8 +118,9 @@ def test_smoke_writes_markdown_and_plot(alif):
 
 def test_a_saved_run_renders_again(alif, tmp_path):
     _, doc, out = alif
-    result = CliRunner().invoke(app, ["bench", str(out / "bench.json"), "--from-json",
-                                      "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        app, ["bench", str(out / "bench.json"), "--from-json", "--out", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     assert "FGI vs original in the same mode" in result.output
     assert json.loads((tmp_path / "bench.json").read_text()) == doc
@@ -130,25 +141,32 @@ def test_a_failing_mode_is_reported_not_hidden(tmp_path):
 
 
 def test_missing_entry_is_an_error(tmp_path):
-    result = CliRunner().invoke(app, ["bench", str(ALIF), "--entry", "nope", "--smoke",
-                                      "--modes", "eager", "--quiet"])
+    result = CliRunner().invoke(
+        app, ["bench", str(ALIF), "--entry", "nope", "--smoke", "--modes", "eager", "--quiet"]
+    )
     assert result.exit_code == 2
 
 
 def test_validate_finds_missing_cells():
-    doc = {"schema": schema.NAME, "schema_version": schema.VERSION, "environment": {
-        "device": "cpu", "device_name": "x", "torch": "2", "threads": 1},
-        "settings": {"lengths": [2], "modes": ["eager"]}, "model": {}, "lengths": [],
-        "results": [], "compile_cache": None}
-    assert schema.validate(doc) == ["missing result 2/eager/fgi",
-                                    "missing result 2/eager/original"]
+    doc = {
+        "schema": schema.NAME,
+        "schema_version": schema.VERSION,
+        "environment": {"device": "cpu", "device_name": "x", "torch": "2", "threads": 1},
+        "settings": {"lengths": [2], "modes": ["eager"]},
+        "model": {},
+        "lengths": [],
+        "results": [],
+        "compile_cache": None,
+    }
+    assert schema.validate(doc) == ["missing result 2/eager/fgi", "missing result 2/eager/original"]
 
 
 def test_presets_and_overrides():
     quick = make_config(ALIF, paper=False, smoke=False, cuda=False)
     assert quick.lengths == (8,) and quick.modes == cfg.MODES
-    paper = make_config(ALIF, paper=True, smoke=False, cuda=False, lengths="28,49",
-                        modes="eager,script", batch=None)
+    paper = make_config(
+        ALIF, paper=True, smoke=False, cuda=False, lengths="28,49", modes="eager,script", batch=None
+    )
     assert (paper.lengths, paper.batch, paper.hidden) == ((28, 49), 128, 128)
     assert paper.modes == ("eager", "script") and paper.matmul_precision == "high"
     assert [paper.inputs_for(t) for t in cfg.PAPER_LENGTHS] == [28, 16, 8, 4, 2, 1]
@@ -161,6 +179,7 @@ def test_presets_and_overrides():
 
 def test_cli_imports_no_torch():
     code = "import sys, fgirewrite.cli; print('torch' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert done.stdout.strip() == "False"

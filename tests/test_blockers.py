@@ -19,8 +19,10 @@ from fgirewrite.load import load_pair
 ROOT = Path(__file__).resolve().parents[1]
 ALIF = ROOT / "examples" / "alif.py"
 
-FIX = ("rewrite it with `fgirewrite --write examples/alif.py`, or load the model rewritten in "
-       "memory with `fgirewrite.load.load_pair('examples/alif.py')`")
+FIX = (
+    "rewrite it with `fgirewrite --write examples/alif.py`, or load the model rewritten in "
+    "memory with `fgirewrite.load.load_pair('examples/alif.py')`"
+)
 OLD_STYLE = "an old-style Function (forward(ctx, ...)) cannot run under vmap, grad or jvp"
 
 
@@ -44,7 +46,8 @@ def test_per_sample_grads_names_the_function(tiny, pair):
     assert str(info.value) == (
         "per_sample_grads: the model calls torch.autograd.Function `SpikeFunction` "
         "(examples/alif.py:18, called at examples/alif.py:64), which blocks torch.func: "
-        f"{OLD_STYLE}; {FIX}")
+        f"{OLD_STYLE}; {FIX}"
+    )
     assert info.value.function is pair[0].SpikeFunction
     assert info.value.source == "examples/alif.py"
     assert "setup_context" in str(info.value.__cause__)
@@ -56,7 +59,8 @@ def test_forward_gradient_names_the_function(tiny):
         forward_gradient(model, F.cross_entropy, x, y, num_tangents=2)
     assert str(info.value).startswith(
         "forward_gradient: the model calls torch.autograd.Function `SpikeFunction` "
-        "(examples/alif.py:18, called at examples/alif.py:64), which blocks torch.func")
+        "(examples/alif.py:18, called at examples/alif.py:64), which blocks torch.func"
+    )
     assert str(info.value).endswith(FIX)
 
 
@@ -113,8 +117,7 @@ def test_a_function_without_vmap_rule(monkeypatch):
     with pytest.raises(TransformBlockedError) as info:
         per_sample_grads(Step(NoVmapRule), _mse, torch.randn(4, 3), torch.zeros(4, 2))
     assert f"`NoVmapRule` ({_where(NoVmapRule)}, called at " in str(info.value)
-    assert "it has no vmap rule (a vmap staticmethod or generate_vmap_rule=True)" in str(
-        info.value)
+    assert "it has no vmap rule (a vmap staticmethod or generate_vmap_rule=True)" in str(info.value)
 
 
 def test_a_function_without_jvp(monkeypatch):
@@ -158,15 +161,19 @@ def test_functions_in_graph(pair):
 
 
 def test_a_function_from_an_installed_package(monkeypatch):
-    monkeypatch.setattr(blockers, "_source_of",
-                        lambda cls: ("/usr/lib/python3/dist-packages/spiking/surrogate.py", 12))
+    monkeypatch.setattr(
+        blockers,
+        "_source_of",
+        lambda cls: ("/usr/lib/python3/dist-packages/spiking/surrogate.py", 12),
+    )
     message, source = blockers.blocked_message("per_sample_grads", NoVmapRule, "why")
     assert message == (
         "per_sample_grads: the model calls torch.autograd.Function `NoVmapRule` "
         "(/usr/lib/python3/dist-packages/spiking/surrogate.py:12), which blocks torch.func: "
         "why; it comes from an installed package: swap it in memory with `NoVmapRule.apply = "
         "staticmethod(fgirewrite.live.fgi_function(NoVmapRule)[0])`, or rewrite a copy of its "
-        "file with `fgirewrite --write`")
+        "file with `fgirewrite --write`"
+    )
     assert source == "/usr/lib/python3/dist-packages/spiking/surrogate.py"
 
 
@@ -179,7 +186,9 @@ def test_other_errors_pass_through():
 
 
 def test_import_fgirewrite_stays_cheap():
-    code = ("import sys, fgirewrite; assert 'torch' not in sys.modules; "
-            "f = fgirewrite.per_sample_grads; assert 'torch' in sys.modules; "
-            "assert f.__module__ == 'fgirewrite.gradients'")
+    code = (
+        "import sys, fgirewrite; assert 'torch' not in sys.modules; "
+        "f = fgirewrite.per_sample_grads; assert 'torch' in sys.modules; "
+        "assert f.__module__ == 'fgirewrite.gradients'"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

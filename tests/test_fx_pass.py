@@ -7,32 +7,19 @@ gradients match the original module.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import types
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_module
 from torch import fx, nn
 from torch.fx.passes.infra.pass_manager import PassManager
 
 from fgirewrite import _runtime
 from fgirewrite.fx_pass import FGIPass, surrogate_calls, trace
 
-
-def _load(name: str, path: Path) -> types.ModuleType:
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-lib = _load("surrogate_lib", Path(__file__).parent / "fixtures" / "surrogate_lib.py")
+lib = load_module("surrogate_lib", Path(__file__).parent / "fixtures" / "surrogate_lib.py")
 
 
 def _targets(gm: fx.GraphModule) -> Counter:
@@ -44,13 +31,21 @@ def _outputs_and_grads(module: nn.Module, inputs: tuple[torch.Tensor, ...]):
     inputs = tuple(x.detach().clone().requires_grad_() for x in inputs)
     out = module(*inputs)
     weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
-    grads = torch.autograd.grad((out * weights).sum(), [*inputs, *module.parameters()],
-                                allow_unused=True)
+    grads = torch.autograd.grad(
+        (out * weights).sum(), [*inputs, *module.parameters()], allow_unused=True
+    )
     return out.detach(), grads
 
 
-def check(model: nn.Module, inputs: tuple[torch.Tensor, ...], *, calls: int, inlined: int,
-          called: int = 0, kept: tuple[str, ...] = ()) -> FGIPass:
+def check(
+    model: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    *,
+    calls: int,
+    inlined: int,
+    called: int = 0,
+    kept: tuple[str, ...] = (),
+) -> FGIPass:
     """Trace ``model``, run the pass, and check it did exactly what is expected.
 
     ``calls`` Function nodes before; ``inlined`` replaced by traced FGI subgraphs,
@@ -116,7 +111,8 @@ def test_one_surrogate_is_inlined():
     [replaced] = fgi_pass.replaced
     assert str(replaced) == (
         "Cell:Gauss_apply: Gauss -> FGI (d/dx = torch.exp(-0.5 * (x / sigma) ** 2) / "
-        "(sigma * math.sqrt(2 * math.pi)); verified)")
+        "(sigma * math.sqrt(2 * math.pi)); verified)"
+    )
 
 
 class Several(nn.Module):
@@ -131,8 +127,11 @@ class Several(nn.Module):
 def test_old_style_new_style_nested_and_defaults():
     fgi_pass = check(Several(), (X,), calls=4, inlined=4)
     assert [r.report.arguments for r in fgi_pass.replaced] == [
-        {"x": "tensor", "sigma": 0.5}, {"x": "tensor", "alpha": 2.0}, {"x": "tensor"},
-        {"x": "tensor", "sigma": 1.0}]
+        {"x": "tensor", "sigma": 0.5},
+        {"x": "tensor", "alpha": 2.0},
+        {"x": "tensor"},
+        {"x": "tensor", "sigma": 1.0},
+    ]
 
 
 class Noisy(nn.Module):
@@ -180,7 +179,8 @@ def test_untraceable_fgi_function_becomes_one_call():
     fgi_pass = check(Model(), (X,), calls=1, inlined=0, called=1)
     assert fgi_pass.replaced[0].note == (
         "called as one node: fx cannot trace it (TraceError: symbolically traced variables "
-        "cannot be used as inputs to control flow)")
+        "cannot be used as inputs to control flow)"
+    )
 
 
 class TensorConstant(torch.autograd.Function):
@@ -232,8 +232,9 @@ def test_runs_in_a_pass_manager_and_enables_vmap_of_grad():
     assert result.modified
     xs = X.clone()
     per_sample = torch.func.vmap(torch.func.grad(lambda x: result.graph_module(x).sum()))(xs)
-    expected = torch.stack([torch.autograd.grad(Several()(x).sum(), x)[0]
-                            for x in xs.clone().requires_grad_()])
+    expected = torch.stack(
+        [torch.autograd.grad(Several()(x).sum(), x)[0] for x in xs.clone().requires_grad_()]
+    )
     torch.testing.assert_close(per_sample, expected)
     with pytest.raises(RuntimeError, match="setup_context"):
         torch.func.vmap(torch.func.grad(lambda x: trace(Several())(x).sum()))(xs)

@@ -102,16 +102,30 @@ def test_per_sample_grads_batch_first_several_inputs_and_frozen_parameters(pair)
 
 def test_forward_gradient_equals_backprop_projections(pair):
     original, rewritten, x, y = _models(pair)
-    checks = check_forward_gradient(original, rewritten, F.cross_entropy, x, y,
-                                    num_tangents=5, generator=torch.Generator().manual_seed(2))
+    checks = check_forward_gradient(
+        original,
+        rewritten,
+        F.cross_entropy,
+        x,
+        y,
+        num_tangents=5,
+        generator=torch.Generator().manual_seed(2),
+    )
     assert len(checks) == 4
     assert all(c.ok for c in checks), "\n".join(map(str, checks))
 
 
 def test_verify_gradients_in_float32_with_default_tolerances(pair):
     original, rewritten, x, y = _models(pair, torch.float32)
-    checks = verify_gradients(original, rewritten, F.cross_entropy, x, y, batch_dim=1,
-                              generator=torch.Generator().manual_seed(3))
+    checks = verify_gradients(
+        original,
+        rewritten,
+        F.cross_entropy,
+        x,
+        y,
+        batch_dim=1,
+        generator=torch.Generator().manual_seed(3),
+    )
     assert all(c.ok for c in checks), "\n".join(map(str, checks))
 
 
@@ -127,12 +141,10 @@ def test_the_checks_catch_a_wrong_surrogate(pair, monkeypatch):
 def test_directional_derivatives_keep_the_surrogate_under_no_grad(pair):
     # Inside jvp inputs report requires_grad=False; the injected term must still flow.
     _, rewritten, x, y = _models(pair)
-    tangents = sample_tangents(trainable_parameters(rewritten), 3,
-                               torch.Generator().manual_seed(4))
+    tangents = sample_tangents(trainable_parameters(rewritten), 3, torch.Generator().manual_seed(4))
     loss, expected = directional_derivatives(rewritten, F.cross_entropy, x, y, tangents)
     with torch.no_grad():
-        loss_no_grad, actual = directional_derivatives(rewritten, F.cross_entropy, x, y,
-                                                       tangents)
+        loss_no_grad, actual = directional_derivatives(rewritten, F.cross_entropy, x, y, tangents)
     torch.testing.assert_close(actual, expected, rtol=0, atol=0)
     torch.testing.assert_close(loss, F.cross_entropy(rewritten(x), y), rtol=0, atol=0)
     assert loss_no_grad.item() == loss.item()
@@ -140,12 +152,25 @@ def test_directional_derivatives_keep_the_surrogate_under_no_grad(pair):
 
 def test_forward_gradient_is_reproducible_and_composed_of_the_parts(pair):
     _, rewritten, x, y = _models(pair)
-    first = forward_gradient(rewritten, F.cross_entropy, x, y, num_tangents=3,
-                             aggregation="orthogonal", generator=torch.Generator().manual_seed(5))
-    again = forward_gradient(rewritten, F.cross_entropy, x, y, num_tangents=3,
-                             aggregation="orthogonal", generator=torch.Generator().manual_seed(5))
-    tangents = sample_tangents(trainable_parameters(rewritten), 3,
-                               torch.Generator().manual_seed(5))
+    first = forward_gradient(
+        rewritten,
+        F.cross_entropy,
+        x,
+        y,
+        num_tangents=3,
+        aggregation="orthogonal",
+        generator=torch.Generator().manual_seed(5),
+    )
+    again = forward_gradient(
+        rewritten,
+        F.cross_entropy,
+        x,
+        y,
+        num_tangents=3,
+        aggregation="orthogonal",
+        generator=torch.Generator().manual_seed(5),
+    )
+    tangents = sample_tangents(trainable_parameters(rewritten), 3, torch.Generator().manual_seed(5))
     _, d = directional_derivatives(rewritten, F.cross_entropy, x, y, tangents, chunk_size=2)
     parts = aggregate(tangents, d, "orthogonal")
     for name in first:
@@ -156,11 +181,11 @@ def test_forward_gradient_is_reproducible_and_composed_of_the_parts(pair):
 def _synthetic(k: int, shapes=((3, 2), (4,)), seed=0):
     generator = torch.Generator().manual_seed(seed)
     params = {f"p{i}": torch.zeros(s, dtype=torch.float64) for i, s in enumerate(shapes)}
-    gradient = {n: torch.randn(p.shape, generator=generator, dtype=p.dtype)
-                for n, p in params.items()}
+    gradient = {
+        n: torch.randn(p.shape, generator=generator, dtype=p.dtype) for n, p in params.items()
+    }
     tangents = sample_tangents(params, k, generator)
-    d = sum(torch.tensordot(tangents[n], gradient[n], dims=gradient[n].dim())
-            for n in params)
+    d = sum(torch.tensordot(tangents[n], gradient[n], dims=gradient[n].dim()) for n in params)
     return gradient, tangents, d
 
 
@@ -188,8 +213,9 @@ def test_orthogonal_is_a_projection():
     flat_p = torch.cat([p.reshape(-1) for p in projected.values()])
     v = torch.cat([t.reshape(3, -1) for t in tangents.values()], dim=1)
     # The residual is orthogonal to every tangent, and the projection lies in their span.
-    torch.testing.assert_close(v @ (flat_g - flat_p), torch.zeros(3, dtype=torch.float64),
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        v @ (flat_g - flat_p), torch.zeros(3, dtype=torch.float64), rtol=0, atol=1e-12
+    )
     coefficients = torch.linalg.lstsq(v.T, flat_p.unsqueeze(1)).solution
     torch.testing.assert_close((v.T @ coefficients).squeeze(1), flat_p, rtol=0, atol=1e-12)
     assert float(flat_p.norm()) < float(flat_g.norm())
@@ -198,17 +224,24 @@ def test_orthogonal_is_a_projection():
 def test_orthogonal_keeps_the_tangents_dtype():
     _, tangents, d = _synthetic(2)
     tangents = {n: t.float() for n, t in tangents.items()}
-    assert all(t.dtype == torch.float32 for t in aggregate(tangents, d.float(),
-                                                            "orthogonal").values())
+    assert all(
+        t.dtype == torch.float32 for t in aggregate(tangents, d.float(), "orthogonal").values()
+    )
 
 
 def test_bad_arguments():
     _, tangents, d = _synthetic(2)
-    with pytest.raises(ValueError, match="aggregation must be one of sum, mean, orthogonal, "
-                                         "not 'median'"):
+    with pytest.raises(
+        ValueError, match="aggregation must be one of sum, mean, orthogonal, not 'median'"
+    ):
         aggregate(tangents, d, "median")
     with pytest.raises(ValueError, match="num_tangents must be at least 1, not 0"):
         sample_tangents({"w": torch.zeros(2)}, 0)
     with pytest.raises(ValueError, match="tangents are for"):
-        directional_derivatives(torch.nn.Linear(2, 1), F.mse_loss, torch.zeros(1, 2),
-                                torch.zeros(1, 1), {"weight": torch.zeros(1, 1, 2)})
+        directional_derivatives(
+            torch.nn.Linear(2, 1),
+            F.mse_loss,
+            torch.zeros(1, 2),
+            torch.zeros(1, 1),
+            {"weight": torch.zeros(1, 1, 2)},
+        )

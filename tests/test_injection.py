@@ -7,7 +7,6 @@ has no custom Function left in its autograd graph, and that the library is left 
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import types
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_module
 from torch import nn
 
 import fgirewrite
@@ -24,18 +24,8 @@ from fgirewrite.injection import InjectResult, autograd_functions, inject
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str, path: Path) -> types.ModuleType:
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-lib = _load("surrogate_lib", Path(__file__).parent / "fixtures" / "surrogate_lib.py")
-alif = _load("alif_example", ROOT / "examples" / "alif.py")
+lib = load_module("surrogate_lib", Path(__file__).parent / "fixtures" / "surrogate_lib.py")
+alif = load_module("alif_example", ROOT / "examples" / "alif.py")
 
 
 class Recurrent(nn.Module):
@@ -86,7 +76,8 @@ def test_alif_example_module_level_alias():
     result = assert_injected(model, x)
     assert [str(r) for r in result.replaced] == [
         "layer (ALIFLayer) -> ALIFLayer.forward -> spike: SpikeFunction -> FGI (d/dx = "
-        "torch.exp(-0.5 * (x / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi)); verified)"]
+        "torch.exp(-0.5 * (x / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi)); verified)"
+    ]
     assert result.ok and result.skipped == []
     layer = result.model.layer
     assert isinstance(layer, alif.ALIFLayer) and type(layer) is not alif.ALIFLayer
@@ -95,8 +86,7 @@ def test_alif_example_module_level_alias():
 
 def test_closure_from_a_factory():
     result = assert_injected(Recurrent(lib.Neuron()), X)
-    assert [r.where for r in result.replaced] == [
-        "neuron.spike_fn (atan.<locals>.inner) -> Atan"]
+    assert [r.where for r in result.replaced] == ["neuron.spike_fn (atan.<locals>.inner) -> Atan"]
     assert result.summary() == "fgirewrite: injected 1 surrogate at 1 site; 0 left unrewritten"
 
 
@@ -108,7 +98,8 @@ def test_module_level_alias_as_attribute():
 def test_surrogate_module_with_static_method():
     result = assert_injected(Recurrent(lib.Neuron(lib.SurrogateModule())), X)
     assert [r.where for r in result.replaced] == [
-        "neuron.spike_fn (SurrogateModule) -> SurrogateModule.spiking_function -> Atan"]
+        "neuron.spike_fn (SurrogateModule) -> SurrogateModule.spiking_function -> Atan"
+    ]
     assert isinstance(result.model.neuron.spike_fn, lib.SurrogateModule)
 
 
@@ -125,7 +116,8 @@ def test_nested_function_class_bound_apply():
     # The class attribute is replaced too: `self.Step.apply(...)` must not reach the original.
     assert [r.where for r in result.replaced] == [
         "NestedNeuron.spike_grad (NestedNeuron.Step.apply)",
-        "NestedNeuron (NestedNeuron) -> NestedNeuron.Step"]
+        "NestedNeuron (NestedNeuron) -> NestedNeuron.Step",
+    ]
 
 
 @pytest.mark.parametrize("method", ["gauss", "atan"])
@@ -133,7 +125,9 @@ def test_module_level_functions_and_dispatch_table(method):
     result = assert_injected(lib.GlobalPathNeuron(method), X)
     assert sorted(r.where for r in result.replaced) == [
         "GlobalPathNeuron (GlobalPathNeuron) -> GlobalPathNeuron.forward -> spike -> SURROGATES"
-        f" -> [{name!r}]" for name in ("atan", "gauss")]
+        f" -> [{name!r}]"
+        for name in ("atan", "gauss")
+    ]
 
 
 def test_functools_partial():
@@ -149,7 +143,8 @@ def test_attribute_of_a_module_object():
     result = assert_injected(_ThroughModuleObject(), X)
     assert [r.where for r in result.replaced] == [
         "_ThroughModuleObject (_ThroughModuleObject) -> _ThroughModuleObject.forward -> lib -> "
-        "gauss"]
+        "gauss"
+    ]
 
 
 def test_modules_that_reference_each_other():
@@ -196,7 +191,8 @@ def test_unrewritable_surrogate_is_reported_with_its_reason_code():
     assert skipped.skip.code == "backward-random"
     assert str(skipped).startswith(
         "NoisyNeuron (NoisyNeuron) -> NoisyNeuron.forward -> NoisyBackward: backward-random: "
-        "NoisyBackward: draws random numbers with `torch.rand_like`")
+        "NoisyBackward: draws random numbers with `torch.rand_like`"
+    )
     assert _run(result.model, X)[2] == [lib.NoisyBackward]  # kept, with its gradient
 
 
@@ -210,7 +206,10 @@ def test_hidden_call_is_found_by_running_example_inputs():
     result = inject(lib.HiddenNeuron(), report=True, example_inputs=(X,))
     [skipped] = result.skipped
     assert (skipped.where, skipped.skip.code, skipped.skip.name) == (
-        "HiddenNeuron(*example_inputs)", "hidden-call", "Gauss")
+        "HiddenNeuron(*example_inputs)",
+        "hidden-call",
+        "Gauss",
+    )
 
 
 def test_verification_failure_is_a_skip(monkeypatch):
@@ -250,8 +249,9 @@ def test_vmap_of_grad_works_only_after_injection():
         torch.func.vmap(torch.func.grad(lambda x: model(x).sum()))(xs)
     injected = inject(model)
     grads = torch.func.vmap(torch.func.grad(lambda x: injected(x).sum()))(xs)
-    expected = torch.stack([torch.autograd.grad(model(x).sum(), x)[0]
-                            for x in xs.clone().requires_grad_()])
+    expected = torch.stack(
+        [torch.autograd.grad(model(x).sum(), x)[0] for x in xs.clone().requires_grad_()]
+    )
     torch.testing.assert_close(grads, expected)
 
 
@@ -270,8 +270,9 @@ def test_compile_fullgraph_without_graph_breaks():
 
 def test_import_is_cheap_and_inject_is_exported_lazily():
     code = "import sys, fgirewrite; assert 'torch' not in sys.modules; print('ok')"
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert done.stdout == "ok\n"
     assert fgirewrite.inject is inject
     with pytest.raises(AttributeError, match="has no attribute 'nothing'"):

@@ -7,28 +7,15 @@ gradients with ``torch.func.vmap(torch.func.grad(...))`` fail on the original an
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_module
 
 from fgirewrite.injection import autograd_functions, inject
 
-
-def _load(name: str, path: Path) -> types.ModuleType:
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-models = _load("library_models", Path(__file__).parent / "fixtures" / "library_models.py")
+models = load_module("library_models", Path(__file__).parent / "fixtures" / "library_models.py")
 
 X = torch.randn(6, 3, models.N_IN, generator=torch.Generator().manual_seed(0))
 
@@ -69,8 +56,9 @@ def test_vmap_of_grad_fails_on_the_original_and_works_after(build):
         torch.func.vmap(torch.func.grad(lambda x: original(x).sum()))(xs)
     original = build()  # the failed vmap may have left functorch wrappers in its state
     grads = torch.func.vmap(torch.func.grad(lambda x: injected(x).sum()))(xs)
-    expected = torch.stack([torch.autograd.grad(original(x).sum(), x)[0]
-                            for x in xs.clone().requires_grad_()])
+    expected = torch.stack(
+        [torch.autograd.grad(original(x).sum(), x)[0] for x in xs.clone().requires_grad_()]
+    )
     torch.testing.assert_close(grads, expected)
     assert float(expected.abs().sum()) > 0
 
@@ -82,19 +70,27 @@ def test_snntorch_stochastic_surrogate_is_reported_not_rewritten():
     result = inject(models.snntorch_leaky(surrogate.SSO()), report=True)
     assert result.replaced == []
     [skipped] = result.skipped
-    assert skipped.where == ("neuron.spike_grad (SSO.<locals>.inner) -> "
-                             "StochasticSpikeOperator")
+    assert skipped.where == ("neuron.spike_grad (SSO.<locals>.inner) -> StochasticSpikeOperator")
     assert (skipped.skip.code, skipped.skip.message) == (
-        "backward-random", "draws random numbers with `torch.rand_like`")
+        "backward-random",
+        "draws random numbers with `torch.rand_like`",
+    )
 
 
 def test_norse_reports_every_threshold_method_it_replaced():
     pytest.importorskip("norse")
     result = inject(models.norse_lif_cell(), report=True)
     assert sorted({r.surrogate.name for r in result.replaced}) == [
-        "HeaviCirc", "HeaviErfc", "HeaviTanh", "SuperSpike", "Triangle"]
-    assert "neuron.activation (lif_feed_forward_step) -> threshold -> superspike_fn -> " \
-           "SuperSpike" in [r.where for r in result.replaced]
+        "HeaviCirc",
+        "HeaviErfc",
+        "HeaviTanh",
+        "SuperSpike",
+        "Triangle",
+    ]
+    assert (
+        "neuron.activation (lif_feed_forward_step) -> threshold -> superspike_fn -> "
+        "SuperSpike" in [r.where for r in result.replaced]
+    )
 
 
 def test_spikingjelly_surrogate_copy_is_not_taken_for_the_builtin():
