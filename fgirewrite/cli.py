@@ -183,6 +183,12 @@ def rewrite_command(
                     sys.stdout.write(outcome.diff())
     for path, message in errors:
         _err(f"{path}: error: {message}")
+    if any(row[2] in ("rewritten", "would-rewrite") for row in rows):
+        for where in runner.second_order_uses(found):
+            _err(
+                f"{where}: warning: differentiates through gradients; FGI gradients are "
+                "first-order, so second derivatives through a rewritten surrogate change"
+            )
     _err(_summary(rows, outcomes, errors, mode))
 
     left = any(status in ("skipped", "failed") for _, _, status, _ in rows)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -132,6 +133,24 @@ def _collect(
         if progress:
             progress(count, len(slots))
     return results
+
+
+_SECOND_ORDER = re.compile(rb"create_graph\s*=\s*True|\bhessian\s*\(")
+
+
+def second_order_uses(paths: Iterable[Path]) -> list[str]:
+    """``path:line`` of each place that differentiates through gradients (``create_graph=True``,
+    a Hessian): there an FGI rewrite changes the result, since its gradients are first-order."""
+    found = []
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        for match in _SECOND_ORDER.finditer(data):
+            line = data.count(b"\n", 0, match.start()) + 1
+            found.append(f"{path}:{line}")
+    return found
 
 
 def verify_and_refuse(outcome: Outcome) -> None:

@@ -135,3 +135,13 @@ def test_module_and_console_script(good):
 def test_pre_commit_hook_runs_check_mode():
     hooks = (ROOT / ".pre-commit-hooks.yaml").read_text()
     assert "entry: fgirewrite --check" in hooks and "types: [python]" in hooks
+
+
+def test_double_backward_elsewhere_in_the_run_is_warned(tmp_path, good):
+    (tmp_path / "train.py").write_text(
+        "import torch\n\ndef step(loss, params):\n"
+        "    return torch.autograd.grad(loss, params, create_graph=True)\n"
+    )
+    result = run("--check", str(tmp_path))
+    assert (f"{tmp_path / 'train.py'}:4: warning: differentiates through gradients; FGI "
+            "gradients are first-order") in result.stderr
