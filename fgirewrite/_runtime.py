@@ -29,7 +29,9 @@ def _fgi_inject(out: torch.Tensor, terms: list[torch.Tensor]) -> torch.Tensor:
         # term.detach() - term is +0.0 where the term is finite, and subtracting +0.0 keeps
         # every value exactly (-0.0 included); where it is not (NaN) it carries no gradient.
         zero = term.detach() - term
-        zero = torch.where(zero == zero, zero, 0.0).to(out.dtype)
+        # The mask comes from the detached zero: a plain boolean, which keeps the compiled
+        # graph as small as the original's.
+        zero = torch.where(zero.detach() == 0, zero, 0.0).to(out.dtype)
         out = out - zero.broadcast_to(out.shape)  # never silently widen the output
     return out
 
