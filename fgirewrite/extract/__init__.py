@@ -346,15 +346,26 @@ class _One(cst.CSTTransformer):
     def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.BaseExpression:
         return cst.Integer("1") if updated.value == GRAD else updated
 
+    def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute) -> cst.Attribute:
+        if _is_one(updated.value) and not updated.value.lpar:  # ``1.mul`` does not parse
+            one = updated.value.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+            return updated.with_changes(value=one)
+        return updated
+
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
         func = updated.func
-        if (
-            isinstance(func, cst.Attribute)
-            and _is_one(func.value)
-            and func.attr.value
-            in ("clone", "contiguous", "float", "double", "half", "to", "type_as")
-        ):
+        if not (isinstance(func, cst.Attribute) and _is_one(func.value)):
+            return updated
+        if func.attr.value in ("clone", "contiguous", "float", "double", "half", "to", "type_as"):
             return cst.Integer("1")
+        if func.attr.value in ("mul", "multiply") and len(updated.args) == 1:
+            factor = updated.args[0].value  # ``grad_output.mul(g)``: g
+            if (
+                isinstance(factor, (cst.Name, cst.Attribute, cst.Call, cst.Subscript))
+                or factor.lpar
+            ):
+                return factor
+            return factor.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
         return updated
 
     def leave_BinaryOperation(
