@@ -37,3 +37,58 @@ def test_grad_output_mul_method_is_understood_and_readable():
     assert isinstance(found, Surrogate)
     assert found.gradients[0].derivative == "(torch.sigmoid(x) + 1).div(2)"
     assert result.changed
+
+
+BACKWARD = """
+import torch
+
+class F(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x > 0).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+{body}
+"""
+
+
+def _backward(body: str):
+    return _only(BACKWARD.format(body=textwrap.indent(textwrap.dedent(body), " " * 8)))
+
+
+def test_chained_inplace_ops_on_a_name_apply_each_op_once():
+    """``sg.mul_(-0.5).exp_()`` mutates ``sg`` twice. The receiver of ``exp_`` was evaluated
+    again for the out-of-place call (repeating ``mul_``) and the result was not bound to
+    ``sg``: the rewrite computed ``x**2 * 0.25`` instead of ``exp(-x**2 / 2)``."""
+    _, found = _backward(
+        """
+        sg = x.pow(2)
+        sg.mul_(-0.5).exp_()
+        return grad_output * sg
+        """
+    )
+    assert isinstance(found, Surrogate)
+    assert found.gradients[0].derivative == "x.pow(2).mul(-0.5).exp()"
+
+
+def test_fresh_inplace_chains_are_still_understood():
+    _, found = _backward("return grad_output * (2 * x).cosh_().square_().reciprocal_()")
+    assert found.gradients[0].derivative == "(2 * x).cosh().square().reciprocal()"
+
+
+def test_inplace_op_through_a_view_of_a_saved_tensor_is_refused():
+    """``x.detach()`` shares memory with the saved ``x``: ``x.detach().mul_(2)`` doubles the
+    caller's tensor, and the ``x`` read after it. It was taken for a fresh tensor."""
+    _, found = _backward(
+        """
+        sg = x.detach().mul_(2).sigmoid()
+        return grad_output * sg * x
+        """
+    )
+    assert (found.code, found.message) == (
+        "in-place-alias",
+        "an in-place op on `x.detach()`, which may share memory with the caller's tensors",
+    )

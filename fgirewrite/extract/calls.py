@@ -114,12 +114,14 @@ class CallRules:
             node,
         )
 
-    def method_call(self, node: cst.Call, method: str) -> Sym:
+    def method_call(self, node: cst.Call, method: str, receiver: Sym | None = None) -> Sym:
+        """``receiver.method(...)``; ``receiver`` is the receiver's value when known already."""
         func = node.func
         assert isinstance(func, cst.Attribute)
         if rules.is_random_call(None, method):
             raise Unsupported("backward-random", f"draws random numbers with `.{method}()`", node)
-        receiver = self.expr(func.value)
+        if receiver is None:
+            receiver = self.expr(func.value)
         if rules.is_inplace(method):
             return self.inplace(node, receiver, method)
         values = self.args(node)
@@ -189,12 +191,13 @@ class CallRules:
     def inplace(self, node: cst.Call, receiver: Sym, method: str) -> Sym:
         func = node.func
         assert isinstance(func, cst.Attribute)
-        label = dotted(func.value) or "an expression"
+        label = dotted(func.value) or cst.Module([]).code_for_node(func.value)
         target = func.value
-        # The result of a fresh computation can be mutated freely: nothing else holds it.
-        fresh = not isinstance(target, (cst.Name, cst.Attribute, cst.Subscript))
-        if not fresh:
-            self.check_inplace(receiver, label, node)
+        # The mutated object is the receiver's value, however it is spelled: in
+        # ``a.mul_(k).exp_()`` the receiver of ``exp_`` is ``a`` itself. A fresh computation
+        # (``(2 * x).cosh_()``) is held by nothing else; a value that may share memory with
+        # the caller's tensors (a view, a cast that may return its input) is refused.
+        self.check_inplace(receiver, label, node)
         outplace = method[:-1]
         if method == "zero_":
             self.state.free.add("torch")
@@ -207,15 +210,18 @@ class CallRules:
             )
         else:
             new = self.method_call(
-                node.with_changes(func=func.with_changes(attr=cst.Name(outplace))), outplace
+                node.with_changes(func=func.with_changes(attr=cst.Name(outplace))),
+                outplace,
+                receiver,  # evaluated once: evaluating it again would repeat its in-place ops
             )
         if isinstance(new, (Const, Lin)):
             new.aliased = False
             new.external = False
-        if isinstance(target, cst.Name):
-            self.rebind(receiver, new, target.value)
-            return self.env[target.value]
-        if not fresh:
+        holders = [name for name, value in self.env.items() if value is receiver]
+        if holders:
+            self.rebind(receiver, new, holders[0])
+            return self.env[holders[0]]
+        if isinstance(target, (cst.Name, cst.Attribute, cst.Subscript)):
             raise Unsupported("in-place-alias", f"an in-place op on `{label}`", node)
         return new
 
