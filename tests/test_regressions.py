@@ -92,3 +92,17 @@ def test_inplace_op_through_a_view_of_a_saved_tensor_is_refused():
         "in-place-alias",
         "an in-place op on `x.detach()`, which may share memory with the caller's tensors",
     )
+
+
+def test_inplace_function_or_module_level_tensor_is_refused():
+    """``torch.exp_(x)`` and ``SCALE.mul_(2)`` were read as pure calls whose result is unused:
+    the mutation of the saved input or of module state was dropped from the rewrite."""
+    for body, name in (
+        ("torch.exp_(x)\nreturn grad_output * x", "torch.exp_"),
+        ("SCALE.mul_(2)\nreturn grad_output * SCALE", "SCALE.mul_"),
+    ):
+        _, found = _backward(body)
+        assert (found.code, found.message) == (
+            "in-place-alias",
+            f"`{name}` works in place on a module-level or caller's tensor",
+        )

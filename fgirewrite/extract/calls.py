@@ -68,6 +68,13 @@ class CallRules:
     def function_call(self, node: cst.Call, qualified: str) -> Sym:
         if rules.is_random_call(qualified, None):
             raise Unsupported("backward-random", f"draws random numbers with `{qualified}`", node)
+        if rules.is_inplace(qualified.rsplit(".", 1)[-1]):
+            # ``torch.exp_(x)``, ``SCALE.mul_(2)``: mutates a tensor fgirewrite does not track.
+            raise Unsupported(
+                "in-place-alias",
+                f"`{qualified}` works in place on a module-level or caller's tensor",
+                node,
+            )
         self.e_Name(cst.Name(qualified.split(".")[0]))  # record the free name; check shadowing
         values = self.args(node)
         lins = [v for _, v in values if isinstance(v, Lin)]
