@@ -1,0 +1,76 @@
+"""Verification under fault injection: a broken original or rewrite fails with a precise
+message and nothing is written; a correct rewrite is not rejected for the original's own
+rounding."""
+
+from __future__ import annotations
+
+import torch
+
+from fgirewrite.live import fgi_function
+from fgirewrite.verify import verify_pair
+
+
+class ScaledInFloat32(torch.autograd.Function):
+    """``grad_output * 3`` rounds in float32 (the output's dtype) before it meets the float64
+    factor: for a float64 input the original's gradient has float32 precision only."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x > 0).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output * 3 * (1 - torch.tanh(x) ** 2)
+
+
+class ThresholdInFloat32(torch.autograd.Function):
+    """A learnable threshold whose gradient is summed in float32."""
+
+    @staticmethod
+    def forward(ctx, x, thr):
+        ctx.save_for_backward(x, thr)
+        return (x > thr).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, thr = ctx.saved_tensors
+        grad = grad_output * ((x - thr).abs() < 0.5).float()
+        return grad, (-grad).sum(0)
+
+
+def test_original_rounding_in_its_output_dtype_is_not_a_mismatch():
+    """Was rejected: float64 d/dx differed by 6e-8 relative (float32 rounding of the
+    original), against a float64 tolerance of 1e-12."""
+    fn, surrogate = fgi_function(ScaledInFloat32)
+    report = verify_pair(ScaledInFloat32.apply, fn, surrogate)
+    assert report.ok, report.failures()
+    [float64] = [c for c in report.checks if c.dtype == "float64"]
+    assert (
+        "grid d/dx: the original's gradient has float32 precision; compared at float32 tolerance"
+    ) in float64.notes
+
+
+def test_reduced_gradient_summed_in_float32_is_not_a_mismatch():
+    """Was rejected: float64 d/dthr, summed by the original in float32, against the float64
+    summation bound."""
+    fn, surrogate = fgi_function(ThresholdInFloat32)
+    report = verify_pair(ThresholdInFloat32.apply, fn, surrogate)
+    assert report.ok, report.failures()
+    [float64] = [c for c in report.checks if c.dtype == "float64"]
+    assert any(
+        n.startswith("grid d/dthr: the original's gradient has float32") for n in float64.notes
+    )
+
+
+def test_a_real_error_is_still_caught_at_the_coarser_tolerance():
+    fn, surrogate = fgi_function(ScaledInFloat32)
+
+    def off_by_one_percent(x):
+        return fn(x * 1.0) * 1.0 + (fn(x) - fn(x).detach()) * 0.01
+
+    report = verify_pair(ScaledInFloat32.apply, off_by_one_percent, surrogate)
+    assert not report.ok
+    assert report.failures()[0].startswith("float32/cpu: grid d/dx: mismatched elements: ")
+    assert any(f.startswith("float64/cpu: grid d/dx: mismatched") for f in report.failures())
