@@ -74,3 +74,45 @@ def test_a_real_error_is_still_caught_at_the_coarser_tolerance():
     assert not report.ok
     assert report.failures()[0].startswith("float32/cpu: grid d/dx: mismatched elements: ")
     assert any(f.startswith("float64/cpu: grid d/dx: mismatched") for f in report.failures())
+
+
+class Spike(torch.autograd.Function):
+    """A correct surrogate: the rewrite under test is always made from this one."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x > 0).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output * torch.sigmoid(x) * (1 - torch.sigmoid(x))
+
+
+class HeavisideThreshold(torch.autograd.Function):
+    """torch.heaviside has no forward-mode AD formula: torch.func.jvp of the rewrite raises
+    (the verbatim forward sees the tangent) inside the summation bound of d/dthr."""
+
+    @staticmethod
+    def forward(ctx, x, thr):
+        ctx.save_for_backward(x, thr)
+        return torch.heaviside(x - thr, torch.zeros_like(x))
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, thr = ctx.saved_tensors
+        grad = grad_output * torch.sigmoid(x - thr)
+        return grad, (-grad).sum(0)
+
+
+def test_a_check_that_raises_is_a_failure_not_a_crash():
+    """Was an uncaught NotImplementedError: `fgirewrite --write` and `verify` printed a
+    traceback."""
+    fn, surrogate = fgi_function(HeavisideThreshold)
+    report = verify_pair(HeavisideThreshold.apply, fn, surrogate)
+    assert not report.ok
+    assert report.failures()[0] == (
+        "float32/cpu: verification raised NotImplementedError: Trying to use forward AD with "
+        "aten::heaviside that does not support it."
+    )

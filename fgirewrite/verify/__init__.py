@@ -323,6 +323,17 @@ def _name(dtype: torch.dtype | None) -> str:
     return str(dtype).replace("torch.", "")
 
 
+def _guarded(
+    original: Callable, rewritten: Callable, spec: _Spec, dtype: torch.dtype, device: str
+) -> Check:
+    """``check_pair``; a check that raises is a failure that says what was raised."""
+    try:
+        return check_pair(original, rewritten, spec, dtype, device)
+    except Exception as exc:  # noqa: BLE001 - never let one probe crash the whole run
+        first = (str(exc).splitlines() or [""])[0][:200]
+        return Check(_name(dtype), device, (f"verification raised {type(exc).__name__}: {first}",))
+
+
 def _float32_exact(values: torch.Tensor) -> bool:
     return bool(values.numel()) and torch.equal(values.float().double(), values)
 
@@ -414,7 +425,7 @@ def verify_pair(
     if spec.domain != probes.DOMAINS[0]:
         arguments[spec.names[0]] = f"tensor in [{spec.domain[0]:g}, {spec.domain[1]:g}]"
     checks = tuple(
-        check_pair(original, rewritten, spec, dtype, device)
+        _guarded(original, rewritten, spec, dtype, device)
         for device in devices()
         for dtype in dtypes
     )
