@@ -106,3 +106,10 @@ def test_inplace_function_or_module_level_tensor_is_refused():
             "in-place-alias",
             f"`{name}` works in place on a module-level or caller's tensor",
         )
+
+
+def test_readable_derivative_keeps_the_grouping_of_a_simplified_product():
+    """``(grad_output * 2).double()`` read as ``2.double()`` (``1 * 2`` lost its
+    parentheses), which does not parse: the whole file failed with an internal error."""
+    _, found = _backward("return (grad_output * 2).double() * torch.sigmoid(x)")
+    assert found.gradients[0].derivative == "(2).double() * torch.sigmoid(x)"

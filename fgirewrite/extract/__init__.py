@@ -347,9 +347,10 @@ class _One(cst.CSTTransformer):
         return cst.Integer("1") if updated.value == GRAD else updated
 
     def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute) -> cst.Attribute:
-        if _is_one(updated.value) and not updated.value.lpar:  # ``1.mul`` does not parse
-            one = updated.value.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
-            return updated.with_changes(value=one)
+        value = updated.value
+        if isinstance(value, cst.Integer) and not value.lpar:  # ``1.mul`` does not parse
+            value = value.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+            return updated.with_changes(value=value)
         return updated
 
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
@@ -372,10 +373,11 @@ class _One(cst.CSTTransformer):
         self, original: cst.BinaryOperation, updated: cst.BinaryOperation
     ) -> cst.BaseExpression:
         if isinstance(updated.operator, cst.Multiply):
-            if _is_one(updated.left):
-                return updated.right
-            if _is_one(updated.right):
-                return updated.left
+            for one, other in ((updated.left, updated.right), (updated.right, updated.left)):
+                if _is_one(one):
+                    if updated.lpar and not other.lpar:  # ``(1 * 2).to(...)``: keep grouping
+                        return other.with_changes(lpar=updated.lpar, rpar=updated.rpar)
+                    return other
         return updated
 
 
