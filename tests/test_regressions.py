@@ -113,3 +113,17 @@ def test_readable_derivative_keeps_the_grouping_of_a_simplified_product():
     parentheses), which does not parse: the whole file failed with an internal error."""
     _, found = _backward("return (grad_output * 2).double() * torch.sigmoid(x)")
     assert found.gradients[0].derivative == "(2).double() * torch.sigmoid(x)"
+
+
+def test_cast_of_the_gradient_to_an_integer_dtype_is_refused():
+    """``.to(torch.int32)`` truncates: it was taken for a cast like ``.to(torch.float64)``
+    and the rewrite (whose injected term then carries no gradient) was proposed."""
+    for cast in ("to(torch.int32)", "type(torch.LongTensor)", "to(dtype=torch.bool)"):
+        _, found = _backward(f"return (grad_output * 2).{cast} * torch.sigmoid(x)")
+        dtype = cast.split("(", 1)[1].rstrip(")")
+        assert (found.code, found.message) == (
+            "backward-not-linear",
+            f"a cast of the gradient to `{dtype.removeprefix('dtype=')}`",
+        )
+    _, found = _backward("return (grad_output * 2).to(torch.float64) * torch.sigmoid(x)")
+    assert isinstance(found, Surrogate)

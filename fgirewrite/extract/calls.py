@@ -175,6 +175,10 @@ class CallRules:
             return lin
         if method in rules.GRAD_IDENTITY and not values:
             return self.lin_op(lin, rebuilt, keep_plain=True)
+        if method in rules.GRAD_CAST:
+            for arg in node.args:
+                if self.qualified(arg.value) in rules.NON_FLOAT_DTYPES:
+                    raise self.not_linear(node, f"a cast of the gradient to `{_code(arg.value)}`")
         if (method in rules.GRAD_CAST | rules.GRAD_SCALE | rules.GRAD_NEGATE) and consts:
             return self.lin_op(lin, rebuilt, aliasing=method in rules.MAY_ALIAS_METHODS)
         if method in rules.GRAD_REDUCE and consts:
@@ -338,6 +342,10 @@ class CallRules:
 
     def not_linear(self, node: cst.CSTNode, what: str) -> Unsupported:
         return Unsupported("backward-not-linear", f"{what}", node)
+
+
+def _code(node: cst.CSTNode) -> str:
+    return cst.Module([]).code_for_node(node)
 
 
 def bind_parameters(
