@@ -116,3 +116,106 @@ def test_a_check_that_raises_is_a_failure_not_a_crash():
         "float32/cpu: verification raised NotImplementedError: Trying to use forward AD with "
         "aten::heaviside that does not support it."
     )
+
+
+class RaisingBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return (x > 0).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        raise RuntimeError("boom in backward")
+
+
+class WrongCount(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x > 0).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        grad = grad_output * torch.sigmoid(x) * (1 - torch.sigmoid(x))
+        return grad, grad  # autograd allows extra Nones, not extra gradients
+
+
+class NaNGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return (x > 0).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return grad_output * float("nan")
+
+
+class IntegerGradient(torch.autograd.Function):
+    """Returns an int32 gradient: autograd casts it to the input's dtype, truncated."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x > 0).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return (4 * grad_output * torch.sigmoid(x) * (1 - torch.sigmoid(x))).to(torch.int32)
+
+
+def _against_spike(original) -> list[str]:
+    fn, surrogate = fgi_function(Spike)
+    return verify_pair(original, fn, surrogate).failures()
+
+
+def test_original_backward_raises():
+    assert _against_spike(RaisingBackward.apply) == [
+        "nothing was compared: grid: the original fails (RuntimeError: boom in backward); "
+        "not compared"
+    ]
+
+
+def test_original_returns_the_wrong_number_of_gradients():
+    assert _against_spike(WrongCount.apply) == [
+        "nothing was compared: grid: the original fails (RuntimeError: function "
+        "WrongCountBackward returned an incorrect number of gradients (expected 1, got 2)); "
+        "not compared"
+    ]
+
+
+def test_original_gradient_nan_everywhere_proves_nothing():
+    """Was approved: NaN gradients are left out of the comparison, so nothing was compared."""
+    failures = _against_spike(NaNGradient.apply)
+    assert failures == [
+        f"{dtype}/cpu: grid d/dx: the original's gradient is not finite at any probe input; "
+        "nothing was compared"
+        for dtype in ("float32", "float64", "bfloat16", "float16")
+    ]
+
+
+def test_original_gradient_of_a_wrong_dtype():
+    failures = _against_spike(IntegerGradient.apply)
+    assert failures and all("d/dx: mismatched elements:" in f for f in failures)
+    assert failures[0].startswith("float32/cpu: grid d/dx: mismatched elements: ")
+
+
+def test_rewrite_that_raises_or_returns_nan():
+    _, surrogate = fgi_function(Spike)
+
+    def raises(x):
+        raise ValueError("rewrite broke")
+
+    def nan_gradient(x):
+        out = (x > 0).float()
+        return out + (x - x.detach()) * float("nan")
+
+    report = verify_pair(Spike.apply, raises, surrogate)
+    assert report.failures()[0] == "float32/cpu: grid: the rewrite raises ValueError: rewrite broke"
+    report = verify_pair(Spike.apply, nan_gradient, surrogate)
+    assert report.failures()[0].startswith("float32/cpu: grid forward: mismatched elements: ")
+    assert any(
+        f.startswith("float32/cpu: grid d/dx: mismatched elements: 9906 / 9906")
+        for f in report.failures()
+    )
