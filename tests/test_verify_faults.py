@@ -4,8 +4,11 @@ rounding."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+from typer.testing import CliRunner
 
+from fgirewrite.cli import app
 from fgirewrite.live import fgi_function
 from fgirewrite.verify import verify_pair
 
@@ -219,3 +222,76 @@ def test_rewrite_that_raises_or_returns_nan():
         f.startswith("float32/cpu: grid d/dx: mismatched elements: 9906 / 9906")
         for f in report.failures()
     )
+
+
+HEADER = "import torch\n\n\n"
+FAULTY_FILES = {
+    # backward raises at run time (a helper extraction cannot see into runs on a constant)
+    "raises.py": """
+def slope(x):
+    raise ValueError("slope needs a positive threshold")
+
+
+class Raises(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x > 0).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output * slope(x)
+""",
+    "nan.py": """
+class NaNs(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return (x > 0).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return grad_output * float("nan")
+""",
+    "no_forward_ad.py": """
+class HeavisideThreshold(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, thr):
+        ctx.save_for_backward(x, thr)
+        return torch.heaviside(x - thr, torch.zeros_like(x))
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, thr = ctx.saved_tensors
+        grad = grad_output * torch.sigmoid(x - thr)
+        return grad, (-grad).sum(0)
+""",
+}
+FAULT_MESSAGES = {
+    "raises.py": "8:1: not rewritten (verification failed): Raises [verification-failed] "
+    "nothing was compared: grid: the original fails (ValueError: slope needs a positive "
+    "threshold); not compared",
+    "nan.py": "4:1: not rewritten (verification failed): NaNs [verification-failed] "
+    "float32/cpu: grid d/dx: the original's gradient is not finite at any probe input; "
+    "nothing was compared; float64/cpu: grid d/dx:",
+    "no_forward_ad.py": "4:1: not rewritten (verification failed): HeavisideThreshold "
+    "[verification-failed] float32/cpu: verification raised NotImplementedError: Trying to "
+    "use forward AD with aten::heaviside that does not support it.; float64/cpu:",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAULTY_FILES))
+def test_write_refuses_a_rewrite_that_fails_verification(tmp_path, name):
+    path = tmp_path / name
+    path.write_text(HEADER + FAULTY_FILES[name].lstrip("\n"))
+    before = path.read_bytes()
+    result = CliRunner().invoke(app, ["--write", str(path)])
+    assert result.exit_code == 1, result.output
+    assert result.stdout.startswith(f"{path}:{FAULT_MESSAGES[name]}")
+    assert result.stderr.strip().endswith(
+        "fgirewrite: rewrote 0 surrogates in 0 files; 1 left as they are: "
+        "verification-failed (1); 0 errors; 1 files checked"
+    )
+    assert "Traceback" not in result.output
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
