@@ -127,3 +127,32 @@ def test_cast_of_the_gradient_to_an_integer_dtype_is_refused():
         )
     _, found = _backward("return (grad_output * 2).to(torch.float64) * torch.sigmoid(x)")
     assert isinstance(found, Surrogate)
+
+
+def test_inplace_op_on_a_saved_output_or_view_is_refused():
+    """The saved output is the tensor the caller holds, and a saved ``x.view(-1)`` shares the
+    caller's input: ``out.mul_(-1)`` in the backward changes them. Only saved inputs were
+    known to be shared; these were rewritten out-of-place, dropping the mutation."""
+    for saved in ("spikes", "x.view(-1)"):
+        _, found = _only(
+            f"""
+            import torch
+
+            class F(torch.autograd.Function):
+                @staticmethod
+                def forward(ctx, x):
+                    spikes = (x > 0).float()
+                    ctx.save_for_backward(x, {saved})
+                    return spikes
+
+                @staticmethod
+                def backward(ctx, grad_output):
+                    x, out = ctx.saved_tensors
+                    out.mul_(-1)
+                    return grad_output * torch.sigmoid(x) * out
+            """
+        )
+        assert (found.code, found.message) == (
+            "in-place-alias",
+            "an in-place op on `out`, which may share memory with the caller's tensors",
+        )

@@ -16,6 +16,8 @@ that may share memory with something else is refused.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import libcst as cst
 
 from fgirewrite.extract import rules
@@ -366,7 +368,9 @@ class Evaluator(CallRules):
         if attr in ("saved_tensors", "saved_variables"):
             if self.ctx.saved is None:
                 raise Unsupported("unsupported-ctx", "reads ctx.saved_tensors but saves none", node)
-            return Seq(list(self.ctx.saved))
+            # A saved tensor is shared with ctx, and may be the output or a view of an input
+            # the caller holds: an in-place op on it is never taken for a private update.
+            return Seq([replace(c, aliased=True) for c in self.ctx.saved])
         if attr == "needs_input_grad":
             items: list[object] = []
             for i in range(self.ctx.n_inputs):
