@@ -102,8 +102,9 @@ def rewrite_source(
     assert info is not None
     try:
         module = cst.parse_module(data)
-    except cst.ParserSyntaxError as exc:
-        raise SourceError(f"libcst cannot parse: {str(exc).splitlines()[0]}") from None
+    except (cst.ParserSyntaxError, cst.CSTValidationError) as exc:
+        message = str(getattr(exc, "message", None) or exc).splitlines()[0]
+        raise SourceError(f"libcst cannot parse: {message}") from None
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     transformer = _Rewriter(result, wrapper.resolve(ScopeProvider), info)
     new = _insert_runtime(wrapper.module.visit(transformer), info)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import textwrap
 
-from fgirewrite.rewrite import rewrite_source
+import pytest
+
+from fgirewrite.rewrite import SourceError, rewrite_source
 from fgirewrite.surrogate import Surrogate
 
 
@@ -156,3 +158,36 @@ def test_inplace_op_on_a_saved_output_or_view_is_refused():
             "in-place-alias",
             "an in-place op on `out`, which may share memory with the caller's tensors",
         )
+
+
+def test_python_that_libcst_cannot_parse_is_a_skip_not_a_crash():
+    """``return* x`` is valid Python (a starred tuple) that libcst 1.0 rejects with a
+    CSTValidationError, which escaped extraction: the whole file failed (found by mutating
+    the fixtures). Its error message also spanned several lines."""
+    result, found = _only(
+        """
+        import torch
+
+        class F(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                return* (x > 0).float()
+
+            @staticmethod
+            def backward(ctx, grad_output):
+                return grad_output
+        """
+    )
+    assert (found.code, found.message) == (
+        "unsupported-syntax",
+        "libcst cannot parse it: Must have at least one space after 'return'.",
+    )
+    assert result.new_source is None
+
+
+def test_file_that_libcst_cannot_parse_is_a_one_line_source_error():
+    source = BACKWARD.format(body="        return grad_output * torch.sigmoid(x)")
+    source += "\n\ndef elsewhere(x):\n    return* x\n"
+    with pytest.raises(SourceError) as raised:
+        rewrite_source(source.encode(), "m.py")
+    assert str(raised.value) == "libcst cannot parse: Must have at least one space after 'return'."

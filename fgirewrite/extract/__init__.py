@@ -72,20 +72,28 @@ def extract(site: ClassSite, info: ModuleInfo, path: str) -> Surrogate | Skip:
             "unresolved-base",
             f"base `{site.unresolved}` is not imported from torch.autograd",
         )
+    snippets: list[_Snippet] = []
     try:
         snippet = _Snippet(
             info.segment(site.first_line, site.end_line),
             site.first_line,
             indented=site.scope != "module",
         )
-    except cst.ParserSyntaxError as exc:
-        return Skip(site.qualname, here, "unsupported-syntax", f"libcst cannot parse it: {exc}")
-    snippets = [snippet]
-    try:
+        snippets.append(snippet)
         return _extract(site, info, path, snippet, snippets)
     except Unsupported as exc:
         where = next((loc for s in snippets if (loc := s.locate(exc.node, path))), here)
         return Skip(site.qualname, where, exc.code, exc.message)
+    except (cst.ParserSyntaxError, cst.CSTValidationError) as exc:
+        # Python that libcst cannot parse (``return* x``): in the class, a base or a helper.
+        return Skip(
+            site.qualname, here, "unsupported-syntax", f"libcst cannot parse it: {_line(exc)}"
+        )
+
+
+def _line(exc: Exception) -> str:
+    """The first line of a libcst error's own message."""
+    return (str(getattr(exc, "message", None) or exc).splitlines() or [""])[0]
 
 
 def _methods(classdef: cst.ClassDef) -> dict[str, cst.FunctionDef]:
