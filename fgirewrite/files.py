@@ -6,6 +6,7 @@ file's mode, and are refused if the file changed after it was read.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -81,9 +82,17 @@ def _walk(root: Path) -> Iterator[Path]:
 
 
 def read(path: Path) -> Snapshot:
+    """The file's content and identity; FileError with a one-line reason if it cannot be read.
+
+    Opened without blocking, so a FIFO (or a device) named ``*.py`` is refused rather than
+    waited on forever.
+    """
     try:
-        with open(path, "rb") as handle:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
+            if stat.S_ISDIR(info.st_mode):
+                raise FileError(os.strerror(errno.EISDIR))
             if not stat.S_ISREG(info.st_mode):
                 raise FileError("not a regular file")
             data = handle.read()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 
 import pytest
 
@@ -63,3 +64,23 @@ def test_walk_skips_symlink_loops_and_duplicates(tmp_path):
 def test_not_a_regular_file(tmp_path):
     with pytest.raises(files.FileError, match="Is a directory"):
         files.read(tmp_path)
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    """Opening a FIFO named ``*.py`` blocked until a writer came: --check hung forever."""
+    fifo = tmp_path / "pipe.py"
+    os.mkfifo(fifo)
+    errors: list = []
+    assert list(files.python_files([tmp_path], errors)) == [fifo]
+    outcome: list = []
+
+    def read() -> None:
+        try:
+            files.read(fifo)
+        except files.FileError as exc:
+            outcome.append(str(exc))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(60)  # a guard against hanging the suite, not a timing assertion
+    assert outcome == ["not a regular file"]
