@@ -102,8 +102,11 @@ def read(path: Path) -> Snapshot:
 
 
 def write(snapshot: Snapshot, data: bytes) -> None:
-    """Replace the file atomically with ``data`` unless it changed since ``snapshot``."""
-    path = snapshot.path
+    """Replace the file atomically with ``data`` unless it changed since ``snapshot``.
+
+    A symlink is followed: its target is replaced, and the link stays a link.
+    """
+    path = Path(os.path.realpath(snapshot.path))
     try:
         current = path.read_bytes()
     except OSError as exc:

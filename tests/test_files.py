@@ -84,3 +84,18 @@ def test_a_fifo_is_refused_not_waited_on(tmp_path):
     reader.start()
     reader.join(60)  # a guard against hanging the suite, not a timing assertion
     assert outcome == ["not a regular file"]
+
+
+def test_writing_through_a_symlink_replaces_the_target_and_keeps_the_link(tmp_path):
+    """The atomic rename replaced the symlink itself with a regular file, leaving the target
+    unchanged."""
+    (tmp_path / "src").mkdir()
+    target = tmp_path / "src" / "real.py"
+    target.write_text("old\n")
+    link = tmp_path / "link.py"
+    link.symlink_to(target)
+    files.write(files.read(link), b"new\n")
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_bytes() == b"new\n"
+    assert sorted(p.name for p in (tmp_path / "src").iterdir()) == ["real.py"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.py", "src"]
