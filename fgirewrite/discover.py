@@ -28,6 +28,8 @@ def may_define_function(data: bytes) -> bool:
     """Cheap test: could this source define a Function subclass? False means certainly not."""
     if b"Function" not in data:
         return False
+    if b"\r" in data:  # lines may end in a bare \r (Python accepts it); ``^`` only sees \n
+        data = data.replace(b"\r", b"\n")
     if _CANDIDATE.search(data):
         return True
     if b"Function as" not in data and b"Function  as" not in data:
