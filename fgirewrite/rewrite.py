@@ -69,7 +69,8 @@ def analyse(data: bytes, path: str) -> tuple[Rewrite, discover.ModuleInfo | None
     try:
         tree = ast.parse(data, filename=path)
     except SyntaxError as exc:
-        raise SourceError(f"syntax error at line {exc.lineno}: {exc.msg}") from None
+        where = f" at line {exc.lineno}" if exc.lineno else ""  # null bytes: no line
+        raise SourceError(f"syntax error{where}: {exc.msg}") from None
     except (ValueError, RecursionError, MemoryError) as exc:
         raise SourceError(f"cannot parse: {exc}") from None
     info = discover.module_info(text, tree)

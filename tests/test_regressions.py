@@ -191,3 +191,10 @@ def test_file_that_libcst_cannot_parse_is_a_one_line_source_error():
     with pytest.raises(SourceError) as raised:
         rewrite_source(source.encode(), "m.py")
     assert str(raised.value) == "libcst cannot parse: Must have at least one space after 'return'."
+
+
+def test_null_bytes_are_a_syntax_error_without_a_line():
+    """The message read ``syntax error at line None``."""
+    with pytest.raises(SourceError) as raised:
+        rewrite_source(BACKWARD.format(body="        return grad_output").encode() + b"\0", "m.py")
+    assert str(raised.value) == "syntax error: source code string cannot contain null bytes"
