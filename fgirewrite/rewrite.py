@@ -106,6 +106,8 @@ def rewrite_source(
     except (cst.ParserSyntaxError, cst.CSTValidationError) as exc:
         message = str(getattr(exc, "message", None) or exc).splitlines()[0]
         raise SourceError(f"libcst cannot parse: {message}") from None
+    if module.bytes != data:  # libcst 1.0 drops a trailing bare \r, for one
+        raise SourceError("libcst does not reproduce this file byte for byte; left as it is")
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     transformer = _Rewriter(result, wrapper.resolve(ScopeProvider), info)
     new = _insert_runtime(wrapper.module.visit(transformer), info)

@@ -198,3 +198,12 @@ def test_null_bytes_are_a_syntax_error_without_a_line():
     with pytest.raises(SourceError) as raised:
         rewrite_source(BACKWARD.format(body="        return grad_output").encode() + b"\0", "m.py")
     assert str(raised.value) == "syntax error: source code string cannot contain null bytes"
+
+
+def test_a_file_libcst_would_not_reproduce_is_refused():
+    """Bare \\r line endings: libcst 1.0 drops the final \\r of the file, so the rewritten file
+    lost it. Since the discover fix such files are found; they are refused, not damaged."""
+    source = BACKWARD.format(body="        return grad_output * torch.sigmoid(x)")
+    with pytest.raises(SourceError) as raised:
+        rewrite_source(source.replace("\n", "\r").encode(), "m.py")
+    assert str(raised.value) == "libcst does not reproduce this file byte for byte; left as it is"
