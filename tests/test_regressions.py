@@ -207,3 +207,11 @@ def test_a_file_libcst_would_not_reproduce_is_refused():
     with pytest.raises(SourceError) as raised:
         rewrite_source(source.replace("\n", "\r").encode(), "m.py")
     assert str(raised.value) == "libcst does not reproduce this file byte for byte; left as it is"
+
+
+def test_a_backward_nested_too_deeply_to_analyse_is_a_skip():
+    """Deep enough for the analysis (not ``ast``) to exceed the recursion limit: the
+    RecursionError failed the whole file."""
+    deep = " * ".join(["x"] * 600)
+    _, found = _backward(f"return grad_output * {deep}")
+    assert (found.code, found.message) == ("unsupported-syntax", "nested too deeply to analyse")

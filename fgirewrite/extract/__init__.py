@@ -84,6 +84,8 @@ def extract(site: ClassSite, info: ModuleInfo, path: str) -> Surrogate | Skip:
     except Unsupported as exc:
         where = next((loc for s in snippets if (loc := s.locate(exc.node, path))), here)
         return Skip(site.qualname, where, exc.code, exc.message)
+    except RecursionError:
+        return Skip(site.qualname, here, "unsupported-syntax", "nested too deeply to analyse")
     except (cst.ParserSyntaxError, cst.CSTValidationError) as exc:
         # Python that libcst cannot parse (``return* x``): in the class, a base or a helper.
         return Skip(
