@@ -64,8 +64,10 @@ def python_files(paths: Iterable[Path], errors: list[tuple[str, str]]) -> Iterat
         for candidate in candidates:
             try:
                 key = candidate.resolve()
-            except (OSError, RuntimeError) as exc:  # a symlink loop given directly
-                errors.append((str(candidate), f"cannot resolve: {exc}"))
+            except (OSError, RuntimeError) as exc:  # a link to itself, given or found
+                if candidate.absolute() not in seen:
+                    seen.add(candidate.absolute())
+                    errors.append((str(candidate), f"cannot resolve: {exc}"))
                 continue
             if key not in seen:
                 seen.add(key)

@@ -99,3 +99,11 @@ def test_writing_through_a_symlink_replaces_the_target_and_keeps_the_link(tmp_pa
     assert target.read_bytes() == b"new\n"
     assert sorted(p.name for p in (tmp_path / "src").iterdir()) == ["real.py"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.py", "src"]
+
+
+def test_a_link_to_itself_is_one_error_however_often_it_is_met(tmp_path):
+    loop = tmp_path / "self.py"
+    loop.symlink_to(loop)
+    errors: list = []
+    assert list(files.python_files([tmp_path, loop], errors)) == []
+    assert errors == [(str(loop), f"cannot resolve: Symlink loop from '{loop}'")]
