@@ -115,6 +115,8 @@ def write(snapshot: Snapshot, data: bytes) -> None:
         raise FileError(f"cannot re-read before writing: {exc.strerror or exc}") from None
     if current != snapshot.data:
         raise FileError("changed since it was read; not overwritten")
+    if not os.access(path, os.W_OK):  # the rename below would not ask
+        raise FileError("cannot write: the file is read-only; not overwritten")
     directory = path.parent
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".fgirewrite", dir=directory)

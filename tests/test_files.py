@@ -107,3 +107,19 @@ def test_a_link_to_itself_is_one_error_however_often_it_is_met(tmp_path):
     errors: list = []
     assert list(files.python_files([tmp_path, loop], errors)) == []
     assert errors == [(str(loop), f"cannot resolve: Symlink loop from '{loop}'")]
+
+
+def test_a_read_only_file_is_not_replaced(tmp_path, monkeypatch):
+    """The atomic rename needs only a writable directory: a file its owner made read-only was
+    replaced. Root may write anything, so that is simulated there."""
+    path = tmp_path / "m.py"
+    path.write_text("old\n")
+    os.chmod(path, 0o444)
+    if os.geteuid() == 0:
+        real = os.access
+        monkeypatch.setattr(files.os, "access", lambda p, mode: mode != os.W_OK and real(p, mode))
+    snap = files.read(path)
+    with pytest.raises(files.FileError, match="^cannot write: the file is read-only; not over"):
+        files.write(snap, b"new\n")
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.py"]
