@@ -295,3 +295,52 @@ def test_write_refuses_a_rewrite_that_fails_verification(tmp_path, name):
     assert "Traceback" not in result.output
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+MODEL = """
+import torch
+
+
+class Spike(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x > 0).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output * torch.sigmoid(x)
+
+
+class Neuron(torch.nn.Module):
+    def forward(self, x):
+        return {OUTPUT}
+
+
+def build():
+    return Neuron(), (torch.randn(8, 3),)
+"""
+
+
+def _model_report(tmp_path, output: str):
+    from fgirewrite.verify.model import verify_model
+
+    path = tmp_path / "neuron.py"
+    path.write_text(MODEL.replace("{OUTPUT}", output))
+    return verify_model(path, "build", seeds=1, steps=2, capabilities=("eager backward",))
+
+
+def test_a_model_without_parameters_is_verified(tmp_path):
+    """Was a traceback: the SGD trajectory check built an optimizer over no parameters."""
+    report = _model_report(tmp_path, "Spike.apply(x - 0.5)")
+    assert report.error is None and report.ok
+    assert report.checks[-1].name == "parameters after 2 SGD steps"
+    assert report.checks[-1].detail == "the model has no parameters to train"
+
+
+def test_a_model_that_cannot_be_compared_is_an_error_not_a_crash(tmp_path):
+    """A model-level check that raises (here: the model returns None) was a traceback."""
+    report = _model_report(tmp_path, "None")
+    assert not report.ok
+    assert report.error == "TypeError: 'NoneType' object is not iterable"
