@@ -215,3 +215,31 @@ def test_a_backward_nested_too_deeply_to_analyse_is_a_skip():
     deep = " * ".join(["x"] * 600)
     _, found = _backward(f"return grad_output * {deep}")
     assert (found.code, found.message) == ("unsupported-syntax", "nested too deeply to analyse")
+
+
+@pytest.mark.parametrize(
+    ("body", "label"),
+    [
+        ("y = sg.view(-1).view(sg.shape)\nsg.mul_(2)\nreturn grad_output * y", "sg"),
+        ("first = sg[0]\nsg.mul_(2)\nreturn grad_output * first", "sg"),
+        ("y = sg.T\nsg.mul_(2)\nreturn grad_output * y.T", "sg"),
+        ("g = grad_output.clone()\nh = g.contiguous()\nh.mul_(2)\nreturn g * sg", "h"),
+    ],
+    ids=["view", "index", "transpose", "contiguous"],
+)
+def test_inplace_op_on_a_tensor_with_a_view_is_refused(body, label):
+    """Only the view was marked as shared, not the tensor it views: ``sg.mul_(2)`` after
+    ``y = sg.view(...)`` was rewritten out-of-place and ``y`` kept the old values (a wrong
+    rewrite, which verification rejected)."""
+    _, found = _backward("sg = x.abs() + 1\n" + body)
+    assert (found.code, found.message) == (
+        "in-place-alias",
+        f"an in-place op on `{label}`, which may share memory with a view or alias of it",
+    )
+
+
+def test_inplace_op_reaches_a_tensor_held_in_a_tuple():
+    """``pair = [sg]; sg.mul_(2)`` changes ``pair[0]``, which kept the old value."""
+    _, found = _backward("sg = x.abs()\npair = [sg]\nsg.mul_(2)\nreturn grad_output * pair[0]")
+    assert isinstance(found, Surrogate)
+    assert found.gradients[0].derivative == "x.abs().mul(2)"

@@ -159,6 +159,8 @@ class CallRules:
             raise self.not_linear(node, f"the gradient passed to `.{method}()`")
         self.all_const(values, node)
         aliasing = method in rules.MAY_ALIAS_METHODS
+        if aliasing:  # the result may be the receiver or a view of it: both now share memory
+            receiver.aliased = True
         return Const(
             rebuilt,
             is_bool=method in BOOL_METHODS,
@@ -173,14 +175,17 @@ class CallRules:
         consts = all(isinstance(v, Const) for _, v in values)
         if method in rules.GRAD_DROPPED and not values:
             return lin
+        aliasing = method in rules.MAY_ALIAS_METHODS  # ``.contiguous()``, ``.float()``: maybe self
+        if aliasing:
+            lin.aliased = True
         if method in rules.GRAD_IDENTITY and not values:
-            return self.lin_op(lin, rebuilt, keep_plain=True)
+            return self.lin_op(lin, rebuilt, keep_plain=True, aliasing=aliasing)
         if method in rules.GRAD_CAST:
             for arg in node.args:
                 if self.qualified(arg.value) in rules.NON_FLOAT_DTYPES:
                     raise self.not_linear(node, f"a cast of the gradient to `{_code(arg.value)}`")
         if (method in rules.GRAD_CAST | rules.GRAD_SCALE | rules.GRAD_NEGATE) and consts:
-            return self.lin_op(lin, rebuilt, aliasing=method in rules.MAY_ALIAS_METHODS)
+            return self.lin_op(lin, rebuilt, aliasing=aliasing)
         if method in rules.GRAD_REDUCE and consts:
             return self.reduce(lin, rebuilt, node)
         if method == "masked_fill" and len(values) == 2:
