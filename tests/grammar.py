@@ -259,6 +259,9 @@ def render(c: dict, fault: str | None = None) -> str:
     if c["uses_out"]:
         d = f"({d}) * (1.5 - spikes)"
 
+    if fault == "inplace_view":  # held.mul_ also changes the view taken before it
+        back += [f"held = {x}.abs() + 1", "view = held[...]", "held.mul_(2)"]
+        d = f"({d}) * view"
     if fault == "random":
         d = f"({d}) * {t}.rand_like({x})"
     if fault == "random_method":
@@ -422,6 +425,7 @@ FAULTS = {
     "branch": "backward-not-linear",
     "inplace_input": "in-place-alias",
     "inplace_grad": "in-place-alias",
+    "inplace_view": "in-place-alias",
     "write_ctx": "unsupported-ctx",
     "extra_gradient": "gradient-count",
     "missing_gradient": "gradient-count",
