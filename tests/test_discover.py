@@ -81,3 +81,20 @@ def test_every_line_ending_is_scanned(newline):
         data = source.replace("\n", newline).encode()
         assert discover.may_define_function(data)
         assert sites(data.decode()) == [("F", "module")]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import torch\nclass ΣSpike(torch.autograd.Function): pass\n",
+        "from torch.autograd import Function as Φ\nclass Spike(Φ): pass\n",
+        "from torch.autograd import Function\tas F\nclass Spike(F): pass\n",
+        "import torch\nclass Spike(mixin(), torch.autograd.Function): pass\n",
+    ],
+    ids=["unicode-class", "unicode-alias", "tab-alias", "call-in-bases"],
+)
+def test_the_prefilter_misses_no_spelling_python_allows(source):
+    """The prefilter's ``\\w`` matched ASCII only and its base list stopped at the first
+    ``)``: these files were reported clean by --check without being parsed."""
+    assert discover.may_define_function(source.encode())
+    assert [name for name, _ in sites(source)] == [source.split("class ")[1].split("(")[0]]
