@@ -45,9 +45,9 @@ FORWARDS = [
 
 BOUNDED = FORWARDS[:4]  # outputs in [-1, 1]
 
-INPUT_NAMES = ["x", "input_", "v", "mem", "out", "grad", "sg", "mask", "inputs", "apply"]
+INPUT_NAMES = ["x", "input_", "v", "mem", "out", "grad", "sg", "mask", "inputs", "apply", "ξ"]
 GRAD_NAMES = ["grad_output", "grad", "dy", "g", "grad_out", "out", "grad_x"]
-PARAM_NAMES = ["alpha", "k", "slope", "scale", "sg"]
+PARAM_NAMES = ["alpha", "k", "slope", "scale", "sg", "α"]
 BASES = {
     "torch.autograd.Function": "",
     "Function": "from torch.autograd import Function\n",
