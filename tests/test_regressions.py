@@ -243,3 +243,18 @@ def test_inplace_op_reaches_a_tensor_held_in_a_tuple():
     _, found = _backward("sg = x.abs()\npair = [sg]\nsg.mul_(2)\nreturn grad_output * pair[0]")
     assert isinstance(found, Surrogate)
     assert found.gradients[0].derivative == "x.abs().mul(2)"
+
+
+def test_a_view_of_a_temporary_may_be_mutated():
+    """``grad_output.clone().float()`` may be the clone itself, but nothing else holds it."""
+    _, found = _backward(
+        "grad = grad_output.clone().float()\ngrad[x.abs() > 1] = 0\nreturn grad * torch.sigmoid(x)"
+    )
+    assert isinstance(found, Surrogate), found
+    _, found = _backward(
+        "g = grad_output.clone()\nh = g.float()\ng[x.abs() > 1] = 0\nreturn h * torch.sigmoid(x)"
+    )
+    assert (found.code, found.message) == (
+        "in-place-alias",
+        "an in-place op on `g`, which may share memory with a view or alias of it",
+    )

@@ -176,16 +176,19 @@ class CallRules:
         if method in rules.GRAD_DROPPED and not values:
             return lin
         aliasing = method in rules.MAY_ALIAS_METHODS  # ``.contiguous()``, ``.float()``: maybe self
-        if aliasing:
-            lin.aliased = True
-        if method in rules.GRAD_IDENTITY and not values:
-            return self.lin_op(lin, rebuilt, keep_plain=True, aliasing=aliasing)
         if method in rules.GRAD_CAST:
             for arg in node.args:
                 if self.qualified(arg.value) in rules.NON_FLOAT_DTYPES:
                     raise self.not_linear(node, f"a cast of the gradient to `{_code(arg.value)}`")
-        if (method in rules.GRAD_CAST | rules.GRAD_SCALE | rules.GRAD_NEGATE) and consts:
-            return self.lin_op(lin, rebuilt, aliasing=aliasing)
+        result = None
+        if method in rules.GRAD_IDENTITY and not values:
+            result = self.lin_op(lin, rebuilt, keep_plain=True, aliasing=aliasing)
+        elif (method in rules.GRAD_CAST | rules.GRAD_SCALE | rules.GRAD_NEGATE) and consts:
+            result = self.lin_op(lin, rebuilt, aliasing=aliasing)
+        if result is not None:
+            if aliasing and self.held(lin):  # the result may be lin itself: both share memory
+                lin.aliased = result.aliased = True
+            return result
         if method in rules.GRAD_REDUCE and consts:
             return self.reduce(lin, rebuilt, node)
         if method == "masked_fill" and len(values) == 2:

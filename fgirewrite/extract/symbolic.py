@@ -251,6 +251,12 @@ class Evaluator(CallRules):
             elif isinstance(val, Seq):  # ``pair = (a, b)`` holds a itself, not a copy
                 _replace_in(val, old, new)
 
+    def held(self, value: Sym) -> bool:
+        """A name is bound to this very value, or to a tuple holding it."""
+        return any(
+            v is value or (isinstance(v, Seq) and _holds(v, value)) for v in self.env.values()
+        )
+
     def check_inplace(self, target: Sym, label: str, node: cst.CSTNode) -> None:
         if isinstance(target, (Const, Lin)) and (target.external or target.aliased):
             shared = "the caller's tensors" if target.external else "a view or alias of it"
@@ -552,3 +558,7 @@ def _replace_in(seq: Seq, old: Sym, new: Sym) -> None:
             seq.items[i] = new
         elif isinstance(item, Seq):
             _replace_in(item, old, new)
+
+
+def _holds(seq: Seq, value: Sym) -> bool:
+    return any(i is value or (isinstance(i, Seq) and _holds(i, value)) for i in seq.items)
