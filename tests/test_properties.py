@@ -84,7 +84,7 @@ def _same_module_behaviour(case: grammar.Case, new: bytes) -> None:
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
 
 
-@_settings(80)
+@_settings(60)
 @given(grammar.surrogates())
 def test_generated_surrogates_are_rewritten_and_verified(case: grammar.Case) -> None:
     with tempfile.TemporaryDirectory() as directory:
