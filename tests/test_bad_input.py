@@ -410,3 +410,19 @@ def test_an_internal_error_is_one_line_and_does_not_stop_the_others(tmp_path, mo
     )
     result = run("verify", broken)
     assert message in result.stdout.replace("\n", "")
+
+
+def test_verify_on_bad_input_is_one_line_per_problem(tmp_path):
+    write(tmp_path / "syntax.py", "class F(torch.autograd.Function):\n    def forward(ctx, x:\n")
+    os.mkfifo(tmp_path / "pipe.py")
+    result = run("verify", "-q", tmp_path, tmp_path / "missing.py")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        "fgirewrite: 0 of 0 surrogates verified equivalent; 3 errors"
+    )
+    result = run("verify", tmp_path, tmp_path / "missing.py")
+    assert [line for line in result.stdout.splitlines() if ": error: " in line] == [
+        f"{tmp_path / 'pipe.py'}: error: not a regular file",
+        f"{tmp_path / 'syntax.py'}: error: syntax error at line 2: '(' was never closed",
+        f"{tmp_path / 'missing.py'}: error: no such file or directory",
+    ]
