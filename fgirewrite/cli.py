@@ -147,8 +147,12 @@ def rewrite_command(
         raise typer.Exit(EXIT_ERROR)
     mode = Mode.check if check else Mode.write if write else Mode.diff
     errors: list[tuple[str, str]] = []
-    found = list(files.python_files(paths, errors))
-    outcomes = runner.process_all(found, jobs, _progress(len(found)), analyse_only=check)
+    try:
+        found = list(files.python_files(paths, errors))
+        outcomes = runner.process_all(found, jobs, _progress(len(found)), analyse_only=check)
+    except KeyboardInterrupt:
+        _err("fgirewrite: interrupted; no file was written")
+        raise typer.Exit(130) from None
 
     if mode is Mode.write:
         try:
@@ -325,6 +329,9 @@ def _verify_file(path, entry, batch_dim, seeds, steps, backend, plots):
         rewrite = rewrite_source(files.read(path).data, str(path))
     except (files.FileError, SourceError) as exc:
         result.error = str(exc)
+        return result
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
+        result.error = runner.internal_error(exc)
         return result
     result.skipped = rewrite.skipped
     result.surrogates = list(zip(rewrite.surrogates, verify_rewrite(rewrite, path), strict=True))

@@ -20,21 +20,26 @@ FUNCTION_BASES = frozenset(
     }
 )
 
-_CANDIDATE = re.compile(rb"^[ \t]*class[ \t]+\w+[ \t]*\([^)]*Function", re.M)
-_ALIAS = re.compile(rb"\bFunction[ \t]+as[ \t]+(\w+)")
+# Identifiers may be non-ASCII (``class ΣSpike``): any byte >= 0x80 can be part of one.
+_NAME = rb"[\w\x80-\xff]+"
+_CLASS = rb"^[ \t]*class[ \t]+" + _NAME + rb"[ \t]*\([^:]*"  # up to the class's colon
+_CANDIDATE = re.compile(_CLASS + rb"Function", re.M)
+_ALIAS = re.compile(rb"\bFunction[ \t]+as[ \t]+(" + _NAME + rb")")
 
 
 def may_define_function(data: bytes) -> bool:
     """Cheap test: could this source define a Function subclass? False means certainly not."""
     if b"Function" not in data:
         return False
+    if b"\r" in data:  # lines may end in a bare \r (Python accepts it); ``^`` only sees \n
+        data = data.replace(b"\r", b"\n")
     if _CANDIDATE.search(data):
         return True
-    if b"Function as" not in data and b"Function  as" not in data:
+    if b"Function as" not in data and b"Function  as" not in data and b"Function\tas" not in data:
         return False
     for alias in set(_ALIAS.findall(data)):
-        pattern = rb"^[ \t]*class[ \t]+\w+[ \t]*\([^)]*\b" + re.escape(alias) + rb"\b"
-        if re.search(pattern, data, re.M):
+        name = rb"(?<![\w\x80-\xff])" + re.escape(alias) + rb"(?![\w\x80-\xff])"
+        if re.search(_CLASS + name, data, re.M):
             return True
     return False
 

@@ -6,6 +6,7 @@ file's mode, and are refused if the file changed after it was read.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -63,8 +64,10 @@ def python_files(paths: Iterable[Path], errors: list[tuple[str, str]]) -> Iterat
         for candidate in candidates:
             try:
                 key = candidate.resolve()
-            except (OSError, RuntimeError) as exc:  # a symlink loop given directly
-                errors.append((str(candidate), f"cannot resolve: {exc}"))
+            except (OSError, RuntimeError) as exc:  # a link to itself, given or found
+                if candidate.absolute() not in seen:
+                    seen.add(candidate.absolute())
+                    errors.append((str(candidate), f"cannot resolve: {exc}"))
                 continue
             if key not in seen:
                 seen.add(key)
@@ -81,9 +84,17 @@ def _walk(root: Path) -> Iterator[Path]:
 
 
 def read(path: Path) -> Snapshot:
+    """The file's content and identity; FileError with a one-line reason if it cannot be read.
+
+    Opened without blocking, so a FIFO (or a device) named ``*.py`` is refused rather than
+    waited on forever.
+    """
     try:
-        with open(path, "rb") as handle:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
+            if stat.S_ISDIR(info.st_mode):
+                raise FileError(os.strerror(errno.EISDIR))
             if not stat.S_ISREG(info.st_mode):
                 raise FileError("not a regular file")
             data = handle.read()
@@ -93,14 +104,19 @@ def read(path: Path) -> Snapshot:
 
 
 def write(snapshot: Snapshot, data: bytes) -> None:
-    """Replace the file atomically with ``data`` unless it changed since ``snapshot``."""
-    path = snapshot.path
+    """Replace the file atomically with ``data`` unless it changed since ``snapshot``.
+
+    A symlink is followed: its target is replaced, and the link stays a link.
+    """
+    path = Path(os.path.realpath(snapshot.path))
     try:
         current = path.read_bytes()
     except OSError as exc:
         raise FileError(f"cannot re-read before writing: {exc.strerror or exc}") from None
     if current != snapshot.data:
         raise FileError("changed since it was read; not overwritten")
+    if not os.access(path, os.W_OK):  # the rename below would not ask
+        raise FileError("cannot write: the file is read-only; not overwritten")
     directory = path.parent
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".fgirewrite", dir=directory)

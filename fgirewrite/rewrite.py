@@ -69,7 +69,8 @@ def analyse(data: bytes, path: str) -> tuple[Rewrite, discover.ModuleInfo | None
     try:
         tree = ast.parse(data, filename=path)
     except SyntaxError as exc:
-        raise SourceError(f"syntax error at line {exc.lineno}: {exc.msg}") from None
+        where = f" at line {exc.lineno}" if exc.lineno else ""  # null bytes: no line
+        raise SourceError(f"syntax error{where}: {exc.msg}") from None
     except (ValueError, RecursionError, MemoryError) as exc:
         raise SourceError(f"cannot parse: {exc}") from None
     info = discover.module_info(text, tree)
@@ -102,8 +103,11 @@ def rewrite_source(
     assert info is not None
     try:
         module = cst.parse_module(data)
-    except cst.ParserSyntaxError as exc:
-        raise SourceError(f"libcst cannot parse: {str(exc).splitlines()[0]}") from None
+    except (cst.ParserSyntaxError, cst.CSTValidationError) as exc:
+        message = str(getattr(exc, "message", None) or exc).splitlines()[0]
+        raise SourceError(f"libcst cannot parse: {message}") from None
+    if module.bytes != data:  # libcst 1.0 drops a trailing bare \r, for one
+        raise SourceError("libcst does not reproduce this file byte for byte; left as it is")
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     transformer = _Rewriter(result, wrapper.resolve(ScopeProvider), info)
     new = _insert_runtime(wrapper.module.visit(transformer), info)

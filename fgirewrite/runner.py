@@ -73,11 +73,8 @@ def process(
     except (files.FileError, SourceError) as exc:
         outcome.error = str(exc)
         return outcome
-    except RecursionError:
-        outcome.error = "too deeply nested to parse"
-        return outcome
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
-        outcome.error = f"internal error, file left as it is: {type(exc).__name__}: {exc}"
+        outcome.error = internal_error(exc)
         return outcome
     if result.changed:
         outcome.snapshot = snapshot
@@ -85,6 +82,15 @@ def process(
         result.source = b""  # not needed again; keeps parallel results small
     outcome.rewrite = result
     return outcome
+
+
+def internal_error(exc: Exception) -> str:
+    """One line for an exception fgirewrite did not expect on a file (a bug, or a source
+    nested too deeply to analyse)."""
+    if isinstance(exc, RecursionError):
+        return "too deeply nested to parse"
+    first = (str(exc).splitlines() or [""])[0]
+    return f"internal error, file left as it is: {type(exc).__name__}: {first}"
 
 
 def process_all(

@@ -68,3 +68,33 @@ def test_lookalikes_are_not_functions(source):
 def test_prefilter_rejects_files_without_candidate_classes():
     assert not discover.may_define_function(b"import torch\nx = torch.autograd.Function\n")
     assert not discover.may_define_function(b"class A(B): pass\n")
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_every_line_ending_is_scanned(newline):
+    """Python accepts a bare \\r as a line ending; the prefilter's ``^`` only followed \\n, so a
+    file with old Mac endings was reported clean although it defines a Function."""
+    for source in (
+        "import torch\nclass F(torch.autograd.Function): pass\n",
+        "from torch.autograd import Function as Fn\nclass F(Fn): pass\n",
+    ):
+        data = source.replace("\n", newline).encode()
+        assert discover.may_define_function(data)
+        assert sites(data.decode()) == [("F", "module")]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import torch\nclass ΣSpike(torch.autograd.Function): pass\n",
+        "from torch.autograd import Function as Φ\nclass Spike(Φ): pass\n",
+        "from torch.autograd import Function\tas F\nclass Spike(F): pass\n",
+        "import torch\nclass Spike(mixin(), torch.autograd.Function): pass\n",
+    ],
+    ids=["unicode-class", "unicode-alias", "tab-alias", "call-in-bases"],
+)
+def test_the_prefilter_misses_no_spelling_python_allows(source):
+    """The prefilter's ``\\w`` matched ASCII only and its base list stopped at the first
+    ``)``: these files were reported clean by --check without being parsed."""
+    assert discover.may_define_function(source.encode())
+    assert [name for name, _ in sites(source)] == [source.split("class ")[1].split("(")[0]]

@@ -84,20 +84,30 @@ def extract(site: ClassSite, info: ModuleInfo, path: str) -> Surrogate | Skip:
             "unresolved-base",
             f"base `{site.unresolved}` is not imported from torch.autograd",
         )
+    snippets: list[_Snippet] = []
     try:
         snippet = _Snippet(
             info.segment(site.first_line, site.end_line),
             site.first_line,
             indented=site.scope != "module",
         )
-    except cst.ParserSyntaxError as exc:
-        return Skip(site.qualname, here, "unsupported-syntax", f"libcst cannot parse it: {exc}")
-    snippets = [snippet]
-    try:
+        snippets.append(snippet)
         return _extract(site, info, path, snippet, snippets)
     except Unsupported as exc:
         where = next((loc for s in snippets if (loc := s.locate(exc.node, path))), here)
         return Skip(site.qualname, where, exc.code, exc.message)
+    except RecursionError:
+        return Skip(site.qualname, here, "unsupported-syntax", "nested too deeply to analyse")
+    except (cst.ParserSyntaxError, cst.CSTValidationError) as exc:
+        # Python that libcst cannot parse (``return* x``): in the class, a base or a helper.
+        return Skip(
+            site.qualname, here, "unsupported-syntax", f"libcst cannot parse it: {_line(exc)}"
+        )
+
+
+def _line(exc: Exception) -> str:
+    """The first line of a libcst error's own message."""
+    return (str(getattr(exc, "message", None) or exc).splitlines() or [""])[0]
 
 
 def _methods(classdef: cst.ClassDef) -> dict[str, cst.FunctionDef]:
@@ -360,25 +370,38 @@ class _One(cst.CSTTransformer):
     def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.BaseExpression:
         return cst.Integer("1") if updated.value == GRAD else updated
 
+    def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute) -> cst.Attribute:
+        value = updated.value
+        if isinstance(value, cst.Integer) and not value.lpar:  # ``1.mul`` does not parse
+            value = value.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+            return updated.with_changes(value=value)
+        return updated
+
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
         func = updated.func
-        if (
-            isinstance(func, cst.Attribute)
-            and _is_one(func.value)
-            and func.attr.value
-            in ("clone", "contiguous", "float", "double", "half", "to", "type_as")
-        ):
+        if not (isinstance(func, cst.Attribute) and _is_one(func.value)):
+            return updated
+        if func.attr.value in ("clone", "contiguous", "float", "double", "half", "to", "type_as"):
             return cst.Integer("1")
+        if func.attr.value in ("mul", "multiply") and len(updated.args) == 1:
+            factor = updated.args[0].value  # ``grad_output.mul(g)``: g
+            if (
+                isinstance(factor, (cst.Name, cst.Attribute, cst.Call, cst.Subscript))
+                or factor.lpar
+            ):
+                return factor
+            return factor.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
         return updated
 
     def leave_BinaryOperation(
         self, original: cst.BinaryOperation, updated: cst.BinaryOperation
     ) -> cst.BaseExpression:
         if isinstance(updated.operator, cst.Multiply):
-            if _is_one(updated.left):
-                return updated.right
-            if _is_one(updated.right):
-                return updated.left
+            for one, other in ((updated.left, updated.right), (updated.right, updated.left)):
+                if _is_one(one):
+                    if updated.lpar and not other.lpar:  # ``(1 * 2).to(...)``: keep grouping
+                        return other.with_changes(lpar=updated.lpar, rpar=updated.rpar)
+                    return other
         return updated
 
 

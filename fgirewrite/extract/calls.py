@@ -68,6 +68,13 @@ class CallRules:
     def function_call(self, node: cst.Call, qualified: str) -> Sym:
         if rules.is_random_call(qualified, None):
             raise Unsupported("backward-random", f"draws random numbers with `{qualified}`", node)
+        if rules.is_inplace(qualified.rsplit(".", 1)[-1]):
+            # ``torch.exp_(x)``, ``SCALE.mul_(2)``: mutates a tensor fgirewrite does not track.
+            raise Unsupported(
+                "in-place-alias",
+                f"`{qualified}` works in place on a module-level or caller's tensor",
+                node,
+            )
         self.e_Name(cst.Name(qualified.split(".")[0]))  # record the free name; check shadowing
         values = self.args(node)
         lins = [v for _, v in values if isinstance(v, Lin)]
@@ -114,12 +121,14 @@ class CallRules:
             node,
         )
 
-    def method_call(self, node: cst.Call, method: str) -> Sym:
+    def method_call(self, node: cst.Call, method: str, receiver: Sym | None = None) -> Sym:
+        """``receiver.method(...)``; ``receiver`` is the receiver's value when known already."""
         func = node.func
         assert isinstance(func, cst.Attribute)
         if rules.is_random_call(None, method):
             raise Unsupported("backward-random", f"draws random numbers with `.{method}()`", node)
-        receiver = self.expr(func.value)
+        if receiver is None:
+            receiver = self.expr(func.value)
         if rules.is_inplace(method):
             return self.inplace(node, receiver, method)
         values = self.args(node)
@@ -150,6 +159,8 @@ class CallRules:
             raise self.not_linear(node, f"the gradient passed to `.{method}()`")
         self.all_const(values, node)
         aliasing = method in rules.MAY_ALIAS_METHODS
+        if aliasing:  # the result may be the receiver or a view of it: both now share memory
+            receiver.aliased = True
         return Const(
             rebuilt,
             is_bool=method in BOOL_METHODS,
@@ -164,10 +175,20 @@ class CallRules:
         consts = all(isinstance(v, Const) for _, v in values)
         if method in rules.GRAD_DROPPED and not values:
             return lin
+        aliasing = method in rules.MAY_ALIAS_METHODS  # ``.contiguous()``, ``.float()``: maybe self
+        if method in rules.GRAD_CAST:
+            for arg in node.args:
+                if self.qualified(arg.value) in rules.NON_FLOAT_DTYPES:
+                    raise self.not_linear(node, f"a cast of the gradient to `{_code(arg.value)}`")
+        result = None
         if method in rules.GRAD_IDENTITY and not values:
-            return self.lin_op(lin, rebuilt, keep_plain=True)
-        if (method in rules.GRAD_CAST | rules.GRAD_SCALE | rules.GRAD_NEGATE) and consts:
-            return self.lin_op(lin, rebuilt, aliasing=method in rules.MAY_ALIAS_METHODS)
+            result = self.lin_op(lin, rebuilt, keep_plain=True, aliasing=aliasing)
+        elif (method in rules.GRAD_CAST | rules.GRAD_SCALE | rules.GRAD_NEGATE) and consts:
+            result = self.lin_op(lin, rebuilt, aliasing=aliasing)
+        if result is not None:
+            if aliasing and self.held(lin):  # the result may be lin itself: both share memory
+                lin.aliased = result.aliased = True
+            return result
         if method in rules.GRAD_REDUCE and consts:
             return self.reduce(lin, rebuilt, node)
         if method == "masked_fill" and len(values) == 2:
@@ -189,12 +210,13 @@ class CallRules:
     def inplace(self, node: cst.Call, receiver: Sym, method: str) -> Sym:
         func = node.func
         assert isinstance(func, cst.Attribute)
-        label = dotted(func.value) or "an expression"
+        label = dotted(func.value) or cst.Module([]).code_for_node(func.value)
         target = func.value
-        # The result of a fresh computation can be mutated freely: nothing else holds it.
-        fresh = not isinstance(target, (cst.Name, cst.Attribute, cst.Subscript))
-        if not fresh:
-            self.check_inplace(receiver, label, node)
+        # The mutated object is the receiver's value, however it is spelled: in
+        # ``a.mul_(k).exp_()`` the receiver of ``exp_`` is ``a`` itself. A fresh computation
+        # (``(2 * x).cosh_()``) is held by nothing else; a value that may share memory with
+        # the caller's tensors (a view, a cast that may return its input) is refused.
+        self.check_inplace(receiver, label, node)
         outplace = method[:-1]
         if method == "zero_":
             self.state.free.add("torch")
@@ -207,15 +229,18 @@ class CallRules:
             )
         else:
             new = self.method_call(
-                node.with_changes(func=func.with_changes(attr=cst.Name(outplace))), outplace
+                node.with_changes(func=func.with_changes(attr=cst.Name(outplace))),
+                outplace,
+                receiver,  # evaluated once: evaluating it again would repeat its in-place ops
             )
         if isinstance(new, (Const, Lin)):
             new.aliased = False
             new.external = False
-        if isinstance(target, cst.Name):
-            self.rebind(receiver, new, target.value)
-            return self.env[target.value]
-        if not fresh:
+        holders = [name for name, value in self.env.items() if value is receiver]
+        if holders:
+            self.rebind(receiver, new, holders[0])
+            return self.env[holders[0]]
+        if isinstance(target, (cst.Name, cst.Attribute, cst.Subscript)):
             raise Unsupported("in-place-alias", f"an in-place op on `{label}`", node)
         return new
 
@@ -325,6 +350,10 @@ class CallRules:
 
     def not_linear(self, node: cst.CSTNode, what: str) -> Unsupported:
         return Unsupported("backward-not-linear", f"{what}", node)
+
+
+def _code(node: cst.CSTNode) -> str:
+    return cst.Module([]).code_for_node(node)
 
 
 def bind_parameters(

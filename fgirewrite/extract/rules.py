@@ -12,6 +12,15 @@ from __future__ import annotations
 GRAD_IDENTITY = frozenset({"clone", "contiguous"})
 GRAD_DROPPED = frozenset({"detach"})  # only affects double backward; FGI's gradient path
 GRAD_CAST = frozenset({"float", "double", "half", "bfloat16", "to", "type", "type_as"})
+# Casts that truncate: ``grad_output.to(torch.int32)`` is not linear in grad_output.
+NON_FLOAT_DTYPES = frozenset(
+    f"torch.{name}"
+    for name in (
+        *("bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64"),
+        *("short", "int", "long", "quint8", "qint8", "qint32"),
+        *("BoolTensor", "ByteTensor", "CharTensor", "ShortTensor", "IntTensor", "LongTensor"),
+    )
+)
 GRAD_SCALE = frozenset({"mul", "multiply", "div", "divide", "true_divide"})
 GRAD_NEGATE = frozenset({"neg", "negative"})
 GRAD_REDUCE = frozenset({"sum", "sum_to_size"})

@@ -16,6 +16,8 @@ that may share memory with something else is refused.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import libcst as cst
 
 from fgirewrite.extract import rules
@@ -246,12 +248,21 @@ class Evaluator(CallRules):
         for key, val in list(self.env.items()):
             if val is old:
                 self.env[key] = new
+            elif isinstance(val, Seq):  # ``pair = (a, b)`` holds a itself, not a copy
+                _replace_in(val, old, new)
+
+    def held(self, value: Sym) -> bool:
+        """A name is bound to this very value, or to a tuple holding it."""
+        return any(
+            v is value or (isinstance(v, Seq) and _holds(v, value)) for v in self.env.values()
+        )
 
     def check_inplace(self, target: Sym, label: str, node: cst.CSTNode) -> None:
         if isinstance(target, (Const, Lin)) and (target.external or target.aliased):
+            shared = "the caller's tensors" if target.external else "a view or alias of it"
             raise Unsupported(
                 "in-place-alias",
-                f"an in-place op on `{label}`, which may share memory with the caller's tensors",
+                f"an in-place op on `{label}`, which may share memory with {shared}",
                 node,
             )
 
@@ -353,6 +364,8 @@ class Evaluator(CallRules):
         if not isinstance(base, Const):
             raise Unsupported("unsupported-syntax", f"`.{attr}` of a tuple", node)
         aliasing = attr in rules.MAY_ALIAS_ATTRIBUTES
+        if aliasing:  # ``x.T``, ``x.data``: a view, so x now shares memory with it
+            base.aliased = True
         return Const(
             node.with_changes(value=operand(node.value, base.node)),
             simple=base.simple,
@@ -366,7 +379,9 @@ class Evaluator(CallRules):
         if attr in ("saved_tensors", "saved_variables"):
             if self.ctx.saved is None:
                 raise Unsupported("unsupported-ctx", "reads ctx.saved_tensors but saves none", node)
-            return Seq(list(self.ctx.saved))
+            # A saved tensor is shared with ctx, and may be the output or a view of an input
+            # the caller holds: an in-place op on it is never taken for a private update.
+            return Seq([replace(c, external=True) for c in self.ctx.saved])
         if attr == "needs_input_grad":
             items: list[object] = []
             for i in range(self.ctx.n_inputs):
@@ -403,6 +418,7 @@ class Evaluator(CallRules):
         elements = []
         for element in node.slice:
             elements.append(element.with_changes(slice=self.const_slice(element.slice)))
+        base.aliased = True  # ``y = x[0]`` may be a view: an in-place op on x changes y
         return Const(
             node.with_changes(value=operand(node.value, base.node), slice=elements),
             external=base.external,
@@ -534,3 +550,15 @@ class Evaluator(CallRules):
 
     def e_List(self, node: cst.List) -> Sym:
         return self.e_Tuple(node)  # type: ignore[arg-type]
+
+
+def _replace_in(seq: Seq, old: Sym, new: Sym) -> None:
+    for i, item in enumerate(seq.items):
+        if item is old:
+            seq.items[i] = new
+        elif isinstance(item, Seq):
+            _replace_in(item, old, new)
+
+
+def _holds(seq: Seq, value: Sym) -> bool:
+    return any(i is value or (isinstance(i, Seq) and _holds(i, value)) for i in seq.items)

@@ -131,6 +131,9 @@ def equivalence(original, rewritten, inputs: tuple, seeds: int, steps: int) -> l
 
 
 def _trajectory(original, rewritten, inputs: tuple, steps: int) -> ModelCheck:
+    what = f"parameters after {steps} SGD steps"
+    if not any(True for _ in original.parameters()):
+        return ModelCheck(what, True, "the model has no parameters to train")
     models = [copy.deepcopy(original), copy.deepcopy(rewritten)]
     for model in models:
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
@@ -145,7 +148,7 @@ def _trajectory(original, rewritten, inputs: tuple, steps: int) -> ModelCheck:
         if m := close_mismatch(name, a.detach(), b.detach(), torch.zeros(()), rtol, atol):
             problems.append(str(m))
     detail = "; ".join(problems) or f"greatest parameter difference {worst:.3g}"
-    return ModelCheck(f"parameters after {steps} SGD steps", not problems, detail)
+    return ModelCheck(what, not problems, detail)
 
 
 def _close(what: str, a: torch.Tensor, b: torch.Tensor):
@@ -340,7 +343,10 @@ def verify_model(
         rewritten.load_state_dict(original.state_dict())
     except Exception as exc:  # noqa: BLE001 - the user's entry point failed
         return ModelReport(str(path), entry_name, (), (), error=_first_line(exc))
-    checks = tuple(equivalence(original, rewritten, inputs, seeds, steps))
+    try:
+        checks = tuple(equivalence(original, rewritten, inputs, seeds, steps))
+    except Exception as exc:  # noqa: BLE001 - the model cannot be compared: say why, go on
+        return ModelReport(str(path), entry_name, (), (), error=_first_line(exc))
     table = []
     for name in capabilities or tuple(CAPABILITIES):
         if progress:

@@ -257,10 +257,12 @@ def print_terminal(files: list[FileVerification]) -> None:
     for f in files:
         for s in f.skipped:
             console.print(
-                f"{s.location}: left as it is: {s.name} [{s.code}] {s.message}", markup=False
+                f"{s.location}: left as it is: {s.name} [{s.code}] {s.message}",
+                markup=False,
+                soft_wrap=True,  # one line per finding, however narrow the terminal or pipe
             )
         if f.error:
-            console.print(f"[red]{f.path}: error: {f.error}")
+            console.print(f"{f.path}: error: {f.error}", style="red", markup=False, soft_wrap=True)
         if f.model is not None:
             _print_model(console, f.path, f.model)
 
@@ -289,7 +291,7 @@ def _print_model(console, path: str, m: ModelReport) -> None:
             )
         console.print(caps)
     for w in m.warnings:
-        console.print(f"[yellow]warning: {w}")
+        console.print(f"warning: {w}", style="yellow", markup=False, soft_wrap=True)
 
 
 def write_json(files: list[FileVerification], path: Path) -> None:
