@@ -34,8 +34,8 @@ def runtime_source() -> str:
     return "\n\n".join("".join(lines[f.lineno - 1 : f.end_lineno]) for f in functions)
 
 
-def _entry(s: Surrogate, param: str) -> str:
-    return next((fresh for fresh, p in s.snapshots if p == param), param)
+def _live(s: Surrogate, param: str) -> str:
+    return dict(s.live).get(param, param)
 
 
 class _Substitute(cst.CSTTransformer):
@@ -89,15 +89,19 @@ def function_source(s: Surrogate, name: str) -> str:
         f'{indent}"""FGI form of `{s.name.split(".")[-1]}`: same values, same gradient '
         '(fgirewrite)."""'
     )
+    live = dict(s.live)
+    for param in s.detach:
+        if param in live:
+            lines.append(f"{indent}{live[param]}, {param} = {param}, {param}.detach()")
+        else:
+            lines.append(f"{indent}{param} = {param}.detach()")
     for fresh, param in s.snapshots:
         lines.append(f"{indent}{fresh} = {param}")
     lines.append(f"{indent}with torch.no_grad():")
     lines.append(textwrap.indent(s.forward.rstrip("\n"), indent * 2))
     lines.append(f"{indent}if _fgi_needs_grad():")
     for g in s.gradients:
-        lines.append(f"{indent * 2}{g.delta} = _fgi_delta({_entry(s, g.param)}, {s.output})")
-    for tensor in s.detach:
-        lines.append(f"{indent * 2}{tensor} = {tensor}.detach()")
+        lines.append(f"{indent * 2}{g.delta} = _fgi_delta({_live(s, g.param)}, {s.output})")
     if s.prelude:
         lines.append(textwrap.indent(s.prelude.rstrip("\n"), indent * 2))
     terms = ", ".join(injected_terms(s))

@@ -58,8 +58,9 @@ class Surrogate:
     output: str  # the variable that holds the output after ``forward``
     prelude: str  # statements the gradient templates need, on detached tensors
     gradients: tuple[Gradient, ...]
-    snapshots: tuple[tuple[str, str], ...] = ()  # (fresh, param) bound before forward runs
-    detach: tuple[str, ...] = ()  # tensors the gradient code reads, detached first
+    snapshots: tuple[tuple[str, str], ...] = ()  # (fresh, param): an input the forward rebinds
+    live: tuple[tuple[str, str], ...] = ()  # (param, name): the live input a gradient reaches
+    detach: tuple[str, ...] = ()  # inputs known to be tensors, detached on entry
     helpers: tuple[str, ...] = ()  # module-level functions inlined from the backward
     free_names: tuple[str, ...] = ()  # module-level names the generated code reads
 

@@ -184,7 +184,7 @@ def _extract(
 
     out_name = _output_name(fwd, param_names, names)
     # A parameter the forward rebinds is read after the forward through a snapshot.
-    snapshots = {p: names.fresh(p + "_in") for p in param_names if p in fwd.assigned}
+    snapshots = {p: names.fresh(p + "_0") for p in param_names if p in fwd.assigned}
     entry = {p: snapshots.get(p, p) for p in param_names}
 
     def function(name: str) -> cst.FunctionDef | None:
@@ -240,17 +240,18 @@ def _extract(
     for g in gradients:
         used |= names_in(cst.parse_expression(g.template))
     used_snapshots = tuple(
-        (snapshots[p], p)
-        for p in param_names
-        if p in snapshots and (snapshots[p] in used or any(g.param == p for g in gradients))
+        (snapshots[p], p) for p in param_names if p in snapshots and snapshots[p] in used
     )
-    tensors = {entry[param_names[i]] for i in ctx.tensor_inputs} | saved_names
-    tensors |= {entry[g.param] for g in gradients}
-    # Tensors the forward produced or received; what the prelude computes is detached already.
-    tensors &= shadowed - {out_name}
-    detach = tuple(sorted(n for n in tensors if n in used))
+    # Every input known to be a tensor is detached on entry (the forward and the gradient
+    # code then never record a graph or carry a forward-mode tangent); each differentiable one
+    # keeps its live handle, from which its injected zero is made.
+    differentiable = {g.param for g in gradients}
+    tensors = {param_names[i] for i in ctx.tensor_inputs} | differentiable
+    tensors |= {p for p in param_names if entry[p] in saved_names}
+    detach = tuple(p for p in param_names if p in tensors)
+    live = {p: names.fresh(p + "_in") for p in param_names if p in differentiable}
     forward_reads = names_in(cst.parse_module(forward_code))
-    bound = shadowed | forward_reads | used | set(detach)
+    bound = shadowed | forward_reads | used | set(live.values())
     if len(gradients) == 1 and grad_param not in bound:
         deltas = [grad_param]
     else:
@@ -269,6 +270,7 @@ def _extract(
         prelude=prelude_code,
         gradients=tuple(gradients),
         snapshots=used_snapshots,
+        live=tuple(live.items()),
         detach=detach,
         helpers=tuple(dict.fromkeys(state.helpers)),
         free_names=tuple(sorted((free | {"torch"}) & module_names)),
@@ -338,7 +340,9 @@ def _gradients(
                 f"the gradient for `{param}` does not depend on grad_output",
                 backward,
             )
-        gradients.append(Gradient(param, template, _derivative(template), location, "", reduction))
+        derivative = _derivative(template)
+        template = _code(_backward_order(cst.parse_expression(template)))
+        gradients.append(Gradient(param, template, derivative, location, "", reduction))
     if not gradients:
         raise Unsupported("no-gradient", "the backward returns None for every input", backward)
     return gradients
@@ -407,6 +411,60 @@ class _One(cst.CSTTransformer):
 
 def _is_one(node: cst.BaseExpression) -> bool:
     return isinstance(node, cst.Integer) and node.value == "1"
+
+
+def _is_grad_leaf(node: cst.BaseExpression) -> bool:
+    """The incoming gradient itself, cloned or negated (both exact)."""
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, (cst.Minus, cst.Plus)):
+        return _is_grad_leaf(node.expression)
+    if (
+        isinstance(node, cst.Call)
+        and isinstance(node.func, cst.Attribute)
+        and not node.args
+        and node.func.attr.value in ("clone", "contiguous")
+    ):
+        return _is_grad_leaf(node.func.value)
+    return isinstance(node, cst.Name) and node.value == GRAD
+
+
+def _backward_order(template: cst.BaseExpression) -> cst.BaseExpression:
+    """``g * a / b`` becomes ``g / b * a``: autograd differentiates the outermost operation
+    first, so the backward then computes ``(grad * a) / b``, in the original's order and with
+    its rounding. Anything but a chain of products and quotients on the gradient is kept."""
+    chain: list[tuple[cst.BaseBinaryOp, cst.BaseExpression]] = []
+    prefix = None
+    node = template
+    while isinstance(node, cst.BinaryOperation) and isinstance(
+        node.operator, (cst.Multiply, cst.Divide)
+    ):
+        if GRAD in names_in(node.right):
+            if (
+                isinstance(node.operator, cst.Multiply)
+                and _is_grad_leaf(node.right)
+                and GRAD not in names_in(node.left)
+            ):
+                prefix, node = node.left, node.right  # ``c * g``: c multiplies first
+            break
+        chain.append((node.operator, node.right))
+        node = node.left
+    if not _is_grad_leaf(node) or len(chain) + (prefix is not None) < 2:
+        return template
+    return _rebuild(node, chain, prefix)
+
+
+def _rebuild(leaf, chain, prefix) -> cst.BaseExpression:
+    # ``chain`` holds the operations outermost first; applied to the leaf in that order they
+    # nest so that the original's first operation is the outermost of the result.
+    result = leaf
+    for operator, value in chain:
+        result = cst.BinaryOperation(left=result, operator=operator, right=value)
+    if prefix is not None:
+        if isinstance(prefix, (cst.BinaryOperation, cst.BooleanOperation, cst.IfExp)) and not (
+            prefix.lpar
+        ):
+            prefix = prefix.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+        result = cst.BinaryOperation(left=result, operator=cst.Multiply(), right=prefix)
+    return result
 
 
 def _derivative(template: str) -> str:
