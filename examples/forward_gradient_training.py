@@ -44,8 +44,12 @@ def digits(seed: int = 0, train: int = 1400):
     labels = torch.tensor(data.target)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     first, rest = order[:train], order[train:]
-    return (images[first].transpose(0, 1), labels[first], images[rest].transpose(0, 1),
-            labels[rest])
+    return (
+        images[first].transpose(0, 1),
+        labels[first],
+        images[rest].transpose(0, 1),
+        labels[rest],
+    )
 
 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -53,9 +57,17 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x).argmax(1) == y).float().mean())
 
 
-def train(steps: int = 600, num_tangents: int = 16, aggregation: str = "orthogonal",
-          hidden: int = 16, batch: int = 64, lr: float = 3e-2, seed: int = 0,
-          every: int = 50, backprop: bool = False) -> list[dict]:
+def train(
+    steps: int = 600,
+    num_tangents: int = 16,
+    aggregation: str = "orthogonal",
+    hidden: int = 16,
+    batch: int = 64,
+    lr: float = 3e-2,
+    seed: int = 0,
+    every: int = 50,
+    backprop: bool = False,
+) -> list[dict]:
     """Forward-gradient training (or, for comparison, backprop); returns the logged curve."""
     _, rewritten, _ = load_pair(ALIF)
     x_train, y_train, x_test, y_test = digits(seed)
@@ -71,11 +83,18 @@ def train(steps: int = 600, num_tangents: int = 16, aggregation: str = "orthogon
         if step % every == 0 or step == steps:
             with torch.no_grad():
                 train_loss = float(F.cross_entropy(model(x_train), y_train))
-            curve.append({"step": step, "train_loss": train_loss,
-                          "test_accuracy": accuracy(model, x_test, y_test),
-                          "seconds": time.perf_counter() - start})
-            print(f"step {step:4d}  train loss {train_loss:.4f}  test accuracy "
-                  f"{curve[-1]['test_accuracy']:.3f}")
+            curve.append(
+                {
+                    "step": step,
+                    "train_loss": train_loss,
+                    "test_accuracy": accuracy(model, x_test, y_test),
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+            print(
+                f"step {step:4d}  train loss {train_loss:.4f}  test accuracy "
+                f"{curve[-1]['test_accuracy']:.3f}"
+            )
         if step == steps:
             break
         pick = torch.randint(0, y_train.shape[0], (batch,), generator=generator)
@@ -85,8 +104,9 @@ def train(steps: int = 600, num_tangents: int = 16, aggregation: str = "orthogon
             optimizer.step()
             continue
         tangents = sample_tangents(trainable_parameters(model), num_tangents, generator)
-        _, derivatives = directional_derivatives(model, F.cross_entropy, x_train[:, pick],
-                                                 y_train[pick], tangents)
+        _, derivatives = directional_derivatives(
+            model, F.cross_entropy, x_train[:, pick], y_train[pick], tangents
+        )
         estimate = aggregate(tangents, derivatives, aggregation)
         for name, parameter in model.named_parameters():
             parameter.grad = estimate[name]
@@ -101,20 +121,34 @@ def main() -> None:
     parser.add_argument("--aggregation", choices=AGGREGATIONS, default="orthogonal")
     parser.add_argument("--hidden", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-2)
-    parser.add_argument("--backprop", action="store_true",
-                        help="train with ordinary backprop instead, for comparison")
+    parser.add_argument(
+        "--backprop",
+        action="store_true",
+        help="train with ordinary backprop instead, for comparison",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, help="write the curve here as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    curve = train(args.steps, args.tangents, args.aggregation, args.hidden, lr=args.lr,
-                  seed=args.seed, backprop=args.backprop)
+    curve = train(
+        args.steps,
+        args.tangents,
+        args.aggregation,
+        args.hidden,
+        lr=args.lr,
+        seed=args.seed,
+        backprop=args.backprop,
+    )
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        record = {"torch": torch.__version__, "device": "cpu", "threads": args.threads,
-                  **{k: v for k, v in vars(args).items() if k not in ("out", "threads")},
-                  "curve": curve}
+        record = {
+            "torch": torch.__version__,
+            "device": "cpu",
+            "threads": args.threads,
+            **{k: v for k, v in vars(args).items() if k not in ("out", "threads")},
+            "curve": curve,
+        }
         args.out.write_text(json.dumps(record, indent=2) + "\n")
 
 

@@ -143,5 +143,7 @@ def test_double_backward_elsewhere_in_the_run_is_warned(tmp_path, good):
         "    return torch.autograd.grad(loss, params, create_graph=True)\n"
     )
     result = run("--check", str(tmp_path))
-    assert (f"{tmp_path / 'train.py'}:4: warning: differentiates through gradients; FGI "
-            "gradients are first-order") in result.stderr
+    assert (
+        f"{tmp_path / 'train.py'}:4: warning: differentiates through gradients; FGI "
+        "gradients are first-order"
+    ) in result.stderr
