@@ -34,6 +34,7 @@ class Check:
     failures: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     compared: bool = True  # False when the original itself fails on the probe grid
+    bitwise: bool = False  # every compared gradient equal bit for bit
 
     @property
     def ok(self) -> bool:
@@ -227,6 +228,7 @@ def check_pair(
     failures: list[str] = []
     notes: list[str] = []
     compared = True
+    bitwise = True
     rtol, atol = tolerance(dtype)
     centers = [0.0] + [float(v) for v in spec.values.values() if isinstance(v, (int, float))]
     if spec.domain != probes.DOMAINS[0]:
@@ -299,6 +301,7 @@ def check_pair(
                     found = []
                 failures.extend(found)
                 continue
+            bitwise = bitwise and torch.equal(act[where], exp[where])
             m = close_mismatch(what, act, exp, x, rtol, atol, where)
             if m is not None and coarse is not None:
                 m = close_mismatch(what, act, exp, x, *tolerance(coarse), where)
@@ -310,7 +313,10 @@ def check_pair(
         if label == "grid" and dtype in (torch.float32, torch.float64) and first in expected_grads:
             finite = torch.isfinite(expected_grads[first])  # where the original's is defined
             failures.extend(_forward_mode(rewritten, args, spec, actual_grads, x, finite))
-    return Check(str(dtype).replace("torch.", ""), device, tuple(failures), tuple(notes), compared)
+    bitwise = bitwise and compared and not failures
+    return Check(
+        str(dtype).replace("torch.", ""), device, tuple(failures), tuple(notes), compared, bitwise
+    )
 
 
 def _coarser(output: torch.dtype, grad: torch.Tensor, where: torch.Tensor) -> torch.dtype | None:

@@ -90,6 +90,7 @@ def _file_json(f: FileVerification) -> dict:
                         "device": c.device,
                         "ok": c.ok,
                         "compared": c.compared,
+                        "bitwise": c.bitwise,
                         "failures": list(c.failures),
                         "notes": list(c.notes),
                     }
@@ -207,7 +208,10 @@ def to_markdown(files: list[FileVerification]) -> str:
         ]
         for _, s, r in surrogates:
             grads = "; ".join(f"d/d{g.param} = `{_md(g.derivative)}`" for g in s.gradients)
+            exact = [c.dtype for c in r.checks if c.bitwise]
             result = "✅ equivalent" if r.ok else "❌ " + _md("; ".join(r.failures())[:300])
+            if r.ok and exact:
+                result += f" (gradients bit-identical in {', '.join(dict.fromkeys(exact))})"
             lines.append(
                 f"| `{s.name}` | {s.location} | `{r.function}` | {grads} | {len(r.checks)} "
                 f"| {result} |"
