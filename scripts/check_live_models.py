@@ -64,8 +64,10 @@ def _compile(model, x, backend: str) -> str:
     expected, expected_grads = _grads(model, x)
     same = torch.equal(out, expected)
     diff = float((grads - expected_grads).abs().max())
-    return (f"ok in {time.perf_counter() - start:.0f} s; forward equal {same}; "
-            f"gradient max diff {diff:.2g}")
+    return (
+        f"ok in {time.perf_counter() - start:.0f} s; forward equal {same}; "
+        f"gradient max diff {diff:.2g}"
+    )
 
 
 def main() -> None:
@@ -88,12 +90,17 @@ def main() -> None:
             continue
         injected = inject(original)
         (out, grads), (expected, expected_grads) = _grads(injected, x), _grads(original, x)
-        print(f"{name}: forward equal {torch.equal(out, expected)}; gradient max diff "
-              f"{float((grads - expected_grads).abs().max()):.2g}")
+        print(
+            f"{name}: forward equal {torch.equal(out, expected)}; gradient max diff "
+            f"{float((grads - expected_grads).abs().max()):.2g}"
+        )
         print(f"  vmap(grad): original {_vmap(builder(), xs)}; injected {_vmap(injected, xs)}")
         for label, model in (("original", builder()), ("injected", inject(builder()))):
-            print(f"  compile(fullgraph=True, backend={args.backend}) {label}: "
-                  f"{_compile(model, x, args.backend)}", flush=True)
+            print(
+                f"  compile(fullgraph=True, backend={args.backend}) {label}: "
+                f"{_compile(model, x, args.backend)}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -7,16 +7,18 @@ elementwise in grad_output; ``rules.py`` holds the tables of operations both rel
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
 
 from fgirewrite.codegen import RUNTIME_NAMES
 from fgirewrite.discover import ClassSite, ModuleInfo
+from fgirewrite.extract.classes import Snippet, annotated_tensor, inherited
+from fgirewrite.extract.classes import methods as class_methods
+from fgirewrite.extract.classes import params as params_of
 from fgirewrite.extract.forward import Forward, assigned_names, read_forward
 from fgirewrite.extract.symbolic import Evaluator
+from fgirewrite.extract.templates import backward_order, code, derivative, readable
 from fgirewrite.extract.values import (
     Const,
     Ctx,
@@ -26,52 +28,11 @@ from fgirewrite.extract.values import (
     State,
     Unsupported,
     as_const,
-    dotted,
     names_in,
-    standalone,
 )
 from fgirewrite.surrogate import GRAD, Gradient, Location, Skip, Surrogate
 
 PROTOCOL = frozenset({"forward", "backward", "setup_context", "jvp", "vmap"})
-
-
-class _Snippet:
-    """Source lines parsed on their own, with positions mapped back to the file."""
-
-    def __init__(self, text: str, first_line: int, indented: bool):
-        self.offset = first_line - 1
-        if indented:
-            text, self.offset = "if 1:\n" + text, self.offset - 1
-        self.text = text
-        self.module = cst.parse_module(text)
-        self._positions = None
-        body = self.module.body[0]
-        self.node = body.body.body[0] if indented else body  # type: ignore[union-attr]
-
-    @property
-    def positions(self):
-        """Computed on first use only: most classes never need a location inside them."""
-        if self._positions is None:
-            wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
-            self._positions = wrapper.resolve(PositionProvider)
-        return self._positions
-
-    def method_location(self, function: cst.FunctionDef, path: str) -> Location | None:
-        """Where a method of this snippet's class starts, found without a position pass."""
-        if function not in getattr(self.node.body, "body", ()):  # type: ignore[union-attr]
-            return None
-        name = function.name.value
-        for i, line in enumerate(self.text.splitlines()):
-            match = re.match(rf"(\s*)(async\s+)?def\s+{re.escape(name)}\b", line)
-            if match:
-                return Location(path, i + 1 + self.offset, len(match.group(1)) + 1)
-        return None
-
-    def locate(self, node: cst.CSTNode | None, path: str) -> Location | None:
-        if node is None or node not in self.positions:
-            return None
-        start = self.positions[node].start
-        return Location(path, start.line + self.offset, start.column + 1)
 
 
 def extract(site: ClassSite, info: ModuleInfo, path: str) -> Surrogate | Skip:
@@ -84,9 +45,9 @@ def extract(site: ClassSite, info: ModuleInfo, path: str) -> Surrogate | Skip:
             "unresolved-base",
             f"base `{site.unresolved}` is not imported from torch.autograd",
         )
-    snippets: list[_Snippet] = []
+    snippets: list[Snippet] = []
     try:
-        snippet = _Snippet(
+        snippet = Snippet(
             info.segment(site.first_line, site.end_line),
             site.first_line,
             indented=site.scope != "module",
@@ -110,76 +71,31 @@ def _line(exc: Exception) -> str:
     return (str(getattr(exc, "message", None) or exc).splitlines() or [""])[0]
 
 
-def _methods(classdef: cst.ClassDef) -> dict[str, cst.FunctionDef]:
-    found = {}
-    for stmt in classdef.body.body:
-        if isinstance(stmt, cst.FunctionDef):
-            found[stmt.name.value] = stmt
-    return found
-
-
-def _inherited(
-    classdef: cst.ClassDef, info: ModuleInfo, snippets: list[_Snippet], depth: int = 0
-) -> dict[str, cst.FunctionDef]:
-    """Methods from the module's own base classes (a mixin defining ``backward``), by MRO-ish
-    order: later bases first, so earlier ones override them."""
-    found: dict[str, cst.FunctionDef] = {}
-    for base in reversed(classdef.bases):
-        node = info.classes.get(dotted(base.value) or "")
-        if node is None or depth > 8:
-            continue
-        first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-        snippet = _Snippet(info.segment(first, node.end_lineno or node.lineno), first, False)
-        snippets.append(snippet)
-        assert isinstance(snippet.node, cst.ClassDef)
-        found |= _inherited(snippet.node, info, snippets, depth + 1) | _methods(snippet.node)
-    return found
-
-
-def _params(function: cst.FunctionDef, skip_first: bool) -> tuple[list[cst.Param], str | None]:
-    params = function.params
-    if params.star_arg not in (cst.MaybeSentinel.DEFAULT, None) or params.star_kwarg:
-        raise Unsupported("unsupported-syntax", "the forward takes *args or **kwargs", function)
-    ordered = list(params.posonly_params) + list(params.params) + list(params.kwonly_params)
-    if not skip_first:
-        return ordered, None
-    if not ordered:
-        raise Unsupported("unsupported-ctx", "the forward takes no ctx", function)
-    return ordered[1:], ordered[0].name.value
-
-
-def _annotated_tensor(param: cst.Param) -> bool:
-    if param.annotation is None:
-        return False
-    text = cst.Module([]).code_for_node(param.annotation.annotation)
-    return text.split(".")[-1] == "Tensor"
-
-
 def _extract(
-    site: ClassSite, info: ModuleInfo, path: str, snippet: _Snippet, snippets: list[_Snippet]
+    site: ClassSite, info: ModuleInfo, path: str, snippet: Snippet, snippets: list[Snippet]
 ) -> Surrogate:
     classdef = snippet.node
     assert isinstance(classdef, cst.ClassDef)
-    methods = _inherited(classdef, info, snippets) | _methods(classdef)
+    methods = inherited(classdef, info, snippets) | class_methods(classdef)
     if "forward" not in methods:
         raise Unsupported("no-forward", "defines no forward", classdef)
     if "backward" not in methods:
         raise Unsupported("no-backward", "defines no backward", classdef)
     forward_def, backward_def = methods["forward"], methods["backward"]
     new_style = "setup_context" in methods
-    params, ctx_name = _params(forward_def, skip_first=not new_style)
+    params, ctx_name = params_of(forward_def, skip_first=not new_style)
     param_names = [p.name.value for p in params]
 
     # Fresh names avoid everything the generated function reads or binds; the backward's own
     # locals may be reused, since the generated code rebinds them explicitly.
     backward_reads = names_in(backward_def) - assigned_names(backward_def.body)
-    backward_reads -= {p.name.value for p in _params(backward_def, skip_first=False)[0]}
+    backward_reads -= {p.name.value for p in params_of(backward_def, skip_first=False)[0]}
     taken = names_in(forward_def) | backward_reads | set(info.imports) | set(info.functions)
     taken |= set(info.classes) | info.assigned | {"torch"} | set(RUNTIME_NAMES)
     if new_style:
         taken |= names_in(methods["setup_context"])
     names = Names(taken)
-    known = {p.name.value for p in params if _annotated_tensor(p)}
+    known = {p.name.value for p in params if annotated_tensor(p)}
     fwd = read_forward(forward_def, ctx_name, param_names, names)
 
     out_name = _output_name(fwd, param_names, names)
@@ -192,7 +108,7 @@ def _extract(
         if node is None or node.lineno is None:
             return None
         first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-        helper = _Snippet(info.segment(first, node.end_lineno or node.lineno), first, False)
+        helper = Snippet(info.segment(first, node.end_lineno or node.lineno), first, False)
         snippets.append(helper)
         return helper.node if isinstance(helper.node, cst.FunctionDef) else None
 
@@ -217,7 +133,7 @@ def _extract(
         if entry[p] in saved_names:
             ctx.tensor_inputs.add(i)
 
-    back_params, back_ctx = _params(backward_def, skip_first=True)
+    back_params, back_ctx = params_of(backward_def, skip_first=True)
     if len(back_params) != 1:
         raise Unsupported("multiple-outputs", "the backward takes several gradients", backward_def)
     grad_param = back_params[0].name.value
@@ -226,7 +142,7 @@ def _extract(
     gradients = _gradients(result, param_names, backward_def, snippets, path)
 
     prelude = _dead_code_eliminated(state.prelude, gradients)
-    gradients = [replace(g, derivative=_readable(g.derivative, prelude)) for g in gradients]
+    gradients = [replace(g, derivative=readable(g.derivative, prelude)) for g in gradients]
     code = cst.Module([])
     forward_code = code.code_for_node(cst.Module(fwd.statements)) if fwd.statements else ""
     if not (isinstance(fwd.result, cst.Name) and fwd.result.value == out_name):
@@ -287,7 +203,7 @@ def _output_name(fwd: Forward, params: list[str], names: Names) -> str:
 def _setup_context(
     function: cst.FunctionDef, entry: dict[str, str], out_name: str, state: State, n_inputs: int
 ) -> Ctx:
-    params, ctx_name = _params(function, skip_first=True)
+    params, ctx_name = params_of(function, skip_first=True)
     if len(params) != 2:
         raise Unsupported(
             "unsupported-ctx", "setup_context does not take (ctx, inputs, output)", function
@@ -304,7 +220,7 @@ def _gradients(
     result: object,
     params: list[str],
     backward: cst.FunctionDef,
-    snippets: list[_Snippet],
+    snippets: list[Snippet],
     path: str,
 ) -> list[Gradient]:
     if result is None:
@@ -328,8 +244,8 @@ def _gradients(
     gradients = []
     for param, item in zip(params, items, strict=False):
         if isinstance(item, Lin):
-            reduction = None if item.reduction is None else _code(item.reduction)
-            template = _code(item.node)
+            reduction = None if item.reduction is None else code(item.reduction)
+            template = code(item.node)
         elif isinstance(item, Const) and item.zero:
             reduction, template = None, f"{GRAD} * 0"
         elif as_const(item) is not None and as_const(item).value is None:  # type: ignore[union-attr]
@@ -340,9 +256,9 @@ def _gradients(
                 f"the gradient for `{param}` does not depend on grad_output",
                 backward,
             )
-        derivative = _derivative(template)
-        template = _code(_backward_order(cst.parse_expression(template)))
-        gradients.append(Gradient(param, template, derivative, location, "", reduction))
+        shown = derivative(template)
+        template = code(backward_order(cst.parse_expression(template)))
+        gradients.append(Gradient(param, template, shown, location, "", reduction))
     if not gradients:
         raise Unsupported("no-gradient", "the backward returns None for every input", backward)
     return gradients
@@ -360,142 +276,3 @@ def _dead_code_eliminated(
             kept.append(stmt)
             needed |= names_in(stmt)
     return list(reversed(kept))
-
-
-def _code(node: cst.CSTNode) -> str:
-    if isinstance(node, cst.BaseExpression):
-        node = standalone(node)
-    return cst.Module([]).code_for_node(node)
-
-
-class _One(cst.CSTTransformer):
-    """The template with grad_output = 1, lightly simplified, for people to read."""
-
-    def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.BaseExpression:
-        return cst.Integer("1") if updated.value == GRAD else updated
-
-    def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute) -> cst.Attribute:
-        value = updated.value
-        if isinstance(value, cst.Integer) and not value.lpar:  # ``1.mul`` does not parse
-            value = value.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
-            return updated.with_changes(value=value)
-        return updated
-
-    def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
-        func = updated.func
-        if not (isinstance(func, cst.Attribute) and _is_one(func.value)):
-            return updated
-        if func.attr.value in ("clone", "contiguous", "float", "double", "half", "to", "type_as"):
-            return cst.Integer("1")
-        if func.attr.value in ("mul", "multiply") and len(updated.args) == 1:
-            factor = updated.args[0].value  # ``grad_output.mul(g)``: g
-            if (
-                isinstance(factor, (cst.Name, cst.Attribute, cst.Call, cst.Subscript))
-                or factor.lpar
-            ):
-                return factor
-            return factor.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
-        return updated
-
-    def leave_BinaryOperation(
-        self, original: cst.BinaryOperation, updated: cst.BinaryOperation
-    ) -> cst.BaseExpression:
-        if isinstance(updated.operator, cst.Multiply):
-            for one, other in ((updated.left, updated.right), (updated.right, updated.left)):
-                if _is_one(one):
-                    if updated.lpar and not other.lpar:  # ``(1 * 2).to(...)``: keep grouping
-                        return other.with_changes(lpar=updated.lpar, rpar=updated.rpar)
-                    return other
-        return updated
-
-
-def _is_one(node: cst.BaseExpression) -> bool:
-    return isinstance(node, cst.Integer) and node.value == "1"
-
-
-def _is_grad_leaf(node: cst.BaseExpression) -> bool:
-    """The incoming gradient itself, cloned or negated (both exact)."""
-    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, (cst.Minus, cst.Plus)):
-        return _is_grad_leaf(node.expression)
-    if (
-        isinstance(node, cst.Call)
-        and isinstance(node.func, cst.Attribute)
-        and not node.args
-        and node.func.attr.value in ("clone", "contiguous")
-    ):
-        return _is_grad_leaf(node.func.value)
-    return isinstance(node, cst.Name) and node.value == GRAD
-
-
-def _backward_order(template: cst.BaseExpression) -> cst.BaseExpression:
-    """``g * a / b`` becomes ``g / b * a``: autograd differentiates the outermost operation
-    first, so the backward then computes ``(grad * a) / b``, in the original's order and with
-    its rounding. Anything but a chain of products and quotients on the gradient is kept."""
-    chain: list[tuple[cst.BaseBinaryOp, cst.BaseExpression]] = []
-    prefix = None
-    node = template
-    while isinstance(node, cst.BinaryOperation) and isinstance(
-        node.operator, (cst.Multiply, cst.Divide)
-    ):
-        if GRAD in names_in(node.right):
-            if (
-                isinstance(node.operator, cst.Multiply)
-                and _is_grad_leaf(node.right)
-                and GRAD not in names_in(node.left)
-            ):
-                prefix, node = node.left, node.right  # ``c * g``: c multiplies first
-            break
-        chain.append((node.operator, node.right))
-        node = node.left
-    if not _is_grad_leaf(node) or len(chain) + (prefix is not None) < 2:
-        return template
-    return _rebuild(node, chain, prefix)
-
-
-def _rebuild(leaf, chain, prefix) -> cst.BaseExpression:
-    # ``chain`` holds the operations outermost first; applied to the leaf in that order they
-    # nest so that the original's first operation is the outermost of the result.
-    result = leaf
-    for operator, value in chain:
-        result = cst.BinaryOperation(left=result, operator=operator, right=value)
-    if prefix is not None:
-        if isinstance(prefix, (cst.BinaryOperation, cst.BooleanOperation, cst.IfExp)) and not (
-            prefix.lpar
-        ):
-            prefix = prefix.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
-        result = cst.BinaryOperation(left=result, operator=cst.Multiply(), right=prefix)
-    return result
-
-
-def _derivative(template: str) -> str:
-    return _code(cst.parse_expression(template).visit(_One()))
-
-
-class _Inline(cst.CSTTransformer):
-    def __init__(self, values: dict[str, cst.BaseExpression]):
-        self.values = values
-
-    def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.BaseExpression:
-        value = self.values.get(updated.value)
-        if value is None:
-            return updated
-        if isinstance(value, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) or value.lpar:
-            return value
-        return value.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
-
-
-def _readable(derivative: str, prelude: list[cst.BaseStatement]) -> str:
-    """The derivative with the backward's temporaries written out, for reports."""
-    values: dict[str, cst.BaseExpression] = {}
-    for line in prelude:
-        stmt = line.body[0] if isinstance(line, cst.SimpleStatementLine) else None
-        if (
-            isinstance(stmt, cst.Assign)
-            and len(stmt.targets) == 1
-            and isinstance(stmt.targets[0].target, cst.Name)
-        ):
-            values[stmt.targets[0].target.value] = stmt.value.visit(_Inline(values))
-    result = cst.parse_expression(derivative).visit(_Inline(values))
-    text = cst.Module([]).code_for_node(result.with_changes(lpar=[], rpar=[]))
-    text = text.replace("\\\n", " ")
-    return re.sub(r"\(\s+", "(", re.sub(r"\s+\)", ")", " ".join(text.split())))

@@ -1,0 +1,97 @@
+"""The class around a Function: its source parsed on its own (positions mapped back to the
+file), its methods (inherited from the module's own base classes too) and their parameters."""
+
+from __future__ import annotations
+
+import re
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from fgirewrite.discover import ModuleInfo
+from fgirewrite.extract.values import Unsupported, dotted
+from fgirewrite.surrogate import Location
+
+
+class Snippet:
+    """Source lines parsed on their own, with positions mapped back to the file."""
+
+    def __init__(self, text: str, first_line: int, indented: bool):
+        self.offset = first_line - 1
+        if indented:
+            text, self.offset = "if 1:\n" + text, self.offset - 1
+        self.text = text
+        self.module = cst.parse_module(text)
+        self._positions = None
+        body = self.module.body[0]
+        self.node = body.body.body[0] if indented else body  # type: ignore[union-attr]
+
+    @property
+    def positions(self):
+        """Computed on first use only: most classes never need a location inside them."""
+        if self._positions is None:
+            wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
+            self._positions = wrapper.resolve(PositionProvider)
+        return self._positions
+
+    def method_location(self, function: cst.FunctionDef, path: str) -> Location | None:
+        """Where a method of this snippet's class starts, found without a position pass."""
+        if function not in getattr(self.node.body, "body", ()):  # type: ignore[union-attr]
+            return None
+        name = function.name.value
+        for i, line in enumerate(self.text.splitlines()):
+            match = re.match(rf"(\s*)(async\s+)?def\s+{re.escape(name)}\b", line)
+            if match:
+                return Location(path, i + 1 + self.offset, len(match.group(1)) + 1)
+        return None
+
+    def locate(self, node: cst.CSTNode | None, path: str) -> Location | None:
+        if node is None or node not in self.positions:
+            return None
+        start = self.positions[node].start
+        return Location(path, start.line + self.offset, start.column + 1)
+
+
+def methods(classdef: cst.ClassDef) -> dict[str, cst.FunctionDef]:
+    found = {}
+    for stmt in classdef.body.body:
+        if isinstance(stmt, cst.FunctionDef):
+            found[stmt.name.value] = stmt
+    return found
+
+
+def inherited(
+    classdef: cst.ClassDef, info: ModuleInfo, snippets: list[Snippet], depth: int = 0
+) -> dict[str, cst.FunctionDef]:
+    """Methods from the module's own base classes (a mixin defining ``backward``), by MRO-ish
+    order: later bases first, so earlier ones override them."""
+    found: dict[str, cst.FunctionDef] = {}
+    for base in reversed(classdef.bases):
+        node = info.classes.get(dotted(base.value) or "")
+        if node is None or depth > 8:
+            continue
+        first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        snippet = Snippet(info.segment(first, node.end_lineno or node.lineno), first, False)
+        snippets.append(snippet)
+        assert isinstance(snippet.node, cst.ClassDef)
+        found |= inherited(snippet.node, info, snippets, depth + 1) | methods(snippet.node)
+    return found
+
+
+def params(function: cst.FunctionDef, skip_first: bool) -> tuple[list[cst.Param], str | None]:
+    params = function.params
+    if params.star_arg not in (cst.MaybeSentinel.DEFAULT, None) or params.star_kwarg:
+        raise Unsupported("unsupported-syntax", "the forward takes *args or **kwargs", function)
+    ordered = list(params.posonly_params) + list(params.params) + list(params.kwonly_params)
+    if not skip_first:
+        return ordered, None
+    if not ordered:
+        raise Unsupported("unsupported-ctx", "the forward takes no ctx", function)
+    return ordered[1:], ordered[0].name.value
+
+
+def annotated_tensor(param: cst.Param) -> bool:
+    if param.annotation is None:
+        return False
+    text = cst.Module([]).code_for_node(param.annotation.annotation)
+    return text.split(".")[-1] == "Tensor"
