@@ -275,6 +275,7 @@ def verify_command(
     definitions a surrogate needs are executed, never the rest of the file. Exit 0 only when
     everything verified; 1 on a mismatch; 2 on an error.
     """
+    from fgirewrite.verify.command import summary, verify_file
     from fgirewrite.verify.report import (
         FileVerification,
         print_terminal,
@@ -287,7 +288,9 @@ def verify_command(
     results: list[FileVerification] = []
     for path in files.python_files(paths, errors):
         _err(f"fgirewrite: verifying {path}")
-        results.append(_verify_file(path, entry, batch_dim, seeds, steps, compile_backend, plots))
+        results.append(
+            verify_file(path, entry, batch_dim, seeds, steps, compile_backend, plots, _err)
+        )
     results += [FileVerification(p, error=m) for p, m in errors]
     if not quiet:
         print_terminal(results)
@@ -297,68 +300,9 @@ def verify_command(
         junit_path.write_text(to_junit(results), encoding="utf-8")
     if markdown_path:
         markdown_path.write_text(to_markdown(results), encoding="utf-8")
-    surrogates = [r for f in results for _, r in f.surrogates]
-    models = [f.model for f in results if f.model is not None]
-    failed = sum(not r.ok for r in surrogates) + sum(not m.ok for m in models)
-    broken = [f for f in results if f.error] + [r for r in surrogates if r.error]
-    broken += [m for m in models if m.error]
-    _err(
-        f"fgirewrite: {len(surrogates) - sum(not r.ok for r in surrogates)} of {len(surrogates)}"
-        f" surrogate{'s' * (len(surrogates) != 1)} verified equivalent"
-        + (
-            f"; {len(models)} model{'s' * (len(models) != 1)}: "
-            f"{sum(m.ok for m in models)} equivalent"
-            if models
-            else ""
-        )
-        + f"; {len(broken)} error{'s' * (len(broken) != 1)}"
-    )
-    if broken:
-        raise typer.Exit(EXIT_ERROR)
-    raise typer.Exit(EXIT_FINDINGS if failed else EXIT_OK)
-
-
-def _verify_file(path, entry, batch_dim, seeds, steps, backend, plots):
-    from fgirewrite.rewrite import SourceError, rewrite_source
-    from fgirewrite.verify import evaluate_surrogate, verify_rewrite
-    from fgirewrite.verify.model import verify_model
-    from fgirewrite.verify.report import FileVerification
-
-    result = FileVerification(str(path))
-    try:
-        rewrite = rewrite_source(files.read(path).data, str(path))
-    except (files.FileError, SourceError) as exc:
-        result.error = str(exc)
-        return result
-    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
-        result.error = runner.internal_error(exc)
-        return result
-    result.skipped = rewrite.skipped
-    result.surrogates = list(zip(rewrite.surrogates, verify_rewrite(rewrite, path), strict=True))
-    if plots is not None:
-        from fgirewrite.verify.plot import plot_surrogate
-
-        for surrogate, report in result.surrogates:
-            if report.error is None:
-                name = f"{path.stem}.{surrogate.name.replace('<locals>', 'locals')}.png"
-                try:
-                    original, fgi, call_args, _ = evaluate_surrogate(rewrite, surrogate, path)
-                    plot_surrogate(original, fgi, surrogate, plots / name, call_args)
-                except Exception as exc:  # noqa: BLE001 - a plot never fails verification
-                    _err(f"{path}: warning: no plot for {surrogate.name}: {exc}")
-    if entry:
-        file_part, _, name = entry.rpartition(":")
-        if not file_part or Path(file_part).resolve() == path.resolve():
-            result.model = verify_model(
-                path,
-                name,
-                seeds,
-                steps,
-                batch_dim,
-                backend,
-                progress=lambda what: _err(f"fgirewrite:   {path}: {what}"),
-            )
-    return result
+    line, code = summary(results)
+    _err(line)
+    raise typer.Exit(code)
 
 
 @app.command("explain")

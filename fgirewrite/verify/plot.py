@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from fgirewrite.surrogate import Surrogate
-from fgirewrite.verify import _arguments, _choose_shapes, _run, spec_for
+from fgirewrite.verify.arguments import arguments, choose_shapes, run, spec_for
 
 
 def curves(
@@ -21,13 +21,13 @@ def curves(
 ):
     """x, and (f, g') for the original and the rewrite, in float64, on the first input."""
     spec = spec_for(surrogate, call_args)
-    _choose_shapes(original, spec, "cpu")
+    choose_shapes(original, spec, "cpu")
     x = torch.linspace(-span, span, points, dtype=torch.float64)[:, None]
-    args = _arguments(spec, x, torch.float64, "cpu")
+    args = arguments(spec, x, torch.float64, "cpu")
     name = spec.names[0]
     result = []
     for fn in (original, rewritten):
-        out, grads = _run(fn, args, spec, go_seed=None)
+        out, grads = run(fn, args, spec, go_seed=None)
         result.append((out[:, 0].double(), grads[name][:, 0] if name in grads else None))
     return x[:, 0], result
 

@@ -1,0 +1,166 @@
+"""How a surrogate is called when probed: which inputs are tensors (and of what shape), the
+values of the others, the input domain; and one call's output and gradients."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from fgirewrite.surrogate import Surrogate
+from fgirewrite.verify import probes
+
+
+@dataclass
+class Spec:
+    """How to call a surrogate: which inputs are tensors, and the other values."""
+
+    names: tuple[str, ...]
+    differentiable: tuple[str, ...]
+    tensors: set[str]
+    values: dict[str, object]  # non-tensor arguments, and fixed values of tensor ones
+    shapes: dict[str, str] = field(default_factory=dict)
+    domain: tuple[float, float] = probes.DOMAINS[0]
+
+
+def _defaults(params: str) -> dict[str, object]:
+    if not params:
+        return {}
+    node = ast.parse(f"def _({params}): pass").body[0]
+    assert isinstance(node, ast.FunctionDef)
+    args = node.args.args
+    found = {}
+    for arg, default in zip(
+        args[len(args) - len(node.args.defaults) :], node.args.defaults, strict=True
+    ):
+        with contextlib.suppress(ValueError):
+            found[arg.arg] = ast.literal_eval(default)
+    return found
+
+
+def _annotations(params: str) -> dict[str, str]:
+    if not params:
+        return {}
+    node = ast.parse(f"def _({params}): pass").body[0]
+    assert isinstance(node, ast.FunctionDef)
+    args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+    return {a.arg: ast.unparse(a.annotation) for a in args if a.annotation is not None}
+
+
+def _called(s: Surrogate) -> set[str]:
+    """Parameters the generated code calls: callables passed in by the caller."""
+    code = "\n".join([s.forward, s.prelude, *(g.template for g in s.gradients)])
+    return {
+        n.func.id
+        for n in ast.walk(ast.parse(code))
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+    } & set(s.param_names)
+
+
+_BY_ANNOTATION = {"int": 2, "float": 1.0, "bool": True}
+
+
+def spec_for(s: Surrogate, call_args: list[object] | None = None) -> Spec:
+    """Arguments for probing: call-site literals, then defaults, then a value that fits the
+    annotation (2 for int, 1.0 otherwise), or a test callable for a callable parameter."""
+    defaults = _defaults(s.params)
+    annotations = _annotations(s.params)
+    called = _called(s)
+    values: dict[str, object] = {}
+    for i, name in enumerate(s.param_names):
+        if call_args is not None and i < len(call_args) and i > 0:
+            values[name] = call_args[i]
+        elif name in defaults:
+            values[name] = defaults[name]
+    tensors = set(s.differentiable) | {n for n in s.param_names if n in s.detach}
+    tensors |= {n for n in s.param_names[:1]}
+    for name in s.param_names:
+        if name not in values and name not in tensors:
+            if name in called:
+                values[name] = probes.test_callable
+            else:
+                annotation = annotations.get(name, "").removeprefix("Optional[").rstrip("]")
+                values[name] = _BY_ANNOTATION.get(annotation, 1.0)
+    return Spec(tuple(s.param_names), tuple(s.differentiable), tensors, values)
+
+
+def arguments(spec: Spec, x: torch.Tensor, dtype: torch.dtype, device: str) -> list:
+    args: list = []
+    for i, name in enumerate(spec.names):
+        if i == 0:
+            args.append(x)
+        elif name in spec.tensors:
+            value = spec.values.get(name)
+            fixed = float(value) if isinstance(value, (int, float)) else None
+            args.append(
+                probes.parameter(
+                    spec.shapes.get(name, "full"), dtype, x.shape[0], fixed, seed=i
+                ).to(device)
+            )
+        else:
+            args.append(spec.values[name])
+    return args
+
+
+def run(fn: Callable, args: list, spec: Spec, go_seed: int | None = 1, grad: bool = True):
+    """Output and the gradient of each differentiable tensor input, for a fixed grad_output
+    (random with ``go_seed``, ones if it is None)."""
+    inputs = [
+        a.detach().clone().requires_grad_(n in spec.differentiable)
+        if isinstance(a, torch.Tensor)
+        else a
+        for a, n in zip(args, spec.names, strict=True)
+    ]
+    torch.manual_seed(0)  # a forward that samples draws the same numbers in both
+    if not grad:
+        with torch.no_grad():
+            return fn(*inputs), {}
+    out = fn(*inputs)
+    if go_seed is None:
+        go = torch.ones_like(out)
+    else:
+        generator = torch.Generator().manual_seed(go_seed)
+        go = torch.randn(out.shape, generator=generator, dtype=torch.float64).to(out.dtype)
+        go = go.to(out.device)
+    if out.requires_grad:
+        out.backward(go)
+    grads = {
+        n: (a.grad if a.grad is not None else torch.zeros_like(a))
+        for a, n in zip(inputs, spec.names, strict=True)
+        if n in spec.differentiable
+    }
+    return out.detach(), grads
+
+
+def _accepts(original: Callable, spec: Spec, device: str) -> bool:
+    x = probes.as_matrix(probes.grid(torch.float64, [0.0], spec.domain)[::97]).to(device)
+    try:
+        run(original, arguments(spec, x, torch.float64, device), spec)
+        return True
+    except Exception:  # noqa: BLE001 - the original rejects these arguments
+        return False
+
+
+def choose_shapes(original: Callable, spec: Spec, device: str) -> None:
+    """Shape each extra tensor input as full, per column or scalar: the first the original
+    takes. An input given no value that the original rejects as a number becomes a tensor.
+    Then the first input domain (the real line, else [0, 1]) the original accepts."""
+    for name in spec.names[1:]:
+        kinds = ("full", "row", "scalar")
+        if name not in spec.tensors:
+            if spec.values.get(name) != 1.0 or _accepts(original, spec, device):
+                continue
+            spec.tensors.add(name)
+            del spec.values[name]
+        for kind in kinds:
+            spec.shapes[name] = kind
+            if _accepts(original, spec, device):
+                break
+    for domain in probes.DOMAINS:
+        spec.domain = domain
+        if _accepts(original, spec, device):
+            return
+    spec.domain = probes.DOMAINS[0]
