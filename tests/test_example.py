@@ -60,3 +60,15 @@ def test_per_sample_gradients_only_after_rewrite(models):
     per_sample = torch.func.vmap(torch.func.grad(loss(m1)), in_dims=(None, 1))(params, x[:, :2])
     (first,) = torch.autograd.grad(m0(x[:, :1]).sum(), [m0.layer.weight])
     torch.testing.assert_close(per_sample["layer.weight"][0], first)
+
+
+def test_readme_shows_the_rewrite_of_the_example_as_it_is():
+    """README's before/after pair is the example's class, and exactly what the tool writes."""
+    from fgirewrite.rewrite import rewrite_source
+
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## What the rewrite looks like", 1)[1]
+    before, after = (block.split("```", 1)[0] for block in section.split("```python\n")[1:3])
+    source = (EXAMPLES / "alif.py").read_text(encoding="utf-8")
+    assert before in source
+    assert after in rewrite_source(source.encode(), "alif.py").new_source.decode()
