@@ -214,7 +214,8 @@ def _summary(rows: list, outcomes: list[runner.Outcome], errors: list, mode: Mod
     if skipped:
         reasons = ", ".join(f"{code} ({n})" for code, n in skipped.most_common())
         text += f"; {sum(skipped.values())} left as they are: {reasons}"
-    text += f"; {len(errors)} error{'s' * (len(errors) != 1)}; {len(outcomes)} files checked"
+    text += f"; {len(errors)} error{'s' * (len(errors) != 1)}"
+    text += f"; {len(outcomes)} file{'s' * (len(outcomes) != 1)} checked"
     return text
 
 

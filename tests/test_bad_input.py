@@ -17,7 +17,7 @@ from fgirewrite import files, runner
 from fgirewrite.cli import app
 
 GOOD = (FIXTURES / "rewrite" / "single_expression.py").read_text()
-SUMMARY_ERROR = "fgirewrite: would rewrite 0 surrogates in 0 files; 1 error; 1 files checked"
+SUMMARY_ERROR = "fgirewrite: would rewrite 0 surrogates in 0 files; 1 error; 1 file checked"
 
 
 def run(*args: str | Path):
@@ -65,7 +65,7 @@ def test_a_file_that_cannot_be_read_as_python_is_one_error_line(tmp_path, data, 
     assert result.exit_code == 2
     [line] = errors(result)
     assert line.startswith(f"{path}: error: {message}"), line
-    assert result.stderr.splitlines()[-1].endswith("1 error; 1 files checked")
+    assert result.stderr.splitlines()[-1].endswith("1 error; 1 file checked")
     assert result.stdout == ""
     assert path.read_bytes() == before
 
@@ -89,7 +89,7 @@ def test_a_file_that_cannot_define_a_function_is_not_parsed(tmp_path):
     path = write(tmp_path / "broken.py", "def f(:\n")
     result = run("--check", path)
     assert result.exit_code == 0
-    assert result.stderr.splitlines()[-1].endswith("0 errors; 1 files checked")
+    assert result.stderr.splitlines()[-1].endswith("0 errors; 1 file checked")
 
 
 @pytest.mark.parametrize("data", [b"", b"\n\n   \n", b"\xef\xbb\xbf", b"\r", b"# only a comment"])
@@ -100,7 +100,7 @@ def test_empty_and_trivial_files(tmp_path, data):
         assert result.exit_code == 0, result.output
         assert result.stderr.splitlines()[-1] == (
             f"fgirewrite: {'rewrote' if mode == '--write' else 'would rewrite'} 0 surrogates "
-            "in 0 files; 0 errors; 1 files checked"
+            "in 0 files; 0 errors; 1 file checked"
         )
     assert path.read_bytes() == data
 
@@ -116,7 +116,7 @@ def test_a_huge_file(tmp_path):
     plain = write(tmp_path / "plain.py", _filler(800_000))
     assert plain.stat().st_size > 25_000_000
     result = run("--check", plain)
-    assert result.exit_code == 0 and result.stderr.endswith("0 errors; 1 files checked\n")
+    assert result.exit_code == 0 and result.stderr.endswith("0 errors; 1 file checked\n")
 
     surrounded = _filler(40_000) + GOOD.replace('"""A one', "# a one") + _filler(40_000)
     big = write(tmp_path / "big.py", surrounded)
@@ -238,7 +238,7 @@ def test_the_same_file_given_several_times_is_rewritten_once(tmp_path, monkeypat
     result = run("--write", "model.py", "./model.py", path, "link.py", tmp_path)
     assert result.exit_code == 0, result.output
     assert result.stdout.count("rewrote: GaussianSpike") == 1
-    assert result.stderr.splitlines()[-1].endswith("0 errors; 1 files checked")
+    assert result.stderr.splitlines()[-1].endswith("0 errors; 1 file checked")
     assert path.read_text().count("def gaussian_spike(x):") == 1
     assert (tmp_path / "link.py").is_symlink()
 

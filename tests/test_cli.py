@@ -45,7 +45,7 @@ def test_check_exits_1_when_something_would_change(good):
     result = run("--check", str(good))
     assert result.exit_code == 1
     assert "would rewrite: GaussianSpike" in result.stdout
-    assert result.stderr.strip().endswith("0 errors; 1 files checked")
+    assert result.stderr.strip().endswith("0 errors; 1 file checked")
 
 
 def test_write_then_check_is_clean(good):

@@ -287,7 +287,7 @@ def test_write_refuses_a_rewrite_that_fails_verification(tmp_path, name):
     assert result.stdout.startswith(f"{path}:{FAULT_MESSAGES[name]}")
     assert result.stderr.strip().endswith(
         "fgirewrite: rewrote 0 surrogates in 0 files; 1 left as they are: "
-        "verification-failed (1); 0 errors; 1 files checked"
+        "verification-failed (1); 0 errors; 1 file checked"
     )
     assert "Traceback" not in result.output
     assert path.read_bytes() == before
