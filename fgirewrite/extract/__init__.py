@@ -235,7 +235,8 @@ def _gradients(
     ):
         raise Unsupported(
             "gradient-count",
-            f"the backward returns {len(items)} gradients for {len(params)} inputs",
+            f"the backward returns {len(items)} gradient{'s' * (len(items) != 1)} "
+            f"for {len(params)} input{'s' * (len(params) != 1)}",
             backward,
         )
     location = next(
