@@ -175,6 +175,12 @@ def test_reports_validate_and_parse(tmp_path):
     assert fx["rewritten"]["status"] == "ok"
     assert capabilities["torch.func.vmap(grad)"]["original"]["status"] == "fails"
     assert capabilities["torch.func.vmap(grad)"]["rewritten"]["status"] == "ok"
+    export = capabilities["torch.export"]
+    assert export["original"] == {
+        "status": "differs",
+        "detail": "no gradient reaches `fc1.weight`: it was silently dropped",
+    }
+    assert export["rewritten"]["status"] == "ok"
     suites = ET.parse(out / "r.xml").getroot()
     assert suites.get("failures") == "0" and suites.get("skipped") == "1"
     names = [c.get("name") for c in suites.iter("testcase")]
