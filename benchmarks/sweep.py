@@ -42,16 +42,12 @@ sys.path.insert(0, str(ROOT))  # this checkout's fgirewrite, not an installed on
 
 import libcst as cst  # noqa: E402
 
+from benchmarks.corpus import LIBRARIES as CORPUS  # noqa: E402
 from fgirewrite import files, runner  # noqa: E402
 from fgirewrite.rewrite import SourceError, rewrite_source  # noqa: E402
 
-LIBRARIES = {
-    "snntorch": "1.0.0",
-    "norse": "1.1.0",
-    "spikingjelly": "2.0.0",
-    "sinabs": "3.1.3",
-    "rockpool": "3.1.0",
-}
+# The corpus's versions; these five install with --no-deps and import without extras.
+LIBRARIES = {n: CORPUS[n] for n in ("snntorch", "norse", "spikingjelly", "sinabs", "rockpool")}
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -319,6 +319,11 @@ def explain_command(
             typer.echo(f"{name:28s}{text}")
 
 
+def _preset(flag: str, help: str):
+    """A bench option whose default comes from the preset (quick, or --paper), named in help."""
+    return typer.Option(None, flag, help=help, show_default=False)
+
+
 @app.command("bench")
 def bench_command(
     path: Path = typer.Argument(
@@ -345,75 +350,33 @@ def bench_command(
         "--smoke",
         help="Seconds-long run of every code path (tiny model; the figures mean nothing).",
     ),
-    lengths: str = typer.Option(
-        None,
-        "--lengths",
-        help="Sequence lengths, e.g. 28,49 (or 'paper'). (default: 8)",
-        show_default=False,
+    lengths: str = _preset("--lengths", "Sequence lengths, e.g. 28,49 (or 'paper'). (default: 8)"),
+    batch: int = _preset("--batch", "(default: 16)"),
+    hidden: int = _preset("--hidden", "Neurons (n_hidden). (default: 32)"),
+    n_in: int = _preset("--n-in", "Inputs per step. (default: 784 // T)"),
+    modes: str = _preset(
+        "--modes", "Comma list of eager, script, compile, compile-fullgraph. (default: all)"
     ),
-    batch: int = typer.Option(None, "--batch", help="(default: 16)", show_default=False),
-    hidden: int = typer.Option(
-        None, "--hidden", help="Neurons (n_hidden). (default: 32)", show_default=False
-    ),
-    n_in: int = typer.Option(
-        None, "--n-in", help="Inputs per step. (default: 784 // T)", show_default=False
-    ),
-    modes: str = typer.Option(
-        None,
-        "--modes",
-        help="Comma list of eager, script, compile, compile-fullgraph. (default: all)",
-        show_default=False,
-    ),
-    compile_mode: str = typer.Option(
-        None,
+    compile_mode: str = _preset(
         "--compile-mode",
-        help="torch.compile mode: default, reduce-overhead, max-autotune, ... (default: default)",
-        show_default=False,
+        "torch.compile mode: default, reduce-overhead, max-autotune, ... (default: default)",
     ),
-    min_time: float = typer.Option(
-        None,
-        "--min-time",
-        help="Seconds of timing per cell and round (blocked_autorange). (default: 0.25)",
-        show_default=False,
+    min_time: float = _preset(
+        "--min-time", "Seconds of timing per cell and round (blocked_autorange). (default: 0.25)"
     ),
-    rounds: int = typer.Option(
-        None,
-        "--rounds",
-        help="Rounds per cell, original and FGI alternating. (default: 4)",
-        show_default=False,
+    rounds: int = _preset(
+        "--rounds", "Rounds per cell, original and FGI alternating. (default: 4)"
     ),
-    warmup: int = typer.Option(
-        None,
-        "--warmup",
-        help="Untimed calls after the first ones. (default: 3)",
-        show_default=False,
+    warmup: int = _preset("--warmup", "Untimed calls after the first ones. (default: 3)"),
+    threads: int = _preset("--threads", "torch.set_num_threads. (default: torch's)"),
+    device: str = _preset("--device", "auto (CUDA if available), cpu or cuda. (default: auto)"),
+    matmul_precision: str = _preset(
+        "--matmul-precision", "torch.set_float32_matmul_precision (highest, high, medium)."
     ),
-    threads: int = typer.Option(
-        None, "--threads", help="torch.set_num_threads. (default: torch's)", show_default=False
-    ),
-    device: str = typer.Option(
-        None,
-        "--device",
-        help="auto (CUDA if available), cpu or cuda. (default: auto)",
-        show_default=False,
-    ),
-    matmul_precision: str = typer.Option(
-        None,
-        "--matmul-precision",
-        help="torch.set_float32_matmul_precision (highest, high, medium).",
-        show_default=False,
-    ),
-    memory: bool = typer.Option(
-        None,
-        "--memory/--no-memory",
-        help="Peak memory of a training step. (default: on)",
-        show_default=False,
-    ),
-    compile_cache: bool = typer.Option(
-        None,
+    memory: bool = _preset("--memory/--no-memory", "Peak memory of a training step. (default: on)"),
+    compile_cache: bool = _preset(
         "--compile-cache/--no-compile-cache",
-        help="Cold and warm compile time in fresh processes. (default: on with --paper)",
-        show_default=False,
+        "Cold and warm compile time in fresh processes. (default: on with --paper)",
     ),
     out: Path = typer.Option(
         None, "--out", help="Write bench.json, bench.md and bench.png here.", show_default=False

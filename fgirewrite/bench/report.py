@@ -177,23 +177,7 @@ def compile_table(doc: dict) -> Table | None:
             else "-",
         ]
         if warm["status"] == "ok":
-            c = warm["counters"]
-            row.append(
-                ", ".join(
-                    f"{k} {c[f'autograd_cache_{k}']}"
-                    for k in ("hit", "miss", "bypass")
-                    if c[f"autograd_cache_{k}"]
-                )
-                or "-"
-            )
-            row.append(
-                ", ".join(
-                    f"{k} {c[f'fxgraph_cache_{k}']}"
-                    for k in ("hit", "miss", "bypass")
-                    if c[f"fxgraph_cache_{k}"]
-                )
-                or "-"
-            )
+            row += [_cache_counts(warm["counters"], c) for c in ("autograd_cache", "fxgraph_cache")]
         else:
             row += ["-", "-"]
         table.rows.append(row)
@@ -338,3 +322,9 @@ def markdown(doc: dict) -> str:
     if memory:
         parts.append(f"Peak memory method: {memory}.")
     return "\n\n".join(parts) + "\n"
+
+
+def _cache_counts(counters: dict, cache: str) -> str:
+    """``hit 2, bypass 1``: the non-zero counters of one compile cache."""
+    counts = {k: counters[f"{cache}_{k}"] for k in ("hit", "miss", "bypass")}
+    return ", ".join(f"{k} {n}" for k, n in counts.items() if n) or "-"
