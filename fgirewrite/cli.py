@@ -13,7 +13,6 @@ from collections import Counter
 from enum import Enum
 from pathlib import Path
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -27,7 +26,7 @@ EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 class _DefaultToRewrite(TyperGroup):
     """Treat ``fgirewrite PATH...`` as ``fgirewrite rewrite PATH...``."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = ["rewrite", *args]
         return super().parse_args(ctx, args)

@@ -147,3 +147,10 @@ def test_double_backward_elsewhere_in_the_run_is_warned(tmp_path, good):
         f"{tmp_path / 'train.py'}:4: warning: differentiates through gradients; FGI "
         "gradients are first-order"
     ) in result.stderr
+
+
+def test_cli_needs_no_click_of_its_own():
+    """typer (0.29) no longer installs click: a fresh machine has none, and the CLI must start."""
+    blocked = "import sys; sys.modules['click'] = None; import fgirewrite.cli"
+    done = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
