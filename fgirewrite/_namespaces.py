@@ -3,7 +3,7 @@
 ``torch.compile`` reads the globals of a function it inlines as the module
 ``sys.modules[globals["__name__"]]``. A function whose globals are a private dict that still
 carries the library's ``__name__`` would be guarded against the library's module, where its
-names (``_fgi_delta``, a replaced global) are missing or different. So each such namespace is
+names (``_fgi_seed``, a replaced global) are missing or different. So each such namespace is
 the ``__dict__`` of its own module, registered as ``fgirewrite.injected.<name>``; the modules
 live as long as the process.
 """

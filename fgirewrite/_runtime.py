@@ -2,7 +2,7 @@
 
 The source rewriter copies these functions, verbatim, into each file it rewrites, so rewritten
 code depends on torch alone; the fx pass and the verifier import them from here. They are
-plain tensor code: they script, compile, trace and work under ``torch.func``.
+plain tensor code: they script, compile, trace, export and work under ``torch.func``.
 """
 
 import torch
@@ -17,23 +17,22 @@ def _fgi_needs_grad() -> bool:
     return torch.is_grad_enabled() or getattr(torch.autograd.forward_ad, "_current_level", 0) >= 0
 
 
-def _fgi_delta(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Zero, in the dtype the original backward computed in, with derivative one in `x`."""
-    return (x - x.detach()).to(torch.promote_types(out.dtype, x.dtype))
+def _fgi_seed(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """`x` in the dtype the original backward computed in: derivative one, value discarded."""
+    return x.to(torch.promote_types(out.dtype, x.dtype))
 
 
 def _fgi_inject(out: torch.Tensor, terms: list[torch.Tensor]) -> torch.Tensor:
-    """`out`, bit for bit, carrying the derivatives of the zero-valued `terms`."""
-    out = out.detach()
+    """`out`, bit for bit, carrying the derivatives of `terms` (whose values are discarded)."""
+    y = out
     for term in terms:
-        # term.detach() - term is +0.0 where the term is finite, and subtracting +0.0 keeps
-        # every value exactly (-0.0 included); where it is not (NaN) it carries no gradient.
-        zero = term.detach() - term
-        # The mask comes from the detached zero: a plain boolean, which keeps the compiled
-        # graph as small as the original's.
-        zero = torch.where(zero.detach() == 0, zero, 0.0).to(out.dtype)
-        out = out - zero.broadcast_to(out.shape)  # never silently widen the output
-    return out
+        y = y + term.to(out.dtype)
+    torch._assert(y.shape == out.shape, "fgirewrite: an injected term widens the output")
+    # The backward of `+` never reads the values it adds, so overwriting them through a
+    # detached alias keeps the gradient and makes the value exactly `out`, even where a term
+    # is infinite or NaN.
+    y.detach().copy_(out)
+    return y
 
 
-HELPERS = (_fgi_needs_grad, _fgi_delta, _fgi_inject)
+HELPERS = (_fgi_needs_grad, _fgi_seed, _fgi_inject)

@@ -2,9 +2,9 @@
 
 The generated function keeps the forward's signature and runs the forward verbatim under
 ``torch.no_grad()``. When a gradient can be asked for, it builds, for each differentiable
-input, a zero-valued tensor whose derivative is that input's surrogate gradient (the
-backward's own expression applied to ``_fgi_delta``) and injects it with ``_fgi_inject``,
-which keeps every forward value bit for bit.
+input, a term whose derivative is that input's surrogate gradient (the backward's own
+expression applied to ``_fgi_seed``, the input itself) and injects it with ``_fgi_inject``,
+which adds the terms and then overwrites the value with the forward's, bit for bit.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import libcst as cst
 
 from fgirewrite.surrogate import GRAD, Surrogate
 
-RUNTIME_NAMES = ("_fgi_needs_grad", "_fgi_delta", "_fgi_inject")
+RUNTIME_NAMES = ("_fgi_needs_grad", "_fgi_seed", "_fgi_inject")
 
 
 @cache
@@ -101,7 +101,7 @@ def function_source(s: Surrogate, name: str) -> str:
     lines.append(textwrap.indent(s.forward.rstrip("\n"), indent * 2))
     lines.append(f"{indent}if _fgi_needs_grad():")
     for g in s.gradients:
-        lines.append(f"{indent * 2}{g.delta} = _fgi_delta({_live(s, g.param)}, {s.output})")
+        lines.append(f"{indent * 2}{g.delta} = _fgi_seed({_live(s, g.param)}, {s.output})")
     if s.prelude:
         lines.append(textwrap.indent(s.prelude.rstrip("\n"), indent * 2))
     terms = ", ".join(injected_terms(s))

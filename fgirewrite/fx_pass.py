@@ -4,7 +4,7 @@ Plain ``torch.fx.symbolic_trace`` runs a custom Function's forward on proxies an
 that forward: the traced module has no gradient there at all. ``trace`` (``SurrogateTracer``)
 records each ``Function.apply`` call as one ``call_function`` node instead, and ``FGIPass``
 replaces every such node whose Function has a verified FGI function with that function traced
-into the graph: the forward's own ops, then ``_fgi_delta`` / ``_fgi_inject`` from
+into the graph: the forward's own ops, then ``_fgi_seed`` / ``_fgi_inject`` from
 ``fgirewrite._runtime`` as leaf calls. Calls it cannot replace stay (with their gradient) and
 are reported with their reason codes.
 
@@ -157,7 +157,7 @@ def inline(gm: fx.GraphModule, node: Node, function: Callable) -> Node:
     namespace = dict(function.__globals__)
     namespace.update(
         _fgi_needs_grad=lambda: True,
-        _fgi_delta=_leaf(tracer, _runtime._fgi_delta),
+        _fgi_seed=_leaf(tracer, _runtime._fgi_seed),
         _fgi_inject=_leaf(tracer, _runtime._fgi_inject),
     )
     traced = types.FunctionType(

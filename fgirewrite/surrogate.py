@@ -41,7 +41,7 @@ class Gradient:
     template: str
     derivative: str
     location: Location
-    delta: str  # the variable that carries this input's injected zero
+    delta: str  # the variable that stands for grad_output in this input's injected term
     reduction: str | None = None
 
 

@@ -63,7 +63,7 @@ def check(
     assert len(surrogate_calls(gm.graph)) == len(kept)
     targets = _targets(gm)
     assert targets[_runtime._fgi_inject] == inlined
-    assert targets[_runtime._fgi_delta] == inlined  # one differentiable input each here
+    assert targets[_runtime._fgi_seed] == inlined  # one differentiable input each here
     assert sum(1 for r in fgi_pass.replaced if r.note.startswith("called as one node")) == called
     if inlined:
         assert len(gm.graph.nodes) > nodes_before

@@ -14,7 +14,7 @@ from conftest import FIXTURES
 from typer.testing import CliRunner
 
 from fgirewrite import codegen
-from fgirewrite._runtime import _fgi_delta, _fgi_inject
+from fgirewrite._runtime import _fgi_inject, _fgi_seed
 from fgirewrite.cli import app
 from fgirewrite.live import extract_class, fgi_function
 from fgirewrite.testing import assert_equivalent
@@ -40,22 +40,22 @@ def _g(x):
 
 def scaled(x):
     out = (x > 0).float()
-    return _fgi_inject(out, [2 * _fgi_delta(x, out) * _g(x)])
+    return _fgi_inject(out, [2 * _fgi_seed(x, out) * _g(x)])
 
 
 def wrong_sign(x):
     out = (x > 0).float()
-    return _fgi_inject(out, [_fgi_delta(x, out) * torch.where(x < 0, -_g(x), _g(x))])
+    return _fgi_inject(out, [_fgi_seed(x, out) * torch.where(x < 0, -_g(x), _g(x))])
 
 
 def shifted(x):
     out = (x > 0.1).float()
-    return _fgi_inject(out, [_fgi_delta(x, out) * _g(x)])
+    return _fgi_inject(out, [_fgi_seed(x, out) * _g(x)])
 
 
 def dtype_changed(x):
     out = (x > 0).to(x.dtype)
-    return _fgi_inject(out, [_fgi_delta(x, out) * _g(x)])
+    return _fgi_inject(out, [_fgi_seed(x, out) * _g(x)])
 
 
 def plain_identity(x):

@@ -2,9 +2,8 @@
 
 For every surrogate, dtype and device: forward values equal bit for bit and of the same dtype
 (with and without grad), gradients with respect to every differentiable input equal within
-the dtype's tolerance wherever the input and the original gradient are finite, and forward-mode
-tangents equal to the backward gradient. At infinite or NaN inputs the rewrite injects no
-gradient (``x - x.detach()`` is NaN there); such points are reported as notes, not hidden.
+the dtype's tolerance wherever the original's gradient is finite (infinite inputs included),
+and forward-mode tangents equal to the backward gradient.
 
 The flow: ``arguments.py`` decides how to call a surrogate, ``pair.py`` compares one original
 with its rewrite, and this module evaluates the surrogates of a rewritten file and verifies each.

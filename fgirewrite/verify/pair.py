@@ -102,17 +102,9 @@ def check_pair(
                     f"{label} d/d{name}: shape {tuple(act.shape)} != {tuple(exp.shape)}"
                 )
                 continue
-            where = torch.isfinite(exp)
-            if exp.shape == x.shape:
-                lost = where & ~finite & (exp != 0)
-                if int(lost.sum()):
-                    notes.append(
-                        f"{label} d/d{name}: {int(lost.sum())} non-finite inputs where "
-                        "the original gradient is finite and non-zero get no gradient"
-                    )
-                where = where & finite
-            elif not bool(finite.all()):
-                continue  # a reduced gradient over non-finite inputs is not comparable
+            where = torch.isfinite(exp)  # at infinite inputs too: the rewrite's is the same
+            if exp.shape != x.shape and not bool(finite.all()):
+                continue  # a reduced gradient's summation bound is not finite there
             what = f"{label} d/d{name}"
             if label == "grid" and not bool(where.any()):  # a pass would prove nothing
                 failures.append(
