@@ -1,7 +1,7 @@
-"""The three helpers that every FGI rewrite calls.
+"""The three helpers that every FGI rewrite calls, and the base of rewritten classes.
 
-The source rewriter copies these functions, verbatim, into each file it rewrites, so rewritten
-code depends on torch alone; the fx pass and the verifier import them from here. They are
+The source rewriter copies these, verbatim, into each file it rewrites, so rewritten code
+depends on torch alone; the fx pass and the verifier import the functions from here. They are
 plain tensor code: they script, compile, trace, export and work under ``torch.func``.
 """
 
@@ -33,6 +33,26 @@ def _fgi_inject(out: torch.Tensor, terms: list[torch.Tensor]) -> torch.Tensor:
     # is infinite or NaN.
     y.detach().copy_(out)
     return y
+
+
+class _FGIRewritten:
+    """Base of the classes fgirewrite rewrote: they are no longer autograd Functions.
+
+    A subclass that overrides their forward or backward would silently run its base's
+    rewrite instead, so it is refused when it is made.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        protocol = ("forward", "backward", "setup_context", "jvp", "vjp", "vmap")
+        overridden = [name for name in protocol if name in vars(cls)]
+        if overridden and "apply" not in vars(cls):
+            base = next(b for b in cls.__mro__[1:] if issubclass(b, _FGIRewritten))
+            raise TypeError(
+                f"`{cls.__name__}` overrides {overridden[0]} of `{base.__name__}`, which "
+                "fgirewrite rewrote into FGI: it is no longer a torch.autograd.Function; "
+                "subclass torch.autograd.Function, or run fgirewrite on this module too"
+            )
 
 
 HELPERS = (_fgi_needs_grad, _fgi_seed, _fgi_inject)

@@ -10,28 +10,32 @@ which adds the terms and then overwrites the value with the forward's, bit for b
 from __future__ import annotations
 
 import ast
+import re
 import textwrap
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
 import libcst as cst
 
-from fgirewrite.surrogate import GRAD, Surrogate
-
-RUNTIME_NAMES = ("_fgi_needs_grad", "_fgi_seed", "_fgi_inject")
+from fgirewrite.surrogate import GRAD, RUNTIME_NAMES, SHIM_BASE, Surrogate
 
 
 @cache
-def runtime_source() -> str:
-    """The helper functions of ``_runtime.py``, as copied into rewritten files.
-
-    Read from the source file, so static rewriting never imports torch.
-    """
+def runtime_sources() -> dict[str, str]:
+    """Each helper of ``_runtime.py`` (and the base of rewritten classes), as copied into
+    rewritten files: its name and source. Read from the file, so static rewriting never
+    imports torch."""
     text = (Path(__file__).parent / "_runtime.py").read_text(encoding="utf-8")
     lines = text.splitlines(keepends=True)
-    functions = [n for n in ast.parse(text).body if isinstance(n, ast.FunctionDef)]
-    assert tuple(f.name for f in functions) == RUNTIME_NAMES
-    return "\n\n".join("".join(lines[f.lineno - 1 : f.end_lineno]) for f in functions)
+    nodes = [n for n in ast.parse(text).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    assert tuple(n.name for n in nodes) == (*RUNTIME_NAMES, SHIM_BASE)
+    return {n.name: "".join(lines[n.lineno - 1 : n.end_lineno]) for n in nodes}
+
+
+def renamed(source: str, helper: str, name: str) -> str:
+    """A helper's source under another name (its references to itself included)."""
+    return re.sub(rf"\b{re.escape(helper)}\b", name, source)
 
 
 def _live(s: Surrogate, param: str) -> str:
@@ -81,8 +85,10 @@ def _annotated(params: str) -> str:
     return cst.Module([]).code_for_node(node.params.with_changes(params=changed))
 
 
-def function_source(s: Surrogate, name: str) -> str:
-    """The FGI function for a surrogate, as a top-level ``def``."""
+def function_source(s: Surrogate, name: str, helpers: Mapping[str, str] | None = None) -> str:
+    """The FGI function for a surrogate, as a top-level ``def``; ``helpers`` renames the
+    runtime helpers it calls (a file may already use their names)."""
+    helper = {h: (helpers or {}).get(h, h) for h in RUNTIME_NAMES}
     indent = "    "
     lines = [f"def {name}({_annotated(s.params)}):"]
     lines.append(
@@ -95,17 +101,25 @@ def function_source(s: Surrogate, name: str) -> str:
             lines.append(f"{indent}{live[param]}, {param} = {param}, {param}.detach()")
         else:
             lines.append(f"{indent}{param} = {param}.detach()")
+    for param in s.maybe_tensors:
+        # Possibly a tensor that requires grad, whose gradient the backward returns as None:
+        # read detached, so that none flows to it.
+        lines.append(
+            f"{indent}{param} = {param}.detach() if isinstance({param}, torch.Tensor) else {param}"
+        )
     for fresh, param in s.snapshots:
         lines.append(f"{indent}{fresh} = {param}")
     lines.append(f"{indent}with torch.no_grad():")
     lines.append(textwrap.indent(s.forward.rstrip("\n"), indent * 2))
-    lines.append(f"{indent}if _fgi_needs_grad():")
+    lines.append(f"{indent}if {helper['_fgi_needs_grad']}():")
     for g in s.gradients:
-        lines.append(f"{indent * 2}{g.delta} = _fgi_seed({_live(s, g.param)}, {s.output})")
+        lines.append(
+            f"{indent * 2}{g.delta} = {helper['_fgi_seed']}({_live(s, g.param)}, {s.output})"
+        )
     if s.prelude:
         lines.append(textwrap.indent(s.prelude.rstrip("\n"), indent * 2))
     terms = ", ".join(injected_terms(s))
-    lines.append(f"{indent * 2}{s.output} = _fgi_inject({s.output}, [{terms}])")
+    lines.append(f"{indent * 2}{s.output} = {helper['_fgi_inject']}({s.output}, [{terms}])")
     lines.append(f"{indent}return {s.output}")
     return "\n".join(lines) + "\n"
 

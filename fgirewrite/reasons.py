@@ -15,6 +15,8 @@ REASONS: dict[str, str] = {
     "gradient-count": "the backward returns a different number of gradients than forward inputs",
     "no-gradient": "the backward returns no gradient for any input",
     "backward-not-linear": "the returned gradient is not linear and elementwise in grad_output",
+    "backward-not-elementwise": "the gradient mixes elements (a mean over time, a matrix "
+    "product, a shift); FGI injects an elementwise derivative",
     "backward-random": "the backward draws random numbers, which cannot move into the forward",
     "backward-loop": "the backward loops; fgirewrite does not unroll loops",
     "backward-control-flow": "the backward branches on a value fgirewrite cannot decide",
@@ -26,6 +28,9 @@ REASONS: dict[str, str] = {
     "no-source": "the class's source is not available (defined interactively or compiled)",
     "verification-failed": "the rewrite was not gradient-equivalent on the probe inputs",
     "hidden-call": "a live model calls the Function through a reference fgirewrite cannot replace",
+    "relies-on-function": "code in the module relies on the class being a torch.autograd.Function "
+    "(a decorator, issubclass, its forward called, an apply of its own, a subclass kept as one)",
+    "name-collision": "the module binds a name the rewrite needs (torch) to something else",
 }
 
 

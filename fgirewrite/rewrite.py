@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import libcst as cst
 from libcst.metadata import MetadataWrapper, ScopeProvider
 
-from fgirewrite import codegen, discover
+from fgirewrite import codegen, discover, uses
 from fgirewrite.extract import PROTOCOL, extract
 from fgirewrite.extract.symbolic import dotted
-from fgirewrite.surrogate import Skip, Surrogate
+from fgirewrite.surrogate import SHIM_BASE, Skip, Surrogate
 
 
 class SourceError(Exception):
@@ -37,6 +37,7 @@ class Rewrite:
     findings: list[Surrogate | Skip] = field(default_factory=list)
     new_source: bytes | None = None
     names: dict[str, str] = field(default_factory=dict)  # surrogate -> generated function
+    helpers: dict[str, str] = field(default_factory=dict)  # runtime helper -> its name here
 
     @property
     def surrogates(self) -> list[Surrogate]:
@@ -74,13 +75,42 @@ def analyse(data: bytes, path: str) -> tuple[Rewrite, discover.ModuleInfo | None
     except (ValueError, RecursionError, MemoryError) as exc:
         raise SourceError(f"cannot parse: {exc}") from None
     info = discover.module_info(text, tree)
-    for site in discover.find_classes(tree, info.imports):
-        result.findings.append(extract(site, info, path))
+    sites = discover.find_classes(tree, info.imports)
+    result.findings = [extract(site, info, path) for site in sites]
+    _refuse_reliance(result, tree, info, sites)
     if result.surrogates:  # every word of the file is taken, comments included: conservative
         taken = set(_IDENTIFIER.findall(text))
         for s in result.surrogates:
             result.names[s.name] = _fresh(_snake(s.name.split(".")[-1]), taken)
     return result, info
+
+
+def _refuse_reliance(
+    result: Rewrite, tree: ast.Module, info: discover.ModuleInfo, sites: list[discover.ClassSite]
+) -> None:
+    """Leave alone every class the module relies on being a Function (to a fixed point: a
+    class left alone keeps its Function bases), and all of them if ``torch`` is taken."""
+    conflict = uses.torch_conflict(tree)
+    if conflict is not None:
+        why = f"the module binds `torch` to something else (line {conflict}); the rewrite needs it"
+        result.findings = [
+            Skip(f.name, f.location, "name-collision", why) if isinstance(f, Surrogate) else f
+            for f in result.findings
+        ]
+        return
+    tested = uses.introspection(tree, info.imports)
+    changed = True
+    while changed:
+        changed = False
+        kept = {s.name for s, f in zip(sites, result.findings, strict=True) if isinstance(f, Skip)}
+        for i, (site, finding) in enumerate(zip(sites, result.findings, strict=True)):
+            if isinstance(finding, Surrogate):
+                found = uses.reliance(tree, site, kept) or tested
+                if found is not None:
+                    result.findings[i] = Skip(
+                        finding.name, finding.location, "relies-on-function", found.message
+                    )
+                    changed = True
 
 
 def rewrite_source(
@@ -108,9 +138,12 @@ def rewrite_source(
         raise SourceError(f"libcst cannot parse: {message}") from None
     if module.bytes != data:  # libcst 1.0 drops a trailing bare \r, for one
         raise SourceError("libcst does not reproduce this file byte for byte; left as it is")
+    tree = ast.parse(data)
+    text = decode(data, path)
+    result.helpers, insert = _runtime_names(text, tree)
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     transformer = _Rewriter(result, wrapper.resolve(ScopeProvider), info)
-    new = _insert_runtime(wrapper.module.visit(transformer), info)
+    new = _insert_runtime(wrapper.module.visit(transformer), tree, result.helpers, insert)
     result.new_source = new.bytes
     try:
         ast.parse(result.new_source)
@@ -159,6 +192,8 @@ class _Rewriter(cst.CSTTransformer):
         self.seen: dict[str, int] = {}
         self.apply_refs: dict[int, str] = {}  # id(Name node) -> function name
         self.info = info
+        kept = {f.name.split(".")[-1] for f in result.skipped}
+        self.bases = _Bases(info, kept, result.helpers[SHIM_BASE])
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         self.path.append(node.name.value)
@@ -171,7 +206,8 @@ class _Rewriter(cst.CSTTransformer):
             for assignment in self.scopes[node].assignments[node.name.value]:
                 if getattr(assignment, "node", None) is node:
                     for access in assignment.references:
-                        self.apply_refs[id(access.node)] = name
+                        if len(access.referents) == 1:  # only this class: never a rebinding
+                            self.apply_refs[id(access.node)] = name
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         self.path.extend([node.name.value, "<locals>"])
@@ -199,7 +235,7 @@ class _Rewriter(cst.CSTTransformer):
         if surrogate is None:
             return updated
         name = self.result.names[surrogate.name]
-        source = codegen.function_source(surrogate, name)
+        source = codegen.function_source(surrogate, name, self.result.helpers)
         function = cst.parse_statement(source)
         assert isinstance(function, cst.FunctionDef)
         if nested:
@@ -208,12 +244,12 @@ class _Rewriter(cst.CSTTransformer):
                 decorators=[cst.Decorator(cst.Name("staticmethod"))],
                 leading_lines=[cst.EmptyLine(indent=False)],
             )
-            return _shim(updated, apply, self.info)
+            return _shim(updated, apply, self.bases)
         alias = cst.parse_statement(f"apply = staticmethod({name})\n").with_changes(
             leading_lines=[cst.EmptyLine(indent=False)]
         )
         blank = [cst.EmptyLine(indent=False)] * (2 if not self.path else 1)
-        shim = _shim(updated, alias, self.info).with_changes(leading_lines=blank)
+        shim = _shim(updated, alias, self.bases).with_changes(leading_lines=blank)
         function = function.with_changes(leading_lines=updated.leading_lines)
         return cst.FlattenSentinel([function, shim])
 
@@ -224,9 +260,25 @@ def _occurrence(result: Rewrite, s: Surrogate) -> int:
     return same.index(s)
 
 
-def _shim(
-    classdef: cst.ClassDef, apply: cst.BaseStatement, info: discover.ModuleInfo
-) -> cst.ClassDef:
+@dataclass(frozen=True)
+class _Bases:
+    """What a rewritten class's bases become: Function bases (torch's, and the module's own
+    classes that stay Functions) are dropped, and the shim base is added."""
+
+    info: discover.ModuleInfo
+    kept: set[str]  # the module's Function classes left as they are
+    shim: str  # the name of the runtime's shim base in this file
+
+    def keep(self, arg: cst.Arg) -> bool:
+        name = dotted(arg.value)
+        if name is None:
+            return True
+        return discover.qualify(name, self.info.imports) not in discover.FUNCTION_BASES and (
+            name not in self.kept
+        )
+
+
+def _shim(classdef: cst.ClassDef, apply: cst.BaseStatement, bases: _Bases) -> cst.ClassDef:
     """The class stripped of its Function protocol, with ``apply`` added."""
     body = []
     for stmt in classdef.body.body:
@@ -250,18 +302,16 @@ def _shim(
             ),
         )
     body.append(apply)
-    bases = [b for b in classdef.bases if not _is_function_base(b, info)]
-    if bases:
-        bases[-1] = bases[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
-    changes: dict = {"body": classdef.body.with_changes(body=body), "bases": bases}
-    if not bases and not classdef.keywords:
-        changes.update(lpar=cst.MaybeSentinel.DEFAULT, rpar=cst.MaybeSentinel.DEFAULT)
-    return classdef.with_changes(**changes)
-
-
-def _is_function_base(arg: cst.Arg, info: discover.ModuleInfo) -> bool:
-    name = dotted(arg.value)
-    return name is not None and discover.qualify(name, info.imports) in discover.FUNCTION_BASES
+    kept = [b for b in classdef.bases if bases.keep(b)]
+    kept.append(cst.Arg(cst.Name(bases.shim)))
+    kept = [b.with_changes(comma=cst.MaybeSentinel.DEFAULT) for b in kept]
+    kept = [
+        b.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+        if i < len(kept) - 1
+        else b
+        for i, b in enumerate(kept)
+    ]
+    return classdef.with_changes(body=classdef.body.with_changes(body=body), bases=kept)
 
 
 def _is_docstring(stmt: cst.BaseStatement) -> bool:
@@ -272,27 +322,79 @@ def _is_docstring(stmt: cst.BaseStatement) -> bool:
     )
 
 
-def _insert_runtime(module: cst.Module, info: discover.ModuleInfo) -> cst.Module:
-    """Put the runtime helpers after the imports that precede the first rewrite."""
-    existing = {s.name.value for s in module.body if isinstance(s, cst.FunctionDef)}
-    if set(codegen.RUNTIME_NAMES) <= existing:
+def _runtime_names(text: str, tree: ast.Module) -> tuple[dict[str, str], list[str]]:
+    """The name each runtime helper has in this file, and the helpers to insert.
+
+    A helper the file already defines exactly (an earlier run) is reused; a name the file
+    uses for anything else is left to it, and the helper gets the next free name."""
+    taken = set(_IDENTIFIER.findall(text))
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").splitlines(keepends=True)
+    defined = {
+        n.name: "".join(lines[n.lineno - 1 : n.end_lineno])
+        for n in tree.body
+        if isinstance(n, (ast.FunctionDef, ast.ClassDef))
+    }
+    names: dict[str, str] = {}
+    insert: list[str] = []
+    for helper, source in codegen.runtime_sources().items():
+        for i in range(len(taken) + 1):
+            name = helper if i == 0 else f"{helper}_{i}"
+            if defined.get(name) == codegen.renamed(source, helper, name):
+                names[helper] = name
+                break
+            if name not in taken:
+                names[helper], _ = name, insert.append(helper)
+                break
+    return names, insert
+
+
+def _insert_runtime(
+    module: cst.Module, tree: ast.Module, names: dict[str, str], insert: list[str]
+) -> cst.Module:
+    """Put the runtime helpers the file lacks after its leading imports (and ``import
+    torch`` with them, unless the module has it by then)."""
+    if not insert:
         return module
-    text = codegen.runtime_source()
-    if info.imports.get("torch") != "torch":
+    sources = codegen.runtime_sources()
+    text = "\n\n".join(codegen.renamed(sources[h], h, names[h]) for h in insert)
+    body = list(module.body)
+    used = set(names.values())
+    limit = next((i for i, stmt in enumerate(body) if used & _identifiers(stmt)), len(body))
+    index = 0
+    for i, stmt in enumerate(body[:limit]):
+        if _is_import_block(stmt) or (i == 0 and _is_docstring(stmt)):
+            index = i + 1
+    first_line = tree.body[index].lineno if index < len(tree.body) else 10**9
+    if not uses.torch_imported(tree, first_line):
         text = "import torch\n\n\n" + text
     helpers = list(cst.parse_module("\n\n" + text).body)
     helpers[0] = helpers[0].with_changes(
         leading_lines=[cst.EmptyLine(), cst.EmptyLine()] + list(helpers[0].leading_lines)[2:]
     )
-    body = list(module.body)
-    limit = next(
-        (i for i, stmt in enumerate(body) if "_fgi_needs_grad" in _identifiers(stmt)), len(body)
-    )
-    index = 0
-    for i, stmt in enumerate(body[:limit]):
-        if _is_import(stmt) or (i == 0 and _is_docstring(stmt)):
-            index = i + 1
     return module.with_changes(body=body[:index] + helpers + body[index:])
+
+
+def _is_import_block(stmt: cst.BaseStatement) -> bool:
+    """An import, or a try/if block whose statements only import (or assign, as fallbacks)."""
+    if _is_import(stmt):
+        return True
+    if isinstance(stmt, (cst.Try, cst.If)):
+        blocks = [stmt.body.body]
+        if isinstance(stmt, cst.Try):
+            blocks += [h.body.body for h in stmt.handlers]
+            blocks += [b.body.body for b in (stmt.orelse, stmt.finalbody) if b is not None]
+        elif stmt.orelse is not None:
+            return False
+        return all(
+            _is_import(s)
+            or (
+                isinstance(s, cst.SimpleStatementLine)
+                and all(isinstance(x, (cst.Assign, cst.Pass)) for x in s.body)
+            )
+            for block in blocks
+            for s in block
+        ) and any(_is_import(s) for s in stmt.body.body)
+    return False
 
 
 def _is_import(stmt: cst.BaseStatement) -> bool:

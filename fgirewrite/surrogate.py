@@ -13,6 +13,10 @@ from dataclasses import dataclass
 # The name that stands for the backward's incoming gradient inside a gradient template.
 GRAD = "__fgi_grad_output__"
 
+# The helpers of ``_runtime.py`` that generated code calls, and the base of rewritten classes.
+RUNTIME_NAMES = ("_fgi_needs_grad", "_fgi_seed", "_fgi_inject")
+SHIM_BASE = "_FGIRewritten"
+
 
 @dataclass(frozen=True)
 class Location:
@@ -61,6 +65,7 @@ class Surrogate:
     snapshots: tuple[tuple[str, str], ...] = ()  # (fresh, param): an input the forward rebinds
     live: tuple[tuple[str, str], ...] = ()  # (param, name): the live input a gradient reaches
     detach: tuple[str, ...] = ()  # inputs known to be tensors, detached on entry
+    maybe_tensors: tuple[str, ...] = ()  # other inputs the gradient reads: detached if tensors
     helpers: tuple[str, ...] = ()  # module-level functions inlined from the backward
     free_names: tuple[str, ...] = ()  # module-level names the generated code reads
 

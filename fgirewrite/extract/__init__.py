@@ -11,7 +11,6 @@ from dataclasses import replace
 
 import libcst as cst
 
-from fgirewrite.codegen import RUNTIME_NAMES
 from fgirewrite.discover import ClassSite, ModuleInfo
 from fgirewrite.extract.classes import Snippet, annotated_tensor, inherited
 from fgirewrite.extract.classes import methods as class_methods
@@ -30,7 +29,7 @@ from fgirewrite.extract.values import (
     as_const,
     names_in,
 )
-from fgirewrite.surrogate import GRAD, Gradient, Location, Skip, Surrogate
+from fgirewrite.surrogate import GRAD, RUNTIME_NAMES, SHIM_BASE, Gradient, Location, Skip, Surrogate
 
 PROTOCOL = frozenset({"forward", "backward", "setup_context", "jvp", "vmap"})
 
@@ -91,12 +90,12 @@ def _extract(
     backward_reads = names_in(backward_def) - assigned_names(backward_def.body)
     backward_reads -= {p.name.value for p in params_of(backward_def, skip_first=False)[0]}
     taken = names_in(forward_def) | backward_reads | set(info.imports) | set(info.functions)
-    taken |= set(info.classes) | info.assigned | {"torch"} | set(RUNTIME_NAMES)
+    taken |= set(info.classes) | info.assigned | {"torch", SHIM_BASE, *RUNTIME_NAMES}
     if new_style:
         taken |= names_in(methods["setup_context"])
     names = Names(taken)
     known = {p.name.value for p in params if annotated_tensor(p)}
-    fwd = read_forward(forward_def, ctx_name, param_names, names)
+    fwd = read_forward(forward_def, ctx_name, param_names, names, info.imports)
 
     out_name = _output_name(fwd, param_names, names)
     # A parameter the forward rebinds is read after the forward through a snapshot.
@@ -165,6 +164,10 @@ def _extract(
     tensors = {param_names[i] for i in ctx.tensor_inputs} | differentiable
     tensors |= {p for p in param_names if entry[p] in saved_names}
     detach = tuple(p for p in param_names if p in tensors)
+    numbers = {p.name.value for p in params if _not_a_tensor(p)}
+    maybe_tensors = tuple(
+        p for p in param_names if p in used and p not in tensors and p not in numbers
+    )
     live = {p: names.fresh(p + "_in") for p in param_names if p in differentiable}
     forward_reads = names_in(cst.parse_module(forward_code))
     bound = shadowed | forward_reads | used | set(live.values())
@@ -188,9 +191,20 @@ def _extract(
         snapshots=used_snapshots,
         live=tuple(live.items()),
         detach=detach,
+        maybe_tensors=maybe_tensors,
         helpers=tuple(dict.fromkeys(state.helpers)),
         free_names=tuple(sorted((free | {"torch"}) & module_names)),
     )
+
+
+def _not_a_tensor(param: cst.Param) -> bool:
+    """A parameter annotated, or defaulted, as a number, bool, string or None."""
+    if param.annotation is not None:
+        text = cst.Module([]).code_for_node(param.annotation.annotation)
+        return text in ("float", "int", "bool", "str", "complex")
+    return isinstance(
+        param.default, (cst.Integer, cst.Float, cst.SimpleString, cst.UnaryOperation)
+    ) or (isinstance(param.default, cst.Name) and param.default.value in ("True", "False", "None"))
 
 
 def _output_name(fwd: Forward, params: list[str], names: Names) -> str:

@@ -105,16 +105,26 @@ class CallRules:
             if isinstance(cond, Const):
                 return self.where(cond, a, b, node)
         if qualified in (rules.TORCH_IDENTITY | rules.TORCH_NEGATE) and len(values) == 1:
-            return self.lin_op(first, rebuilt)  # type: ignore[arg-type]
+            return self.lin_op(first, rebuilt, keep_reduction=True)  # type: ignore[arg-type]
         if qualified in rules.TORCH_REDUCE and isinstance(first, Lin) and len(lins) == 1:
             return self.reduce(first, rebuilt, node)
+        rounding = _keyword(node, "rounding_mode")
+        if qualified in rules.TORCH_SCALE and rounding is not None:
+            raise self.not_linear(
+                node, f"`{qualified}` of the gradient with rounding_mode={_code(rounding)}"
+            )
         if qualified in rules.TORCH_SCALE and len(values) == 2 and len(lins) == 1:
             if qualified in ("torch.mul", "torch.multiply") or isinstance(first, Lin):
-                return self.lin_op(lins[0], rebuilt)
+                return self.lin_op(lins[0], rebuilt, keep_reduction=True)
         if qualified in rules.TORCH_MASKED_FILL and isinstance(first, Lin) and len(values) == 3:
             fill = values[2][1]
             if isinstance(fill, Const) and fill.zero:
                 return self.lin_op(first, rebuilt)
+        last = qualified.rsplit(".", 1)[-1]
+        if last in rules.NONLINEAR:
+            raise self.not_linear(node, f"`{qualified}` of the gradient")
+        if last in rules.NOT_ELEMENTWISE:
+            raise _mixes(node, f"`{qualified}`")
         raise Unsupported(
             "unknown-call",
             f"the gradient flows through `{qualified}`, not known to be linear in it",
@@ -164,6 +174,7 @@ class CallRules:
         return Const(
             rebuilt,
             is_bool=method in BOOL_METHODS,
+            integral=method in rules.INTEGRAL_METHODS and method != "bool",
             zero=method in rules.ZERO_METHODS,
             external=receiver.external and aliasing,
             aliased=aliasing,
@@ -177,14 +188,21 @@ class CallRules:
             return lin
         aliasing = method in rules.MAY_ALIAS_METHODS  # ``.contiguous()``, ``.float()``: maybe self
         if method in rules.GRAD_CAST:
-            for arg in node.args:
-                if self.qualified(arg.value) in rules.NON_FLOAT_DTYPES:
-                    raise self.not_linear(node, f"a cast of the gradient to `{_code(arg.value)}`")
+            self.check_cast(node, values)
+        rounding = _keyword(node, "rounding_mode")
+        if method in rules.GRAD_SCALE and rounding is not None:
+            raise self.not_linear(
+                node, f"`.{method}()` of the gradient with rounding_mode={_code(rounding)}"
+            )
+        if method in rules.AFTER_REDUCTION and lin.reduction is not None and consts:
+            return Lin(lin.node, reduction=rebuilt)
         result = None
         if method in rules.GRAD_IDENTITY and not values:
-            result = self.lin_op(lin, rebuilt, keep_plain=True, aliasing=aliasing)
+            result = self.lin_op(
+                lin, rebuilt, keep_plain=True, aliasing=aliasing, keep_reduction=True
+            )
         elif (method in rules.GRAD_CAST | rules.GRAD_SCALE | rules.GRAD_NEGATE) and consts:
-            result = self.lin_op(lin, rebuilt, aliasing=aliasing)
+            result = self.lin_op(lin, rebuilt, aliasing=aliasing, keep_reduction=True)
         if result is not None:
             if aliasing and self.held(lin):  # the result may be lin itself: both share memory
                 lin.aliased = result.aliased = True
@@ -205,7 +223,37 @@ class CallRules:
                     )
                 )
             )
+        if method in rules.NOT_ELEMENTWISE:
+            raise _mixes(node, f"`.{method}()`")
         raise self.not_linear(node, f"`.{method}()` of the gradient")
+
+    def check_cast(self, node: cst.Call, values: list[tuple[str | None, Sym]]) -> None:
+        """A cast of the gradient is linear only to a floating dtype: refuse an integer or
+        boolean one, and one to a dtype fgirewrite cannot tell."""
+        for arg, (keyword, value) in zip(node.args, values, strict=True):
+            if keyword in ("non_blocking", "copy", "memory_format", "device"):
+                continue
+            target = arg.value
+            qualified = self.qualified(target)
+            if qualified in rules.NON_FLOAT_DTYPES:
+                raise self.not_linear(node, f"a cast of the gradient to `{qualified}`")
+            if isinstance(value, Const) and (value.is_bool or value.integral):
+                kind = "a boolean mask" if value.is_bool else "an integer tensor"
+                raise self.not_linear(node, f"a cast of the gradient to the dtype of {kind}")
+            if isinstance(target, cst.Attribute) and target.attr.value in ("dtype", "device"):
+                base = self.expr(target.value)
+                if isinstance(base, Const) and (base.is_bool or base.integral):
+                    raise self.not_linear(
+                        node, f"a cast of the gradient to `{_code(target)}`, not floating"
+                    )
+                continue
+            if isinstance(target, cst.SimpleString) or qualified in rules.FLOAT_DTYPES:
+                continue
+            if isinstance(target, cst.Name) and target.value not in self.env:
+                raise self.not_linear(
+                    node,
+                    f"a cast of the gradient to `{target.value}`, not known to be a floating dtype",
+                )
 
     def inplace(self, node: cst.Call, receiver: Sym, method: str) -> Sym:
         func = node.func
@@ -253,22 +301,26 @@ class CallRules:
         *others: Sym,
         keep_plain: bool = False,
         aliasing: bool = False,
+        keep_reduction: bool = False,
     ) -> Lin:
+        """A linear operation on gradients. ``keep_reduction``: one gradient scaled, negated
+        or cast, which commutes with a reduction already applied to it."""
         for part in (lin, *others):
             if not isinstance(part, Lin):
                 raise self.not_linear(rebuilt, "a gradient mixed with a non-gradient term")
-            if part.reduction is not None:
+            if part.reduction is not None and (others or not keep_reduction):
                 raise self.not_linear(rebuilt, "an operation after the gradient's reduction")
         assert isinstance(lin, Lin)
         return Lin(
             rebuilt,
+            reduction=lin.reduction,
             plain=keep_plain and lin.plain,
             aliased=aliasing and (lin.aliased or lin.external),
         )
 
     def reduce(self, lin: Lin, rebuilt: cst.BaseExpression, node: cst.CSTNode) -> Lin:
-        if lin.reduction is not None:
-            raise self.not_linear(node, "a gradient reduced twice")
+        """A sum of the gradient (over a learnable input's broadcast dimensions): autograd's
+        own reduction to the input's shape performs it, so the template leaves it out."""
         return Lin(lin.node, reduction=rebuilt)
 
     def where(self, cond: Sym, a: Sym, b: Sym, node: cst.CSTNode) -> Sym:
@@ -354,6 +406,23 @@ class CallRules:
 
 def _code(node: cst.CSTNode) -> str:
     return cst.Module([]).code_for_node(node)
+
+
+def _keyword(node: cst.Call, name: str) -> cst.BaseExpression | None:
+    """The value of a keyword argument, unless absent or None."""
+    for arg in node.args:
+        if arg.keyword is not None and arg.keyword.value == name:
+            value = arg.value
+            return None if isinstance(value, cst.Name) and value.value == "None" else value
+    return None
+
+
+def _mixes(node: cst.CSTNode, what: str) -> Unsupported:
+    return Unsupported(
+        "backward-not-elementwise",
+        f"{what} mixes elements of the gradient; FGI injects an elementwise derivative",
+        node,
+    )
 
 
 def bind_parameters(

@@ -83,11 +83,18 @@ def params(function: cst.FunctionDef, skip_first: bool) -> tuple[list[cst.Param]
     if params.star_arg not in (cst.MaybeSentinel.DEFAULT, None) or params.star_kwarg:
         raise Unsupported("unsupported-syntax", "the forward takes *args or **kwargs", function)
     ordered = list(params.posonly_params) + list(params.params) + list(params.kwonly_params)
+    if any(_decorator_name(d) == "classmethod" for d in function.decorators):
+        ordered = ordered[1:]  # ``cls``: autograd calls ``Fn.forward(ctx, ...)`` on the class
     if not skip_first:
         return ordered, None
     if not ordered:
         raise Unsupported("unsupported-ctx", "the forward takes no ctx", function)
     return ordered[1:], ordered[0].name.value
+
+
+def _decorator_name(decorator: cst.Decorator) -> str | None:
+    target = decorator.decorator
+    return dotted(target.func if isinstance(target, cst.Call) else target)
 
 
 def annotated_tensor(param: cst.Param) -> bool:

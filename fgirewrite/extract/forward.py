@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
+from fgirewrite.discover import qualify
 from fgirewrite.extract import rules
-from fgirewrite.extract.values import Const, Ctx, Names, Unsupported, names_in
+from fgirewrite.extract.values import Const, Ctx, Names, Unsupported, dotted, names_in
 
 
 @dataclass
@@ -91,16 +92,60 @@ def _contains(node: cst.CSTNode, kind: type) -> bool:
     return found
 
 
+NO_GRAD = frozenset({"torch.no_grad", "torch.autograd.no_grad", "torch.autograd.grad_mode.no_grad"})
+
+
+def _without_no_grad(
+    body: list[cst.BaseStatement], imports: dict[str, str]
+) -> list[cst.BaseStatement]:
+    """``with torch.no_grad():`` blocks opened into their statements: the generated code runs
+    the whole forward without grad (as autograd runs it), so they change nothing."""
+    flat: list[cst.BaseStatement] = []
+    for stmt in body:
+        if (
+            isinstance(stmt, cst.With)
+            and stmt.items
+            and all(
+                isinstance(item.item, cst.Call)
+                and not item.item.args
+                and item.asname is None
+                and qualify(dotted(item.item.func) or "", imports) in NO_GRAD
+                for item in stmt.items
+            )
+        ):
+            flat.extend(_without_no_grad(list(stmt.body.body), imports))
+        else:
+            flat.append(stmt)
+    return flat
+
+
+def _hoisted_torch(body: list[cst.BaseStatement]) -> list[cst.BaseStatement]:
+    """``import torch`` statements dropped: the rewritten module imports torch at its top,
+    and an import inside the generated function would make ``torch`` local to all of it."""
+    kept = []
+    for stmt in body:
+        if isinstance(stmt, cst.SimpleStatementLine) and all(
+            isinstance(s, cst.Import)
+            and all(cst.Module([]).code_for_node(a) == "torch" for a in s.names)
+            for s in stmt.body
+        ):
+            continue
+        kept.append(stmt)
+    return kept
+
+
 def read_forward(
     function: cst.FunctionDef,
     ctx_name: str | None,
     params: list[str],
     names: Names,
+    imports: dict[str, str],
 ) -> Forward:
     """Split a forward body into kept statements, the returned expression and ctx contents."""
     body = list(function.body.body)
     if body and _is_docstring(body[0]):
         body = body[1:]
+    body = _hoisted_torch(_without_no_grad(body, imports))
     if not body:
         raise Unsupported("forward-control-flow", "the forward has no body", function)
     last = body[-1]
@@ -134,6 +179,8 @@ def read_forward(
 
     for i, stmt in enumerate(body):
         after = later[i + 1] if i + 1 < len(later) else set()
+        if ctx_name is not None and not _writes_ctx(stmt, ctx_name):
+            stmt = stmt.visit(_CtxReads(ctx_name, forward.ctx))
         if ctx_name is None or ctx_name not in names_in(stmt):
             forward.statements.append(stmt)
             continue
@@ -147,9 +194,47 @@ def read_forward(
             kept.extend(_ctx_statement(small, ctx_name, forward, after, params, names, assigned))
         if kept:
             forward.statements.append(stmt.with_changes(body=kept))
-    if ctx_name is not None and ctx_name in names_in(result):
-        raise Unsupported("unsupported-ctx", "the forward returns something built from ctx", result)
+    if ctx_name is not None:
+        forward.result = result.visit(_CtxReads(ctx_name, forward.ctx))
+        if ctx_name in names_in(forward.result):
+            raise Unsupported(
+                "unsupported-ctx", "the forward returns something built from ctx", result
+            )
     return forward
+
+
+def _writes_ctx(stmt: cst.BaseStatement, ctx_name: str) -> bool:
+    """A statement that stores on ctx (``ctx.a = ...``, ``ctx.save_for_backward``)."""
+    if not isinstance(stmt, cst.SimpleStatementLine):
+        return False
+    for small in stmt.body:
+        if isinstance(small, cst.Assign) and any(
+            ctx_name in names_in(t.target) for t in small.targets
+        ):
+            return True
+        if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
+            func = small.value.func
+            if isinstance(func, cst.Attribute) and _is_name(func.value, ctx_name):
+                return True
+    return False
+
+
+class _CtxReads(cst.CSTTransformer):
+    """``ctx.attr`` read in the forward after the forward set it: the value it was set to."""
+
+    def __init__(self, ctx_name: str, ctx: Ctx):
+        self.ctx_name = ctx_name
+        self.ctx = ctx
+
+    def leave_Attribute(
+        self, original: cst.Attribute, updated: cst.Attribute
+    ) -> cst.BaseExpression:
+        if _is_name(updated.value, self.ctx_name) and updated.attr.value in self.ctx.attrs:
+            value = self.ctx.attrs[updated.attr.value].node
+            if isinstance(value, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)):
+                return value
+            return value.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+        return updated
 
 
 def _ctx_statement(

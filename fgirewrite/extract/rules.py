@@ -21,10 +21,37 @@ NON_FLOAT_DTYPES = frozenset(
         *("BoolTensor", "ByteTensor", "CharTensor", "ShortTensor", "IntTensor", "LongTensor"),
     )
 )
+FLOAT_DTYPES = frozenset(
+    f"torch.{name}"
+    for name in ("float16", "float32", "float64", "bfloat16", "half", "float", "double")
+)
+INTEGRAL_METHODS = frozenset({"long", "int", "short", "char", "byte", "bool"})
 GRAD_SCALE = frozenset({"mul", "multiply", "div", "divide", "true_divide"})
+# Shape changes after a gradient's reduction: the summed gradient's shape only, which
+# autograd's own reduction to the input's shape makes irrelevant.
+AFTER_REDUCTION = frozenset(
+    {"view", "reshape", "unsqueeze", "squeeze", "flatten", "view_as", "reshape_as", "contiguous"}
+)
+# Calls known not to be linear in the gradient, and linear ones that mix its elements.
+NONLINEAR = frozenset(
+    {
+        *("sign", "sgn", "abs", "absolute", "exp", "log", "tanh", "sigmoid", "relu", "clamp"),
+        *("clip", "round", "floor", "ceil", "trunc", "fix", "sqrt", "rsqrt", "pow", "square"),
+        *("frac", "fmod", "remainder", "maximum", "minimum", "max", "min", "nan_to_num"),
+        *("hardtanh", "softplus", "erf", "reciprocal", "heaviside", "threshold"),
+    }
+)
+NOT_ELEMENTWISE = frozenset(
+    {
+        *("mean", "cumsum", "cumprod", "flip", "roll", "mm", "matmul", "bmm", "einsum"),
+        *("conv1d", "conv2d", "conv3d", "avg_pool1d", "avg_pool2d", "interpolate", "diff"),
+        *("gather", "index_select", "repeat", "expand", "expand_as", "transpose", "permute"),
+        *("t", "view", "reshape", "flatten", "unsqueeze", "squeeze", "narrow", "select"),
+        *("mv", "dot", "outer", "linear", "fft", "std", "var", "norm", "softmax", "prod"),
+    }
+)
 GRAD_NEGATE = frozenset({"neg", "negative"})
 GRAD_REDUCE = frozenset({"sum", "sum_to_size"})
-GRAD_MASK = frozenset({"masked_fill", "where"})
 
 # torch functions that are linear in their tensor argument(s), with the same roles.
 TORCH_SCALE = frozenset(

@@ -106,6 +106,9 @@ class Evaluator(CallRules):
             return self.aug_assign(stmt)
         if isinstance(stmt, cst.Del):
             return None
+        if isinstance(stmt, (cst.Import, cst.ImportFrom)):
+            self.imported(stmt)
+            return None
         if isinstance(stmt, cst.Raise):
             raise Unsupported("backward-control-flow", "the body raises unconditionally", stmt)
         raise Unsupported(
@@ -176,6 +179,30 @@ class Evaluator(CallRules):
         self.rebind(old, self.expr(op), stmt.target.value)
         return None
 
+    def imported(self, stmt: cst.Import | cst.ImportFrom) -> None:
+        """An import in the body: its names must be the module's own imports (the generated
+        code reads them as globals; the rewrite adds ``import torch`` where it is missing)."""
+        module = cst.Module([])
+        for alias in stmt.names if not isinstance(stmt.names, cst.ImportStar) else []:
+            full = module.code_for_node(alias.name)
+            if isinstance(stmt, cst.ImportFrom):
+                if stmt.module is None or stmt.relative:
+                    break
+                full = f"{module.code_for_node(stmt.module)}.{full}"
+            bound = alias.evaluated_alias or alias.evaluated_name.split(".")[0]
+            target = full if alias.asname or isinstance(stmt, cst.ImportFrom) else bound
+            if target == "torch" or self.state.imports.get(bound) == target:
+                self.env.pop(bound, None)
+                continue
+            break
+        else:
+            return
+        raise Unsupported(
+            "unsupported-syntax",
+            f"an import the module itself does not have (`{module.code_for_node(stmt)}`)",
+            stmt,
+        )
+
     def bind(self, target: cst.BaseAssignTargetExpression, value: Sym, source: cst.CSTNode) -> None:
         if isinstance(target, cst.Name):
             self.env[target.value] = self.materialize(value, target.value)
@@ -229,6 +256,7 @@ class Evaluator(CallRules):
                 simple=True,
                 value=value.value,
                 is_bool=value.is_bool,
+                integral=value.integral,
                 zero=value.zero,
                 external=value.external,
                 aliased=value.aliased,
@@ -446,7 +474,9 @@ class Evaluator(CallRules):
         if isinstance(value, Lin):
             if isinstance(node.operator, (cst.Minus, cst.Plus)):
                 return self.lin_op(
-                    value, node.with_changes(expression=operand(node.expression, value.node))
+                    value,
+                    node.with_changes(expression=operand(node.expression, value.node)),
+                    keep_reduction=True,
                 )
             raise self.not_linear(node, "a non-linear unary operator on the gradient")
         c = self.const(node.expression)
@@ -477,12 +507,10 @@ class Evaluator(CallRules):
                 raise self.not_linear(node, "a product of two gradients")
             lin, other = (left, right) if isinstance(left, Lin) else (right, left)
             assert isinstance(other, Const)
-            if isinstance(op, cst.Multiply):
-                return self.lin_op(lin, rebuilt)
-            if isinstance(op, cst.Divide) and lin is left:
-                return self.lin_op(lin, rebuilt)
+            if isinstance(op, cst.Multiply) or (isinstance(op, cst.Divide) and lin is left):
+                return self.lin_op(lin, rebuilt, keep_reduction=True)
             if isinstance(op, (cst.Add, cst.Subtract)) and other.zero:
-                return self.lin_op(lin, rebuilt)
+                return self.lin_op(lin, rebuilt, keep_reduction=True)
             raise self.not_linear(
                 node, f"a gradient combined with a constant by `{op_text(op)}`, which is not linear"
             )

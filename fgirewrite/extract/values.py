@@ -26,6 +26,7 @@ class Const:
     simple: bool = False  # a name, literal or attribute chain: cheap to repeat
     value: object = UNKNOWN  # a Python value known statically (True, None, 0, ...)
     is_bool: bool = False  # a boolean mask
+    integral: bool = False  # an integer tensor
     zero: bool = False
     external: bool = False  # may be a tensor the caller holds (input, saved, grad_output)
     aliased: bool = False  # may share memory with another live tensor

@@ -1,0 +1,201 @@
+"""How the rest of a module uses its Function classes, and what a rewrite would break.
+
+A rewritten class becomes a plain class whose ``apply`` is the FGI function. Code that relies
+on it being a ``torch.autograd.Function`` (a decorator, ``issubclass``, a direct call of its
+``forward``, an ``apply`` of its own, a subclass that stays a Function) would change meaning,
+so such a class is left alone with the reason. The generated code also needs ``torch`` under
+its own name at the top of the module.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+from fgirewrite.discover import FUNCTION_BASES, ClassSite, dotted, qualify
+
+INTROSPECTION = frozenset(
+    {"issubclass", "isinstance", "type", "super", "getattr", "hasattr", "vars", "dir"}
+)
+KEPT_ATTRIBUTES = frozenset({"apply", "__name__", "__qualname__", "__doc__", "__module__"})
+PROTOCOL = frozenset({"forward", "backward", "setup_context", "jvp", "vjp", "vmap"})
+
+
+@dataclass(frozen=True)
+class Reliance:
+    """Why a class must stay a Function: a message and the line that shows it."""
+
+    message: str
+    line: int
+
+
+def class_node(tree: ast.Module, site: ClassSite) -> ast.ClassDef:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.lineno == site.line:
+            return node
+    raise LookupError(site.qualname)
+
+
+def _tail(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return None
+
+
+def _own_attributes(node: ast.ClassDef) -> set[str]:
+    names = set()
+    for stmt in node.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(stmt.name)
+        elif isinstance(stmt, (ast.Assign, ast.AnnAssign)):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names - PROTOCOL
+
+
+def introspection(tree: ast.Module, imports: dict[str, str]) -> Reliance | None:
+    """A test, anywhere in the module, of whether something is a torch.autograd.Function:
+    it would change for every class the module rewrites."""
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("issubclass", "isinstance")
+            and len(node.args) == 2
+        ):
+            kinds = node.args[1].elts if isinstance(node.args[1], ast.Tuple) else [node.args[1]]
+            for kind in kinds:
+                name = dotted(kind)
+                if name is not None and qualify(name, imports) in FUNCTION_BASES:
+                    return Reliance(
+                        f"`{node.func.id}` tests for torch.autograd.Function (line {node.lineno})",
+                        node.lineno,
+                    )
+    return None
+
+
+def reliance(tree: ast.Module, site: ClassSite, kept: set[str]) -> Reliance | None:
+    """Why the class at ``site`` must stay a Function, or None.
+
+    ``kept`` holds the names of the module's Function classes that stay Functions: a subclass
+    among them needs its base to stay one too.
+    """
+    node = class_node(tree, site)
+    for decorator in node.decorator_list:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        if not (site.scope == "class" and _tail(target) == "staticmethod"):
+            return Reliance(f"the class has a decorator, `{ast.unparse(target)}`", decorator.lineno)
+    if node.keywords:
+        return Reliance(f"the class has a `{node.keywords[0].arg}=` keyword", node.lineno)
+    if "apply" in _own_attributes(node):
+        return Reliance("the class defines `apply` itself", node.lineno)
+    allowed = KEPT_ATTRIBUTES | _own_attributes(node)
+    inside = {id(n) for n in ast.walk(node)}
+    for other in ast.walk(tree):
+        if id(other) in inside:
+            continue
+        found = _use(other, site.name, allowed, kept)
+        if found is not None:
+            return found
+    return None
+
+
+def _use(node: ast.AST, name: str, allowed: frozenset[str] | set[str], kept: set[str]):
+    if isinstance(node, ast.Attribute) and _tail(node.value) == name:
+        if node.attr not in allowed:
+            return Reliance(f"its `{node.attr}` is used (line {node.lineno})", node.lineno)
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        if node.func.id in INTROSPECTION and any(_mentions(a, name) for a in node.args):
+            what = (
+                "the class is passed to `type`"
+                if node.func.id == "type"
+                else f"`{node.func.id}` is called with it"
+            )
+            return Reliance(f"{what} (line {node.lineno})", node.lineno)
+    elif isinstance(node, ast.ClassDef) and node.name in kept:
+        if any(_tail(b) == name for b in node.bases):
+            return Reliance(f"`{node.name}` (line {node.lineno}) subclasses it", node.lineno)
+    return None
+
+
+def _mentions(node: ast.expr, name: str) -> bool:
+    return any(
+        isinstance(n, (ast.Name, ast.Attribute)) and _tail(n) == name for n in ast.walk(node)
+    )
+
+
+def torch_conflict(tree: ast.Module) -> int | None:
+    """The line where the module binds ``torch`` to something other than the torch module
+    (outside an ``except ImportError`` fallback), or None."""
+    for stmt, in_fallback in _top_level(tree.body, False):
+        if in_fallback:
+            continue
+        if isinstance(stmt, ast.Import):
+            for alias in stmt.names:
+                bound = alias.asname or alias.name.split(".")[0]
+                if bound == "torch" and not (
+                    alias.name.split(".")[0] == "torch"
+                    and (alias.asname is None or alias.name == "torch")
+                ):
+                    return stmt.lineno
+        elif isinstance(stmt, ast.ImportFrom):
+            if any((a.asname or a.name) == "torch" for a in stmt.names):
+                return stmt.lineno
+        elif _binds_name(stmt, "torch"):
+            return stmt.lineno
+    return None
+
+
+def torch_imported(tree: ast.Module, before: int) -> bool:
+    """Whether a top-level ``import torch`` (or ``import torch.sub``) binds ``torch`` before
+    line ``before``, unconditionally or in a try block's body."""
+    for stmt, in_fallback in _top_level(tree.body, False):
+        if stmt.lineno >= before or in_fallback or not isinstance(stmt, ast.Import):
+            continue
+        for alias in stmt.names:
+            if alias.name.split(".")[0] == "torch" and alias.asname in (None, "torch"):
+                if alias.asname is None or alias.name == "torch":
+                    return True
+    return False
+
+
+def _top_level(body: list[ast.stmt], fallback: bool):
+    """Module-level statements, looking into if/try blocks (not into defs or classes); each
+    with whether it sits in an ``except ImportError`` handler."""
+    for stmt in body:
+        yield stmt, fallback
+        if isinstance(stmt, ast.If):
+            yield from _top_level(stmt.body + stmt.orelse, fallback)
+        elif isinstance(stmt, ast.Try):
+            yield from _top_level(stmt.body + stmt.orelse + stmt.finalbody, fallback)
+            for handler in stmt.handlers:
+                names = {_tail(t) for t in _handled(handler)}
+                yield from _top_level(
+                    handler.body,
+                    fallback or bool(names & {"ImportError", "ModuleNotFoundError"}),
+                )
+
+
+def _handled(handler: ast.ExceptHandler) -> list[ast.expr]:
+    if handler.type is None:
+        return []
+    if isinstance(handler.type, ast.Tuple):
+        return list(handler.type.elts)
+    return [handler.type]
+
+
+def _binds_name(stmt: ast.stmt, name: str) -> bool:
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return stmt.name == name
+    if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.With)):
+        targets: list[ast.AST]
+        if isinstance(stmt, ast.Assign):
+            targets = list(stmt.targets)
+        elif isinstance(stmt, ast.With):
+            targets = [i.optional_vars for i in stmt.items if i.optional_vars is not None]
+        else:
+            targets = [stmt.target]
+        return any(isinstance(n, ast.Name) and n.id == name for t in targets for n in ast.walk(t))
+    return False
