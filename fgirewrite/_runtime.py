@@ -36,11 +36,7 @@ def _fgi_inject(out: torch.Tensor, terms: list[torch.Tensor]) -> torch.Tensor:
 
 
 class _FGIRewritten:
-    """Base of the classes fgirewrite rewrote: they are no longer autograd Functions.
-
-    A subclass that overrides their forward or backward would silently run its base's
-    rewrite instead, so it is refused when it is made.
-    """
+    """Base of rewritten classes: a subclass that overrides their forward is refused."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -29,7 +29,7 @@ REASONS: dict[str, str] = {
     "verification-failed": "the rewrite was not gradient-equivalent on the probe inputs",
     "hidden-call": "a live model calls the Function through a reference fgirewrite cannot replace",
     "relies-on-function": "code in the module relies on the class being a torch.autograd.Function "
-    "(a decorator, issubclass, its forward called, an apply of its own, a subclass kept as one)",
+    "(issubclass, its forward called, an apply of its own, a subclass kept as one)",
     "name-collision": "the module binds a name the rewrite needs (torch) to something else",
 }
 

@@ -1,9 +1,10 @@
 """How the rest of a module uses its Function classes, and what a rewrite would break.
 
 A rewritten class becomes a plain class whose ``apply`` is the FGI function. Code that relies
-on it being a ``torch.autograd.Function`` (a decorator, ``issubclass``, a direct call of its
-``forward``, an ``apply`` of its own, a subclass that stays a Function) would change meaning,
-so such a class is left alone with the reason. The generated code also needs ``torch`` under
+on it being a ``torch.autograd.Function`` (``issubclass``, a direct call of its ``forward``, an
+``apply`` of its own, a subclass that stays a Function) would change meaning, so such a class
+is left alone with the reason. (What a class decorator does is seen by verification, which
+runs it on the rewritten class.) The generated code also needs ``torch`` under
 its own name at the top of the module.
 """
 
@@ -83,10 +84,6 @@ def reliance(tree: ast.Module, site: ClassSite, kept: set[str]) -> Reliance | No
     among them needs its base to stay one too.
     """
     node = class_node(tree, site)
-    for decorator in node.decorator_list:
-        target = decorator.func if isinstance(decorator, ast.Call) else decorator
-        if not (site.scope == "class" and _tail(target) == "staticmethod"):
-            return Reliance(f"the class has a decorator, `{ast.unparse(target)}`", decorator.lineno)
     if node.keywords:
         return Reliance(f"the class has a `{node.keywords[0].arg}=` keyword", node.lineno)
     if "apply" in _own_attributes(node):

@@ -9,6 +9,7 @@ give the expression people see in reports (``GRAD = 1``, temporaries written out
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import libcst as cst
 
@@ -67,58 +68,92 @@ def _is_one(node: cst.BaseExpression) -> bool:
     return isinstance(node, cst.Integer) and node.value == "1"
 
 
-def _is_grad_leaf(node: cst.BaseExpression) -> bool:
-    """The incoming gradient itself, cloned or negated (both exact)."""
-    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, (cst.Minus, cst.Plus)):
-        return _is_grad_leaf(node.expression)
-    if (
-        isinstance(node, cst.Call)
-        and isinstance(node.func, cst.Attribute)
-        and not node.args
-        and node.func.attr.value in ("clone", "contiguous")
+Step = Callable[[cst.BaseExpression], cst.BaseExpression]
+
+
+def _zero(node: cst.BaseExpression) -> bool:
+    return isinstance(node, (cst.Integer, cst.Float)) and float(node.value.replace("_", "")) == 0
+
+
+def _grad_in(node: cst.CSTNode) -> bool:
+    return GRAD in names_in(node)
+
+
+def _peel(node: cst.BaseExpression) -> tuple[Step, cst.BaseExpression] | None:
+    """The outermost unary linear step applied to the gradient (a product or quotient by a
+    constant, a negation, a mask), as a builder, and what it is applied to; else None."""
+    bare = node.with_changes(lpar=[], rpar=[])
+    if isinstance(bare, cst.BinaryOperation) and isinstance(
+        bare.operator, (cst.Multiply, cst.Divide)
     ):
-        return _is_grad_leaf(node.func.value)
-    return isinstance(node, cst.Name) and node.value == GRAD
+        left, right = _grad_in(bare.left), _grad_in(bare.right)
+        if left and not right:
+            return (lambda inner: bare.with_changes(left=_left(inner))), bare.left
+        if right and not left and isinstance(bare.operator, cst.Multiply):
+            return (lambda inner: bare.with_changes(right=_grouped(inner))), bare.right
+        return None
+    if isinstance(bare, cst.UnaryOperation) and isinstance(bare.operator, (cst.Minus, cst.Plus)):
+        return (lambda inner: bare.with_changes(expression=_grouped(inner))), bare.expression
+    if not (isinstance(bare, cst.Call) and isinstance(bare.func, cst.Attribute)):
+        return None
+    method, receiver = bare.func.attr.value, bare.func.value
+    args = [a.value for a in bare.args]
+    if method in ("clone", "contiguous") and not args:
+        return (lambda inner: inner), receiver
+    if method == "masked_fill" and len(args) == 2 and _zero(args[1]):
+        if _grad_in(receiver) and not _grad_in(args[0]):
+            func = bare.func
+            return (
+                lambda inner: bare.with_changes(func=func.with_changes(value=_grouped(inner)))
+            ), receiver
+    if method == "where" and isinstance(receiver, cst.Name) and receiver.value == "torch":
+        if len(args) == 3 and not _grad_in(args[0]):
+            for branch, other in ((1, 2), (2, 1)):
+                if _grad_in(args[branch]) and _zero(args[other]):
+
+                    def step(inner: cst.BaseExpression, branch: int = branch) -> cst.BaseExpression:
+                        changed = list(bare.args)
+                        changed[branch] = changed[branch].with_changes(value=inner)
+                        return bare.with_changes(args=changed)
+
+                    return step, args[branch]
+    return None
+
+
+def _left(node: cst.BaseExpression) -> cst.BaseExpression:
+    """The left operand of a product or quotient: a product or quotient needs no parentheses."""
+    if isinstance(node, cst.BinaryOperation) and isinstance(
+        node.operator, (cst.Multiply, cst.Divide)
+    ):
+        return node
+    return _grouped(node)
+
+
+def _grouped(node: cst.BaseExpression) -> cst.BaseExpression:
+    if isinstance(node, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) or node.lpar:
+        return node
+    return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 
 
 def backward_order(template: cst.BaseExpression) -> cst.BaseExpression:
-    """``g * a / b`` becomes ``g / b * a``: autograd differentiates the outermost operation
-    first, so the backward then computes ``(grad * a) / b``, in the original's order and with
-    its rounding. Anything but a chain of products and quotients on the gradient is kept."""
-    chain: list[tuple[cst.BaseBinaryOp, cst.BaseExpression]] = []
-    prefix = None
+    """A chain of unary linear steps on the gradient, nested in reverse.
+
+    Autograd's backward of the rewrite applies the outermost operation of the injected term
+    first, so the step the original applied first (innermost in its expression) must be the
+    outermost: ``g * a / b`` becomes ``g / b * a``, whose backward computes ``(grad * a) / b``
+    with the original's rounding, and ``where(m, 0, g * c)`` becomes ``where(m, 0, g) * c``,
+    whose backward masks last, giving the original's zeros even where ``c`` is infinite.
+    Anything but such a chain on the gradient itself is kept as it is."""
+    steps: list[Step] = []
     node = template
-    while isinstance(node, cst.BinaryOperation) and isinstance(
-        node.operator, (cst.Multiply, cst.Divide)
-    ):
-        if GRAD in names_in(node.right):
-            if (
-                isinstance(node.operator, cst.Multiply)
-                and _is_grad_leaf(node.right)
-                and GRAD not in names_in(node.left)
-            ):
-                prefix, node = node.left, node.right  # ``c * g``: c multiplies first
-            break
-        chain.append((node.operator, node.right))
-        node = node.left
-    if not _is_grad_leaf(node) or len(chain) + (prefix is not None) < 2:
+    while (peeled := _peel(node)) is not None:
+        step, node = peeled
+        steps.append(step)
+    if not (isinstance(node, cst.Name) and node.value == GRAD) or len(steps) < 2:
         return template
-    return _rebuild(node, chain, prefix)
-
-
-def _rebuild(leaf, chain, prefix) -> cst.BaseExpression:
-    # ``chain`` holds the operations outermost first; applied to the leaf in that order they
-    # nest so that the original's first operation is the outermost of the result.
-    result = leaf
-    for operator, value in chain:
-        result = cst.BinaryOperation(left=result, operator=operator, right=value)
-    if prefix is not None:
-        if isinstance(prefix, (cst.BinaryOperation, cst.BooleanOperation, cst.IfExp)) and not (
-            prefix.lpar
-        ):
-            prefix = prefix.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
-        result = cst.BinaryOperation(left=result, operator=cst.Multiply(), right=prefix)
-    return result
+    for step in steps:  # the original's last step first: innermost in the rewrite
+        node = step(node)
+    return node
 
 
 def derivative(template: str) -> str:

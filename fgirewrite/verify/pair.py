@@ -39,6 +39,7 @@ class SurrogateReport:
     arguments: dict = field(default_factory=dict)
     checks: tuple[Check, ...] = ()
     error: str | None = None
+    reached: tuple[str, ...] = ()  # the names callers reach it by, each verified
 
     @property
     def ok(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import sys
+import traceback
 from pathlib import Path
 from types import ModuleType
 
@@ -30,7 +31,7 @@ def _binds(stmt: ast.stmt) -> set[str]:
     if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return {stmt.name}
     if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-        return {(a.asname or a.name).split(".")[0] for a in stmt.names}
+        return {(a.asname or a.name).split(".")[0] for a in stmt.names}  # "*" for a star
     if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
         targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
         return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
@@ -72,9 +73,10 @@ def _closure(body: list[ast.stmt], needed: set[str]) -> set[int]:
     while changed:
         changed = False
         for i, stmt in enumerate(body):
+            binds = _binds(stmt)
             if (
                 i not in chosen
-                and _binds(stmt) & needed
+                and (binds & needed or "*" in binds)  # a star import may bind any name
                 and (_is_import_block(stmt) or _definition(stmt))
             ):
                 chosen.add(i)
@@ -84,11 +86,23 @@ def _closure(body: list[ast.stmt], needed: set[str]) -> set[int]:
 
 
 def _join(info: ModuleInfo, statements: list[ast.stmt], extra: list[tuple[int, str]]) -> str:
+    """The statements' source in file order, each at its own line where room allows (so that
+    errors point at the file's lines); ``extra`` holds (line, text) parts placed likewise."""
     parts = list(extra)
     for stmt in statements:
         text = info.segment(stmt.lineno, stmt.end_lineno or stmt.lineno)
         parts.append((-1 if _is_future(stmt) else stmt.lineno, text))
-    return "".join(text for _, text in sorted(parts, key=lambda p: p[0]))
+    out: list[str] = []
+    line = 1
+    for target, text in sorted(parts, key=lambda p: p[0]):
+        if target > line:
+            out.append("\n" * (target - line))
+            line = target
+        if not text.endswith(("\n", "\r")):
+            text += "\n"
+        out.append(text)
+        line += len(text.splitlines())
+    return "".join(out)
 
 
 def slice_names(tree: ast.Module, info: ModuleInfo, names: set[str]) -> str:
@@ -98,21 +112,28 @@ def slice_names(tree: ast.Module, info: ModuleInfo, names: set[str]) -> str:
     return _join(info, [body[i] for i in sorted(chosen)], [])
 
 
-def slice_source(tree: ast.Module, info: ModuleInfo, site: ClassSite, extra: set[str]) -> str:
-    """Source of the statements the class needs and of the class itself, in file order."""
+def slice_source(
+    tree: ast.Module,
+    info: ModuleInfo,
+    site: ClassSite,
+    extra: set[str],
+    first_line: int | None = None,
+) -> str:
+    """Source of the statements the class needs and of the class itself, in file order
+    (from ``first_line`` on, when given: a rewritten class with its function before it)."""
     holder = next(s for s in tree.body if _contains_line(s, site.line))
     class_node = _find_class(holder, site)
     body = [s for s in tree.body if s is not holder and not _is_main_guard(s)]
     chosen = _closure(body, set(extra) | _reads(class_node))
     first = min([class_node.lineno] + [d.lineno for d in class_node.decorator_list])
+    first = min(first, first_line or first)
     segment = info.segment(first, class_node.end_lineno or class_node.lineno)
-    if class_node.col_offset:
-        segment = "if 1:\n" + segment
-    closure = "".join(
+    prefix = "".join(
         f"{name} = {value}\n" if name else f"{value}\n"
         for name, value in factory_bindings(holder, site)
-    )
-    return _join(info, [body[i] for i in sorted(chosen)], [(holder.lineno, closure + segment)])
+    ) + ("if 1:\n" if class_node.col_offset else "")
+    start = max(holder.lineno, first - prefix.count("\n"))
+    return _join(info, [body[i] for i in sorted(chosen)], [(start, prefix + segment)])
 
 
 TEST_CALLABLE = "__fgi_test_callable__"
@@ -121,13 +142,15 @@ TEST_CALLABLE = "__fgi_test_callable__"
 def factory_bindings(holder: ast.stmt, site: ClassSite) -> list[tuple[str, str]]:
     """For a class made inside functions, what its closure reads, as (name, source): the
     enclosing functions' imports, their parameters' literal defaults, and a test callable for
-    a parameter the class calls (a wrapped function). Verification uses these values."""
+    a parameter the class (or the FGI function written before it) calls. Verification uses
+    these values."""
     found: list[tuple[str, str]] = []
-    class_node = _find_class(holder, site)
     called = {
         n.func.id
-        for n in ast.walk(class_node)
-        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+        for n in ast.walk(holder)
+        if isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Name)
+        and site.first_line <= n.lineno <= site.end_line
     }
     for node in ast.walk(holder):
         if not (
@@ -201,32 +224,53 @@ def evaluate(
     info: ModuleInfo,
     site: ClassSite,
     extra: set[str] = frozenset(),
+    first_line: int | None = None,
 ) -> dict:
     """Execute the slice a class needs; its namespace, with the class under its own name."""
+    code = slice_source(tree, info, site, set(extra), first_line)
+    namespace = run_slice(path, code, f"what {site.qualname} needs")
+    if site.name not in namespace:
+        raise SandboxError(f"{site.qualname} was not defined by its own source")
+    return namespace
+
+
+def evaluate_names(path: Path, tree: ast.Module, info: ModuleInfo, names: set[str], what: str):
+    """Execute the imports and top-level definitions that ``names`` need; the namespace."""
+    return run_slice(path, slice_names(tree, info, names), what)
+
+
+def run_slice(path: Path, code: str, what: str) -> dict:
+    """Execute source as the module at ``path`` would run (its package root on sys.path)."""
     name, root = module_name(path)
     package = name.rpartition(".")[0]
-    namespace: dict = {
-        "__name__": f"{name}",
-        "__package__": package or None,
-        "__file__": str(path),
-        "__builtins__": __builtins__,
-    }
-    code = slice_source(tree, info, site, set(extra))
+    module = ModuleType(name)
+    module.__dict__.update(
+        {
+            "__name__": name,
+            "__package__": package or None,
+            "__file__": str(path),
+            "__builtins__": __builtins__,
+            TEST_CALLABLE: test_callable,
+        }
+    )
     added = str(root) not in sys.path
     if added:
         sys.path.insert(0, str(root))
-    module = ModuleType(name)
-    module.__dict__.update(namespace)
-    module.__dict__[TEST_CALLABLE] = test_callable
     try:
         exec(compile(code, str(path), "exec"), module.__dict__)  # noqa: S102 - the slice only
     except Exception as exc:  # the slice itself failed: say what and where
-        raise SandboxError(
-            f"evaluating what {site.qualname} needs failed: {type(exc).__name__}: {exc}"
-        ) from None
+        raise SandboxError(f"evaluating {what} failed: {_described(exc)}") from None
     finally:
         if added:
             sys.path.remove(str(root))
-    if site.name not in module.__dict__:
-        raise SandboxError(f"{site.qualname} was not defined by its own source")
     return module.__dict__
+
+
+def _described(exc: Exception) -> str:
+    """The exception in one line, with the line of the file that raised it."""
+    first = (str(exc).splitlines() or [""])[0]
+    line = next(
+        (f.lineno for f in reversed(traceback.extract_tb(exc.__traceback__)) if f.lineno),
+        None,
+    )
+    return f"{type(exc).__name__}: {first}" + (f" (line {line})" if line else "")

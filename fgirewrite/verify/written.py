@@ -1,0 +1,290 @@
+"""Verify what is written: the rewritten module, through the names its callers reach.
+
+For each rewritten surrogate, the slice of the *rewritten* source that its names need is
+executed exactly as ``--write`` would leave it (its helpers, its imports, every later
+rebinding of the class's name), and each name a caller can reach in it is compared with the
+same name in the original module: ``Cls.apply``, module-level aliases (``spike =
+Cls.apply``, ``Fn = Cls``) and the function that the rewritten call sites call. A second run
+of the rewriter on the rewritten source must change nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from fgirewrite import discover
+from fgirewrite.rewrite import Rewrite, decode, rewrite_source
+from fgirewrite.surrogate import Surrogate
+from fgirewrite.verify.pair import SurrogateReport, verify_pair
+from fgirewrite.verify.sandbox import (
+    TEST_CALLABLE,
+    SandboxError,
+    evaluate,
+    evaluate_names,
+    factory_bindings,
+)
+
+
+@dataclass(frozen=True)
+class Module:
+    """One side (original or rewritten) of a file: its text, tree and module facts."""
+
+    path: Path
+    text: str
+    tree: ast.Module
+    info: discover.ModuleInfo
+
+    @classmethod
+    def of(cls, data: bytes, path: Path) -> Module:
+        text = decode(data, str(path))
+        tree = ast.parse(data)
+        return cls(path, text, tree, discover.module_info(text, tree))
+
+
+@dataclass(frozen=True)
+class Target:
+    """A way callers reach a surrogate: how it is spelled in each module."""
+
+    label: str
+    original: str
+    rewritten: str
+
+
+@dataclass
+class Pair:
+    """A surrogate's original and rewritten callables, the way callers reach them."""
+
+    reached: list[tuple[str, Callable, Callable]]
+    call_args: list[object] | None
+    closure: dict[str, str]
+
+
+def _path_of(qualname: str) -> str | None:
+    """``Outer.Inner`` for a class reachable from the module's top level, else None."""
+    return None if "<locals>" in qualname else qualname
+
+
+def aliases(tree: ast.Module, path: str) -> list[Target]:
+    """Module-level names bound to the class or its ``apply`` (``spike = Cls.apply``)."""
+    found = []
+    for stmt in tree.body:
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1):
+            continue
+        target, value = stmt.targets[0], discover.dotted(stmt.value)
+        if not isinstance(target, ast.Name) or value is None:
+            continue
+        if value == f"{path}.apply":
+            found.append(Target(target.id, target.id, target.id))
+        elif value == path:
+            found.append(Target(f"{target.id}.apply", f"{target.id}.apply", f"{target.id}.apply"))
+    return found
+
+
+def targets(original: Module, surrogate: Surrogate, function: str) -> list[Target]:
+    """Every name the module's callers can reach the surrogate by."""
+    path = _path_of(surrogate.name)
+    assert path is not None
+    found = [Target(f"{path}.apply", f"{path}.apply", f"{path}.apply")]
+    if "." not in path:  # the rewritten call sites call the module-level function
+        found.append(Target(f"{function}() (the rewritten call sites)", f"{path}.apply", function))
+    return found + aliases(original.tree, path)
+
+
+def _resolve(namespace: dict, expression: str):
+    value = eval(expression, dict(namespace))  # noqa: S307 - a dotted name of the module
+    return getattr(value, "__func__", value) if isinstance(value, staticmethod) else value
+
+
+def _identity(value: object) -> tuple:
+    """Bound methods are made afresh on each access: compare what they bind."""
+    bound = getattr(value, "__self__", None)
+    return (id(bound), id(value.__func__)) if bound is not None else (id(value),)  # type: ignore[attr-defined]
+
+
+def pair(original: Module, written: Module, surrogate: Surrogate, function: str) -> Pair:
+    """Execute both modules' slices and resolve every reached name in each."""
+    site = _site(original.tree, original.info, surrogate)
+    call_args = call_site_arguments(original.tree, site.name)
+    if _path_of(surrogate.name) is None:
+        return _factory_pair(original, written, surrogate, site, call_args)
+    reach = targets(original, surrogate, function)
+    names = {t.original.split(".")[0] for t in reach}
+    before = evaluate_names(
+        original.path, original.tree, original.info, names, f"what {surrogate.name} needs"
+    )
+    after = evaluate_names(
+        written.path,
+        written.tree,
+        written.info,
+        names | {t.rewritten.split(".")[0] for t in reach},
+        f"the rewritten module for {surrogate.name}",
+    )
+    reached, seen = [], set()
+    for target in reach:
+        try:
+            old = _resolve(before, target.original)
+        except Exception:  # noqa: BLE001 - the original does not bind it: not a reach name
+            continue
+        try:
+            new = _resolve(after, target.rewritten)
+        except Exception as exc:  # noqa: BLE001
+            raise SandboxError(
+                f"the rewritten module does not bind `{target.rewritten}`: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        key = (_identity(old), _identity(new))
+        if key not in seen:
+            seen.add(key)
+            reached.append((target.label, old, new))
+    return Pair(reached, call_args, {})
+
+
+def _factory_pair(
+    original: Module,
+    written: Module,
+    surrogate: Surrogate,
+    site: discover.ClassSite,
+    call_args: list[object] | None,
+) -> Pair:
+    """A class made inside a function: the class statement alone on each side (with the
+    function's imports and literal defaults), the rewritten one with its FGI function."""
+    before = evaluate(
+        original.path, original.text, original.tree, original.info, site, set(surrogate.free_names)
+    )
+    cls = before[site.name]
+    shim, function_line = _rewritten_site(written.tree, site)
+    extra = set(surrogate.free_names) | set(written.info.functions)
+    after = evaluate(
+        written.path, written.text, written.tree, written.info, shim, extra, function_line
+    )
+    holder = next(s for s in original.tree.body if s.lineno <= site.line <= (s.end_lineno or 0))
+    closure = {
+        k: "a test callable, exp(-|first argument|)"
+        if v == TEST_CALLABLE
+        else f"{v} (default of the enclosing function)"
+        for k, v in factory_bindings(holder, site)
+        if k
+    }
+    old = getattr(cls, "__func__", cls).apply
+    new = getattr(after[shim.name], "__func__", after[shim.name]).apply
+    return Pair([(f"{site.qualname}.apply", old, new)], call_args, closure)
+
+
+def _site(tree: ast.Module, info: discover.ModuleInfo, s: Surrogate) -> discover.ClassSite:
+    return next(
+        c
+        for c in discover.find_classes(tree, info.imports)
+        if (c.qualname, c.line) == (s.name, s.location.line)
+    )
+
+
+def _rewritten_site(tree: ast.Module, site: discover.ClassSite) -> tuple[discover.ClassSite, int]:
+    """The rewritten class at the original's qualified name and occurrence, and the line of
+    the FGI function written just before it."""
+    seen = 0
+    for parent in ast.walk(tree):
+        body = getattr(parent, "body", None)
+        if not isinstance(body, list):
+            continue
+        for i, node in enumerate(body):
+            if isinstance(node, ast.ClassDef) and _qualname(tree, node) == site.qualname:
+                if seen == site.occurrence:
+                    before = body[i - 1] if i else node
+                    first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                    return replace(
+                        site,
+                        line=node.lineno,
+                        first_line=min(first, before.lineno),
+                        end_line=node.end_lineno or 0,
+                    ), before.lineno
+                seen += 1
+    raise SandboxError(f"the rewritten module has no class {site.qualname}")
+
+
+def _qualname(tree: ast.Module, target: ast.ClassDef) -> str | None:
+    def walk(body: list[ast.stmt], prefix: str) -> str | None:
+        for node in body:
+            if node is target:
+                return prefix + node.name
+            if isinstance(node, ast.ClassDef):
+                found = walk(node.body, f"{prefix}{node.name}.")
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found = walk(node.body, f"{prefix}{node.name}.<locals>.")
+            else:
+                found = walk(
+                    [c for f in ("body", "orelse", "finalbody") for c in getattr(node, f, [])]
+                    + [c for h in getattr(node, "handlers", []) for c in h.body],
+                    prefix,
+                )
+            if found:
+                return found
+        return None
+
+    return walk(tree.body, "")
+
+
+def call_site_arguments(tree: ast.Module, class_name: str) -> list[object] | None:
+    """Literal arguments of the first ``Class.apply(...)`` call in the file, if any."""
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "apply"
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == class_name
+            and len(node.args) > 1
+        ):
+            try:
+                return [None] + [ast.literal_eval(a) for a in node.args[1:]]
+            except ValueError:
+                continue
+    return None
+
+
+def instability(rewrite: Rewrite) -> str | None:
+    """Why a second run on the rewritten source would change it, or None."""
+    assert rewrite.new_source is not None
+    again = rewrite_source(rewrite.new_source, rewrite.path)
+    if again.surrogates or again.changed:
+        names = ", ".join(s.name for s in again.surrogates) or "the helpers"
+        return f"a second run would rewrite it again ({names}); left as it is"
+    return None
+
+
+def verify_written(rewrite: Rewrite, path: Path | None = None) -> list[SurrogateReport]:
+    """Verify every rewritten surrogate of a file through the module as it will be written."""
+    path = Path(path or rewrite.path)
+    assert rewrite.new_source is not None
+    original = Module.of(rewrite.source, path)
+    written = Module.of(rewrite.new_source, path)
+    reports = []
+    for surrogate in rewrite.surrogates:
+        function = rewrite.names.get(surrogate.name, "rewritten")
+        where = str(surrogate.location)
+        try:
+            found = pair(original, written, surrogate, function)
+        except SandboxError as exc:
+            reports.append(SurrogateReport(surrogate.name, where, function, error=str(exc)))
+            continue
+        except Exception as exc:  # noqa: BLE001 - generated code that does not compile
+            error = f"{type(exc).__name__}: {exc}"
+            reports.append(SurrogateReport(surrogate.name, where, function, error=error))
+            continue
+        reports.append(_verified(surrogate, function, found))
+    return reports
+
+
+def _verified(surrogate: Surrogate, function: str, found: Pair) -> SurrogateReport:
+    """The first reached name's full report; any other reached name must verify too."""
+    (label, old, new), *others = found.reached
+    report = verify_pair(old, new, surrogate, function, found.call_args)
+    report = replace(report, arguments={**report.arguments, **found.closure}, reached=(label,))
+    for other, old, new in others:
+        extra = verify_pair(old, new, surrogate, function, found.call_args)
+        report = replace(report, reached=(*report.reached, other))
+        if not extra.ok:
+            return replace(report, error=f"through `{other}`: {extra.failures()[0]}")
+    return report
