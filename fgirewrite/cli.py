@@ -169,7 +169,7 @@ def rewrite_command(
     for outcome in outcomes:
         for finding in outcome.findings:
             status = _status(finding, mode, outcome)
-            function = outcome.rewrite.names.get(finding.name) if outcome.rewrite else None
+            function = outcome.rewrite.function(finding) if outcome.rewrite else None
             rows.append((outcome, finding, status, function))
 
     if output_format is Format.json:

@@ -21,7 +21,7 @@ from libcst.metadata import MetadataWrapper, ScopeProvider
 from fgirewrite import codegen, discover, uses
 from fgirewrite.extract import PROTOCOL, extract
 from fgirewrite.extract.symbolic import dotted
-from fgirewrite.surrogate import SHIM_BASE, Skip, Surrogate
+from fgirewrite.surrogate import SHIM_BASE, Skip, Surrogate, key
 
 
 class SourceError(Exception):
@@ -36,7 +36,7 @@ class Rewrite:
     source: bytes
     findings: list[Surrogate | Skip] = field(default_factory=list)
     new_source: bytes | None = None
-    names: dict[str, str] = field(default_factory=dict)  # surrogate -> generated function
+    names: dict[str, str] = field(default_factory=dict)  # key(surrogate) -> generated function
     helpers: dict[str, str] = field(default_factory=dict)  # runtime helper -> its name here
 
     @property
@@ -50,6 +50,10 @@ class Rewrite:
     @property
     def changed(self) -> bool:
         return self.new_source is not None and self.new_source != self.source
+
+    def function(self, finding: Surrogate | Skip) -> str | None:
+        """The name of the FGI function written for a surrogate."""
+        return self.names.get(key(finding))
 
 
 def decode(data: bytes, path: str) -> str:
@@ -81,7 +85,7 @@ def analyse(data: bytes, path: str) -> tuple[Rewrite, discover.ModuleInfo | None
     if result.surrogates:  # every word of the file is taken, comments included: conservative
         taken = set(_IDENTIFIER.findall(text))
         for s in result.surrogates:
-            result.names[s.name] = _fresh(_snake(s.name.split(".")[-1]), taken)
+            result.names[key(s)] = _fresh(_snake(s.name.split(".")[-1]), taken)
     return result, info
 
 
@@ -118,13 +122,14 @@ def rewrite_source(
 ) -> Rewrite:
     """Rewrite every understood surrogate in a module's source.
 
-    ``refused`` maps surrogates that must stay untouched (they failed verification) to why.
+    ``refused`` maps the ``key`` of each surrogate that must stay untouched (it failed
+    verification) to why.
     """
     result, info = analyse(data, path)
     for name, why in (refused or {}).items():
         result.findings = [
             Skip(f.name, f.location, "verification-failed", why)
-            if isinstance(f, Surrogate) and f.name == name
+            if isinstance(f, Surrogate) and key(f) == name
             else f
             for f in result.findings
         ]
@@ -202,7 +207,7 @@ class _Rewriter(cst.CSTTransformer):
         self.seen[qualname] = occurrence + 1
         surrogate = self.by_site.get((qualname, occurrence))
         if surrogate is not None and not self._nested_in_class():
-            name = self.result.names[surrogate.name]
+            name = self.result.names[key(surrogate)]
             for assignment in self.scopes[node].assignments[node.name.value]:
                 if getattr(assignment, "node", None) is node:
                     for access in assignment.references:
@@ -234,7 +239,7 @@ class _Rewriter(cst.CSTTransformer):
         surrogate = self.by_site.get((qualname, occurrence))
         if surrogate is None:
             return updated
-        name = self.result.names[surrogate.name]
+        name = self.result.names[key(surrogate)]
         source = codegen.function_source(surrogate, name, self.result.helpers)
         function = cst.parse_statement(source)
         assert isinstance(function, cst.FunctionDef)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fgirewrite import discover, files
 from fgirewrite.rewrite import Rewrite, SourceError, analyse, decode, rewrite_source
-from fgirewrite.surrogate import Skip, Surrogate
+from fgirewrite.surrogate import Skip, Surrogate, key
 
 
 @dataclass
@@ -166,7 +166,11 @@ def verify_and_refuse(outcome: Outcome) -> None:
     assert outcome.rewrite is not None and outcome.snapshot is not None
     reports = verify_rewrite(outcome.rewrite, Path(outcome.path))
     outcome.verification = reports
-    refused = {r.name: "; ".join(r.failures()) for r in reports if not r.ok}
+    refused = {
+        key(s): "; ".join(r.failures())
+        for s, r in zip(outcome.rewrite.surrogates, reports, strict=True)
+        if not r.ok
+    }
     if refused:
         outcome.rewrite = rewrite_source(outcome.snapshot.data, outcome.path, refused)
 

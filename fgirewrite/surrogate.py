@@ -85,3 +85,8 @@ class Skip:
 
     def __str__(self) -> str:
         return f"{self.location}: {self.code}: {self.name}: {self.message}"
+
+
+def key(finding: Surrogate | Skip) -> str:
+    """A class's identity in its file: a module may define two classes of the same name."""
+    return f"{finding.name}@{finding.location.line}"

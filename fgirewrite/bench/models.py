@@ -45,7 +45,7 @@ def load(path: Path) -> Pair:
         raise ModelError(f"cannot import {path}: {type(exc).__name__}: {exc}") from exc
     rewrite = {
         "changed": result.changed,
-        "rewritten": {s.name: result.names.get(s.name) for s in result.surrogates},
+        "rewritten": {s.name: result.function(s) for s in result.surrogates},
         "skipped": {s.name: f"[{s.code}] {s.message}" for s in result.skipped},
     }
     return Pair(original, fgi, rewrite)

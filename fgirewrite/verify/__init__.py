@@ -41,7 +41,7 @@ def evaluate_surrogate(rewrite: Rewrite, surrogate: Surrogate, path: Path | None
         Module.of(rewrite.source, path),
         Module.of(rewrite.new_source, path),
         surrogate,
-        rewrite.names.get(surrogate.name, "rewritten"),
+        rewrite.function(surrogate) or "rewritten",
     )
     _, original, rewritten = found.reached[0]
     return original, rewritten, found.call_args, found.closure

@@ -83,14 +83,13 @@ def aliases(tree: ast.Module, path: str) -> list[Target]:
     return found
 
 
-def targets(original: Module, surrogate: Surrogate, function: str) -> list[Target]:
+def targets(original: Module, surrogate: Surrogate) -> list[Target]:
     """Every name the module's callers can reach the surrogate by."""
     path = _path_of(surrogate.name)
     assert path is not None
-    found = [Target(f"{path}.apply", f"{path}.apply", f"{path}.apply")]
-    if "." not in path:  # the rewritten call sites call the module-level function
-        found.append(Target(f"{function}() (the rewritten call sites)", f"{path}.apply", function))
-    return found + aliases(original.tree, path)
+    return [Target(f"{path}.apply", f"{path}.apply", f"{path}.apply")] + aliases(
+        original.tree, path
+    )
 
 
 def _resolve(namespace: dict, expression: str):
@@ -110,7 +109,7 @@ def pair(original: Module, written: Module, surrogate: Surrogate, function: str)
     call_args = call_site_arguments(original.tree, site.name)
     if _path_of(surrogate.name) is None:
         return _factory_pair(original, written, surrogate, site, call_args)
-    reach = targets(original, surrogate, function)
+    reach = targets(original, surrogate)
     names = {t.original.split(".")[0] for t in reach}
     before = evaluate_names(
         original.path, original.tree, original.info, names, f"what {surrogate.name} needs"
@@ -119,7 +118,7 @@ def pair(original: Module, written: Module, surrogate: Surrogate, function: str)
         written.path,
         written.tree,
         written.info,
-        names | {t.rewritten.split(".")[0] for t in reach},
+        names | {function},
         f"the rewritten module for {surrogate.name}",
     )
     reached, seen = [], set()
@@ -139,6 +138,20 @@ def pair(original: Module, written: Module, surrogate: Surrogate, function: str)
         if key not in seen:
             seen.add(key)
             reached.append((target.label, old, new))
+    if "." not in surrogate.name:  # the call sites now call the function: what they reached
+        cls = evaluate(
+            original.path,
+            original.text,
+            original.tree,
+            original.info,
+            site,
+            set(surrogate.free_names),
+        )[site.name]  # the class statement's value, before any later rebinding of its name
+        old, new = getattr(cls, "apply", None), after.get(function)
+        if old is not None and new is not None and (_identity(old), _identity(new)) not in seen:
+            reached.append((f"{function}() (the rewritten call sites)", old, new))
+    if not reached:
+        raise SandboxError(f"no name of the module reaches {surrogate.name}; nothing to compare")
     return Pair(reached, call_args, {})
 
 
@@ -262,7 +275,7 @@ def verify_written(rewrite: Rewrite, path: Path | None = None) -> list[Surrogate
     written = Module.of(rewrite.new_source, path)
     reports = []
     for surrogate in rewrite.surrogates:
-        function = rewrite.names.get(surrogate.name, "rewritten")
+        function = rewrite.function(surrogate) or "rewritten"
         where = str(surrogate.location)
         try:
             found = pair(original, written, surrogate, function)
