@@ -17,9 +17,17 @@ def _fgi_needs_grad() -> bool:
     return torch.is_grad_enabled() or getattr(torch.autograd.forward_ad, "_current_level", 0) >= 0
 
 
-def _fgi_seed(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """`x` in the dtype the original backward computed in: derivative one, value discarded."""
-    return x.to(torch.promote_types(out.dtype, x.dtype))
+def _fgi_seed(
+    x: torch.Tensor, out: torch.Tensor, first: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`x` as the backward saw grad_output: its dtype (and shape, for another input)."""
+    # The dtype the backward computed in: the output's, promoted with the first input's. An
+    # input other than the first is expanded to the output's shape, so that type promotion
+    # treats it as a dimensioned tensor, as it treated grad_output. Its derivative is one;
+    # its value is discarded.
+    if first is None:
+        return x.to(torch.promote_types(out.dtype, x.dtype))
+    return x.to(torch.promote_types(out.dtype, first.dtype)).expand(out.shape)
 
 
 def _fgi_inject(out: torch.Tensor, terms: list[torch.Tensor]) -> torch.Tensor:

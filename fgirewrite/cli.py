@@ -156,9 +156,9 @@ def rewrite_command(
     if mode is Mode.write:
         try:
             for outcome in outcomes:
-                if outcome.changed and verify:
-                    runner.verify_and_refuse(outcome)
                 if outcome.changed:
+                    runner.verify_and_refuse(outcome, verify)
+                if outcome.changed and outcome.error is None:
                     runner.write(outcome)
         except KeyboardInterrupt:
             _err("fgirewrite: interrupted; files already written are complete, the rest untouched")

@@ -112,9 +112,11 @@ def function_source(s: Surrogate, name: str, helpers: Mapping[str, str] | None =
     lines.append(f"{indent}with torch.no_grad():")
     lines.append(textwrap.indent(s.forward.rstrip("\n"), indent * 2))
     lines.append(f"{indent}if {helper['_fgi_needs_grad']}():")
+    first = s.param_names[0]
     for g in s.gradients:
+        also = "" if g.param == first else f", {first}"
         lines.append(
-            f"{indent * 2}{g.delta} = {helper['_fgi_seed']}({_live(s, g.param)}, {s.output})"
+            f"{indent * 2}{g.delta} = {helper['_fgi_seed']}({_live(s, g.param)}, {s.output}{also})"
         )
     if s.prelude:
         lines.append(textwrap.indent(s.prelude.rstrip("\n"), indent * 2))

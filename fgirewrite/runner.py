@@ -159,20 +159,28 @@ def second_order_uses(paths: Iterable[Path]) -> list[str]:
     return found
 
 
-def verify_and_refuse(outcome: Outcome) -> None:
-    """Verify a changed file's rewrites; rewrite it again without any that fail."""
-    from fgirewrite.verify import verify_rewrite
+def verify_and_refuse(outcome: Outcome, verify: bool = True) -> None:
+    """Verify a changed file's rewrites through the module as it will be written; rewrite it
+    again without any that fail, until what is left verifies. Then check that a second run
+    would change nothing; if it would, the file is not written."""
+    from fgirewrite.verify import instability, verify_rewrite
 
     assert outcome.rewrite is not None and outcome.snapshot is not None
-    reports = verify_rewrite(outcome.rewrite, Path(outcome.path))
-    outcome.verification = reports
-    refused = {
-        key(s): "; ".join(r.failures())
-        for s, r in zip(outcome.rewrite.surrogates, reports, strict=True)
-        if not r.ok
-    }
-    if refused:
+    refused: dict[str, str] = {}
+    while verify and outcome.rewrite.changed:
+        reports = verify_rewrite(outcome.rewrite, Path(outcome.path))
+        outcome.verification = reports
+        failed = {
+            key(s): "; ".join(r.failures())
+            for s, r in zip(outcome.rewrite.surrogates, reports, strict=True)
+            if not r.ok
+        }
+        if not failed:
+            break
+        refused |= failed
         outcome.rewrite = rewrite_source(outcome.snapshot.data, outcome.path, refused)
+    if outcome.rewrite.changed and (problem := instability(outcome.rewrite)) is not None:
+        outcome.error = problem
 
 
 def write(outcome: Outcome) -> None:

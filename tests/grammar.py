@@ -421,7 +421,7 @@ FAULTS = {
     "nonlinear_abs": "backward-not-linear",
     "nonlinear_square": "backward-not-linear",
     "nonlinear_shift": "backward-not-linear",
-    "nonlinear_tanh": "unknown-call",
+    "nonlinear_tanh": "backward-not-linear",
     "branch": "backward-not-linear",
     "inplace_input": "in-place-alias",
     "inplace_grad": "in-place-alias",

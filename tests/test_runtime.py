@@ -8,13 +8,14 @@ import torch.autograd.forward_ad as fwAD
 from conftest import FIXTURES
 
 from fgirewrite import _runtime, codegen
+from fgirewrite.surrogate import RUNTIME_NAMES
 from fgirewrite.load import load_pair
 
 
 def test_runtime_source_is_the_module_source():
     namespace = {"torch": torch}
-    exec(codegen.runtime_source(), namespace)
-    assert tuple(f.__name__ for f in _runtime.HELPERS) == codegen.RUNTIME_NAMES
+    exec("\n\n".join(codegen.runtime_sources().values()), namespace)
+    assert tuple(f.__name__ for f in _runtime.HELPERS) == RUNTIME_NAMES
     x = torch.tensor([-0.0, 0.0, float("inf"), float("nan"), 2.0, 3e38], requires_grad=True)
     out = torch.tensor([-0.0, 1.0, 1.0, 1.0, -0.0, 1.0])
     y = namespace["_fgi_inject"](out, [namespace["_fgi_seed"](x, out) * 3.0])

@@ -124,8 +124,9 @@ def test_broken_codegen_fails_verification_and_nothing_is_written(tmp_path, monk
     before = path.read_bytes()
     original = codegen.function_source
 
-    def doubled(surrogate, name):
-        return original(surrogate, name).replace("_fgi_inject(out, [", "_fgi_inject(out, [2 * ")
+    def doubled(surrogate, name, helpers=None):
+        source = original(surrogate, name, helpers)
+        return source.replace("_fgi_inject(out, [", "_fgi_inject(out, [2 * ")
 
     monkeypatch.setattr(codegen, "function_source", doubled)
     verify = CliRunner().invoke(app, ["verify", str(path), "-q"])

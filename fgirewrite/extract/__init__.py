@@ -138,7 +138,8 @@ def _extract(
     grad_param = back_params[0].name.value
     env = {grad_param: Lin(cst.Name(GRAD), plain=True, external=True)}
     result = Evaluator(state, dict(env), back_ctx, ctx, "backward").block(backward_def.body.body)
-    gradients = _gradients(result, param_names, backward_def, snippets, path)
+    scalars = {p.name.value for p in params if _number(p)}
+    gradients = _gradients(result, param_names, backward_def, snippets, path, scalars, out_name)
 
     prelude = _dead_code_eliminated(state.prelude, gradients)
     gradients = [replace(g, derivative=readable(g.derivative, prelude)) for g in gradients]
@@ -198,13 +199,23 @@ def _extract(
 
 
 def _not_a_tensor(param: cst.Param) -> bool:
-    """A parameter annotated, or defaulted, as a number, bool, string or None."""
+    """A parameter annotated as a number, bool or string (a default proves nothing: a caller
+    may pass a tensor that requires grad where the default is a float)."""
+    if param.annotation is None:
+        return False
+    text = cst.Module([]).code_for_node(param.annotation.annotation)
+    return text in ("float", "int", "bool", "str", "complex")
+
+
+def _number(param: cst.Param) -> bool:
+    """A parameter annotated or defaulted as a number: it never widens a tensor's dtype."""
     if param.annotation is not None:
         text = cst.Module([]).code_for_node(param.annotation.annotation)
-        return text in ("float", "int", "bool", "str", "complex")
-    return isinstance(
-        param.default, (cst.Integer, cst.Float, cst.SimpleString, cst.UnaryOperation)
-    ) or (isinstance(param.default, cst.Name) and param.default.value in ("True", "False", "None"))
+        return text in ("float", "int")
+    default = param.default
+    if isinstance(default, cst.UnaryOperation):
+        default = default.expression
+    return isinstance(default, (cst.Integer, cst.Float))
 
 
 def _output_name(fwd: Forward, params: list[str], names: Names) -> str:
@@ -236,6 +247,8 @@ def _gradients(
     backward: cst.FunctionDef,
     snippets: list[Snippet],
     path: str,
+    scalars: set[str],
+    out: str,
 ) -> list[Gradient]:
     if result is None:
         raise Unsupported("no-gradient", "the backward returns nothing", backward)
@@ -272,7 +285,7 @@ def _gradients(
                 backward,
             )
         shown = derivative(template)
-        template = code(backward_order(cst.parse_expression(template)))
+        template = code(backward_order(cst.parse_expression(template), scalars, out))
         gradients.append(Gradient(param, template, shown, location, "", reduction))
     if not gradients:
         raise Unsupported("no-gradient", "the backward returns None for every input", backward)

@@ -79,33 +79,36 @@ def _grad_in(node: cst.CSTNode) -> bool:
     return GRAD in names_in(node)
 
 
-def _peel(node: cst.BaseExpression) -> tuple[Step, cst.BaseExpression] | None:
+def _peel(node: cst.BaseExpression) -> tuple[Step, cst.BaseExpression, object] | None:
     """The outermost unary linear step applied to the gradient (a product or quotient by a
-    constant, a negation, a mask), as a builder, and what it is applied to; else None."""
+    constant, a negation, a mask), as a builder, what it is applied to, and its factor (None
+    for a step that cannot change the dtype); else None."""
     bare = node.with_changes(lpar=[], rpar=[])
     if isinstance(bare, cst.BinaryOperation) and isinstance(
         bare.operator, (cst.Multiply, cst.Divide)
     ):
         left, right = _grad_in(bare.left), _grad_in(bare.right)
         if left and not right:
-            return (lambda inner: bare.with_changes(left=_left(inner))), bare.left
+            return (lambda inner: bare.with_changes(left=_left(inner))), bare.left, bare.right
         if right and not left and isinstance(bare.operator, cst.Multiply):
-            return (lambda inner: bare.with_changes(right=_grouped(inner))), bare.right
+            return (lambda inner: bare.with_changes(right=_grouped(inner))), bare.right, bare.left
         return None
     if isinstance(bare, cst.UnaryOperation) and isinstance(bare.operator, (cst.Minus, cst.Plus)):
-        return (lambda inner: bare.with_changes(expression=_grouped(inner))), bare.expression
+        return (lambda inner: bare.with_changes(expression=_grouped(inner))), bare.expression, None
     if not (isinstance(bare, cst.Call) and isinstance(bare.func, cst.Attribute)):
         return None
     method, receiver = bare.func.attr.value, bare.func.value
     args = [a.value for a in bare.args]
     if method in ("clone", "contiguous") and not args:
-        return (lambda inner: inner), receiver
+        return (lambda inner: inner), receiver, None
     if method == "masked_fill" and len(args) == 2 and _zero(args[1]):
         if _grad_in(receiver) and not _grad_in(args[0]):
             func = bare.func
             return (
-                lambda inner: bare.with_changes(func=func.with_changes(value=_grouped(inner)))
-            ), receiver
+                (lambda inner: bare.with_changes(func=func.with_changes(value=_grouped(inner)))),
+                receiver,
+                None,
+            )
     if method == "where" and isinstance(receiver, cst.Name) and receiver.value == "torch":
         if len(args) == 3 and not _grad_in(args[0]):
             for branch, other in ((1, 2), (2, 1)):
@@ -116,7 +119,7 @@ def _peel(node: cst.BaseExpression) -> tuple[Step, cst.BaseExpression] | None:
                         changed[branch] = changed[branch].with_changes(value=inner)
                         return bare.with_changes(args=changed)
 
-                    return step, args[branch]
+                    return step, args[branch], None
     return None
 
 
@@ -135,7 +138,9 @@ def _grouped(node: cst.BaseExpression) -> cst.BaseExpression:
     return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 
 
-def backward_order(template: cst.BaseExpression) -> cst.BaseExpression:
+def backward_order(
+    template: cst.BaseExpression, scalars: set[str] = frozenset(), out: str | None = None
+) -> cst.BaseExpression:
     """A chain of unary linear steps on the gradient, nested in reverse.
 
     Autograd's backward of the rewrite applies the outermost operation of the injected term
@@ -143,17 +148,46 @@ def backward_order(template: cst.BaseExpression) -> cst.BaseExpression:
     outermost: ``g * a / b`` becomes ``g / b * a``, whose backward computes ``(grad * a) / b``
     with the original's rounding, and ``where(m, 0, g * c)`` becomes ``where(m, 0, g) * c``,
     whose backward masks last, giving the original's zeros even where ``c`` is infinite.
+
+    The original's first steps by numbers (``scalars`` names number inputs) round in
+    grad_output's dtype, the output's: the rewrite casts to ``out``'s dtype below them, so
+    that its backward rounds them there too (a float16 output of a float32 input).
     Anything but such a chain on the gradient itself is kept as it is."""
-    steps: list[Step] = []
+    steps: list[tuple[Step, object]] = []
     node = template
     while (peeled := _peel(node)) is not None:
-        step, node = peeled
-        steps.append(step)
-    if not (isinstance(node, cst.Name) and node.value == GRAD) or len(steps) < 2:
+        step, node, factor = peeled
+        steps.append((step, factor))
+    if not (isinstance(node, cst.Name) and node.value == GRAD) or not steps:
         return template
-    for step in steps:  # the original's last step first: innermost in the rewrite
+    first = len(steps)  # the original's first steps are the last ones peeled
+    while first and _neutral(steps[first - 1][1], scalars):
+        first -= 1
+    numbers = [f for _, f in steps[first:] if f is not None]
+    if len(steps) < 2 and not (numbers and out):
+        return template
+    for i, (step, _) in enumerate(steps):  # the original's last step first: innermost here
+        if i == first and numbers and out:
+            node = _cast(node, out)
         node = step(node)
+    if first == len(steps) and numbers and out:
+        node = _cast(node, out)
     return node
+
+
+def _neutral(factor: object, scalars: set[str]) -> bool:
+    """A step that keeps the dtype: no factor (a mask, a negation) or a number."""
+    if factor is None:
+        return True
+    if isinstance(factor, cst.UnaryOperation):
+        factor = factor.expression
+    if isinstance(factor, (cst.Integer, cst.Float)):
+        return True
+    return isinstance(factor, cst.Name) and factor.value in scalars
+
+
+def _cast(node: cst.BaseExpression, out: str) -> cst.BaseExpression:
+    return cst.parse_expression(f"({code(node)}).to({out}.dtype)")
 
 
 def derivative(template: str) -> str:

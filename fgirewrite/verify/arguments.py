@@ -24,6 +24,7 @@ class Spec:
     values: dict[str, object]  # non-tensor arguments, and fixed values of tensor ones
     shapes: dict[str, str] = field(default_factory=dict)
     domain: tuple[float, float] = probes.DOMAINS[0]
+    maybe_tensors: tuple[str, ...] = ()  # number inputs a caller may pass as tensors
 
 
 def _defaults(params: str) -> dict[str, object]:
@@ -84,20 +85,30 @@ def spec_for(s: Surrogate, call_args: list[object] | None = None) -> Spec:
             else:
                 annotation = annotations.get(name, "").removeprefix("Optional[").rstrip("]")
                 values[name] = _BY_ANNOTATION.get(annotation, 1.0)
-    return Spec(tuple(s.param_names), tuple(s.differentiable), tensors, values)
+    maybe = tuple(n for n in s.maybe_tensors if isinstance(values.get(n), (int, float)))
+    return Spec(tuple(s.param_names), tuple(s.differentiable), tensors, values, maybe_tensors=maybe)
 
 
-def arguments(spec: Spec, x: torch.Tensor, dtype: torch.dtype, device: str) -> list:
+def arguments(
+    spec: Spec,
+    x: torch.Tensor,
+    dtype: torch.dtype,
+    device: str,
+    shapes: dict[str, str] | None = None,
+) -> list:
+    """The call's arguments for first input ``x`` (``shapes`` overrides the spec's)."""
     args: list = []
+    kinds = {**spec.shapes, **(shapes or {})}
     for i, name in enumerate(spec.names):
         if i == 0:
             args.append(x)
-        elif name in spec.tensors:
+        elif name in spec.tensors or name in (shapes or {}):
             value = spec.values.get(name)
             fixed = float(value) if isinstance(value, (int, float)) else None
+            rows, columns = (x.shape[0], x.shape[1]) if x.dim() == 2 else (1, 1)
             args.append(
                 probes.parameter(
-                    spec.shapes.get(name, "full"), dtype, x.shape[0], fixed, seed=i
+                    kinds.get(name, "full"), dtype, rows, fixed, seed=i, columns=columns
                 ).to(device)
             )
         else:
@@ -106,31 +117,27 @@ def arguments(spec: Spec, x: torch.Tensor, dtype: torch.dtype, device: str) -> l
 
 
 def run(fn: Callable, args: list, spec: Spec, go_seed: int | None = 1, grad: bool = True):
-    """Output and the gradient of each differentiable tensor input, for a fixed grad_output
-    (random with ``go_seed``, ones if it is None)."""
+    """Output and, after a backward with a fixed grad_output (``probes.incoming`` with
+    ``go_seed``; ones if it is None), the ``.grad`` of every floating tensor input: None
+    where no gradient reached it."""
     inputs = [
-        a.detach().clone().requires_grad_(n in spec.differentiable)
+        a.detach().clone().requires_grad_(a.is_floating_point())
         if isinstance(a, torch.Tensor)
         else a
-        for a, n in zip(args, spec.names, strict=True)
+        for a in args
     ]
     torch.manual_seed(0)  # a forward that samples draws the same numbers in both
     if not grad:
         with torch.no_grad():
             return fn(*inputs), {}
     out = fn(*inputs)
-    if go_seed is None:
-        go = torch.ones_like(out)
-    else:
-        generator = torch.Generator().manual_seed(go_seed)
-        go = torch.randn(out.shape, generator=generator, dtype=torch.float64).to(out.dtype)
-        go = go.to(out.device)
+    go = torch.ones_like(out) if go_seed is None else probes.incoming(out.shape, out.dtype, go_seed)
     if out.requires_grad:
-        out.backward(go)
+        out.backward(go.to(out.device))
     grads = {
-        n: (a.grad if a.grad is not None else torch.zeros_like(a))
+        n: a.grad
         for a, n in zip(inputs, spec.names, strict=True)
-        if n in spec.differentiable
+        if isinstance(a, torch.Tensor) and a.is_floating_point()
     }
     return out.detach(), grads
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fgirewrite import files, runner
 from fgirewrite.rewrite import SourceError, rewrite_source
-from fgirewrite.verify import evaluate_surrogate, verify_rewrite
+from fgirewrite.verify import evaluate_surrogate, instability, verify_rewrite
 from fgirewrite.verify.model import verify_model
 from fgirewrite.verify.report import FileVerification
 
@@ -35,6 +35,8 @@ def verify_file(
         return result
     result.skipped = rewrite.skipped
     result.surrogates = list(zip(rewrite.surrogates, verify_rewrite(rewrite, path), strict=True))
+    if rewrite.changed and (problem := instability(rewrite)) is not None:
+        result.error = problem
     if plots is not None:
         from fgirewrite.verify.plot import plot_surrogate
 

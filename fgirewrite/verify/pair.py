@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import contextlib
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -58,94 +60,173 @@ def devices() -> list[str]:
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def check_pair(
-    original: Callable, rewritten: Callable, spec: Spec, dtype: torch.dtype, device: str
-) -> Check:
-    """Compare the original Function's apply with the rewrite on every probe set."""
-    failures: list[str] = []
-    notes: list[str] = []
-    compared = True
-    bitwise = True
-    rtol, atol = tolerance(dtype)
+@dataclass
+class _Found:
+    """What the probe sets of one dtype and device found so far."""
+
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    compared: bool = True
+    bitwise: bool = True
+
+
+def probe_sets(spec: Spec, dtype: torch.dtype) -> list[tuple[str, torch.Tensor, dict]]:
+    """(label, first input, parameter shapes) of every probe set: the grid around the
+    threshold, the edge values, and, for surrogates with other tensor inputs, a square input
+    with per-row and per-column parameters (a wrong reduction dimension shows there) and each
+    number parameter passed as a tensor that requires grad (its ``.grad`` must stay None)."""
     centers = [0.0] + [float(v) for v in spec.values.values() if isinstance(v, (int, float))]
     if spec.domain != probes.DOMAINS[0]:
         centers = []
     grid = probes.grid(dtype, centers, spec.domain)
-    for label, values in (("grid", grid), ("edges", probes.edges(dtype))):
-        x = probes.as_matrix(values).to(device)
-        args = arguments(spec, x, dtype, device)
-        try:
-            expected, expected_grads = run(original, args, spec)
-        except Exception as exc:  # noqa: BLE001 - the original itself fails here
-            notes.append(
+    sets = [
+        ("grid", probes.as_matrix(grid), {}),
+        ("edges", probes.as_matrix(probes.edges(dtype)), {}),
+    ]
+    if dtype not in (torch.float32, torch.float64):
+        return sets
+    extra = [n for n in spec.names[1:] if n in spec.tensors]
+    for kind in ("row", "col") if extra else ():
+        sets.append(("square", probes.square(grid), {n: kind for n in extra}))
+    numbers = [n for n in spec.names[1:] if n in spec.maybe_tensors]
+    for name in numbers:
+        sets.append((f"{name} as a tensor", probes.as_matrix(grid), {name: "scalar"}))
+    return sets
+
+
+def check_pair(
+    original: Callable, rewritten: Callable, spec: Spec, dtype: torch.dtype, device: str
+) -> Check:
+    """Compare the original Function's apply with the rewrite on every probe set."""
+    found = _Found()
+    for label, x, shapes in probe_sets(spec, dtype):
+        x = x.to(device)
+        args = arguments(spec, x, dtype, device, shapes)
+        _compare(found, label, original, rewritten, spec, args, x, required=label == "grid")
+    bitwise = found.bitwise and found.compared and not found.failures
+    return Check(
+        _name(dtype), device, tuple(found.failures), tuple(found.notes), found.compared, bitwise
+    )
+
+
+def _compare(
+    found: _Found,
+    label: str,
+    original: Callable,
+    rewritten: Callable,
+    spec: Spec,
+    args: list,
+    x: torch.Tensor,
+    required: bool,
+) -> None:
+    """One probe set: forward bit for bit (with grad and without), every input's gradient."""
+    try:
+        expected, expected_grads = run(original, args, spec)
+    except Exception as exc:  # noqa: BLE001 - the original itself fails here
+        if required or label in ("edges",):
+            found.notes.append(
                 f"{label}: the original fails ({type(exc).__name__}: "
                 f"{(str(exc).splitlines() or [''])[0][:120]}); not compared"
             )
-            compared = compared and label != "grid"
-            continue
-        try:
-            actual, actual_grads = run(rewritten, args, spec)
-            actual_nograd, _ = run(rewritten, args, spec, grad=False)
-        except Exception as exc:  # noqa: BLE001
-            failures.append(f"{label}: the rewrite raises {type(exc).__name__}: {exc}")
-            continue
-        if actual.dtype != expected.dtype:
-            failures.append(f"{label}: output dtype {actual.dtype} != original {expected.dtype}")
-            continue
-        for what, value in (("forward", actual), ("forward without grad", actual_nograd)):
-            if (m := bitwise_mismatch(f"{label} {what}", value, expected, x)) is not None:
-                failures.append(str(m))
-        finite = torch.isfinite(x)
-        for name, exp in expected_grads.items():
-            act = actual_grads[name]
-            if act.shape != exp.shape:
-                failures.append(
-                    f"{label} d/d{name}: shape {tuple(act.shape)} != {tuple(exp.shape)}"
+        found.compared = found.compared and not required
+        return
+    try:
+        actual, actual_grads = run(rewritten, args, spec)
+        actual_nograd, _ = run(rewritten, args, spec, grad=False)
+    except Exception as exc:  # noqa: BLE001
+        found.failures.append(f"{label}: the rewrite raises {type(exc).__name__}: {exc}")
+        return
+    if actual.dtype != expected.dtype:
+        found.failures.append(f"{label}: output dtype {actual.dtype} != original {expected.dtype}")
+        return
+    if actual.shape != expected.shape:
+        found.failures.append(
+            f"{label}: output shape {tuple(actual.shape)} != original {tuple(expected.shape)}"
+        )
+        return
+    for what, value in (("forward", actual), ("forward without grad", actual_nograd)):
+        if (m := bitwise_mismatch(f"{label} {what}", value, expected, x)) is not None:
+            found.failures.append(str(m))
+    for name, exp in expected_grads.items():
+        act = actual_grads.get(name)
+        if name not in spec.differentiable:
+            if (exp is None) != (act is None):
+                found.failures.append(
+                    f"{label} d/d{name}: the original leaves `.grad` "
+                    f"{'None' if exp is None else 'set'}, the rewrite "
+                    f"{'None' if act is None else 'sets it'}"
                 )
-                continue
-            where = torch.isfinite(exp)  # at infinite inputs too: the rewrite's is the same
-            if exp.shape != x.shape and not bool(finite.all()):
-                continue  # a reduced gradient's summation bound is not finite there
-            what = f"{label} d/d{name}"
-            if label == "grid" and not bool(where.any()):  # a pass would prove nothing
-                failures.append(
-                    f"{what}: the original's gradient is not finite at any probe input; "
-                    "nothing was compared"
-                )
-                continue
-            coarse = _coarser(expected.dtype, exp, where)
-            note = (
-                f"{what}: the original's gradient has {_name(coarse)} precision; "
-                f"compared at {_name(coarse)} tolerance"
+            continue
+        arg = args[spec.names.index(name)]
+        exp = torch.zeros_like(arg) if exp is None else exp
+        act = torch.zeros_like(arg) if act is None else act
+        _compare_gradient(
+            found, label, name, act, exp, expected.dtype, x, (original, rewritten, args, spec)
+        )
+    first = spec.names[0]
+    if (
+        label == "grid"
+        and x.dtype in (torch.float32, torch.float64)
+        and first in spec.differentiable
+    ):
+        exp = expected_grads.get(first)
+        if exp is not None:
+            found.failures.extend(
+                _forward_mode(rewritten, args, spec, actual_grads, x, torch.isfinite(exp))
             )
-            if exp.shape != x.shape:
-                reduced = [original, rewritten, args, spec, name]
-                found = _reduced(what, act, exp, *reduced, rtol, atol)
-                if (
-                    found
-                    and coarse is not None
-                    and not _reduced(what, act, exp, *reduced, *tolerance(coarse))
-                ):
-                    notes.append(note)
-                    found = []
-                failures.extend(found)
-                continue
-            bitwise = bitwise and torch.equal(act[where], exp[where])
-            m = close_mismatch(what, act, exp, x, rtol, atol, where)
-            if m is not None and coarse is not None:
-                m = close_mismatch(what, act, exp, x, *tolerance(coarse), where)
-                if m is None:
-                    notes.append(note)
-            if m is not None:
-                failures.append(str(m))
-        first = spec.names[0]
-        if label == "grid" and dtype in (torch.float32, torch.float64) and first in expected_grads:
-            finite = torch.isfinite(expected_grads[first])  # where the original's is defined
-            failures.extend(_forward_mode(rewritten, args, spec, actual_grads, x, finite))
-    bitwise = bitwise and compared and not failures
-    return Check(
-        str(dtype).replace("torch.", ""), device, tuple(failures), tuple(notes), compared, bitwise
+
+
+def _compare_gradient(
+    found: _Found,
+    label: str,
+    name: str,
+    act: torch.Tensor,
+    exp: torch.Tensor,
+    output: torch.dtype,
+    x: torch.Tensor,
+    call: tuple,
+) -> None:
+    """One input's gradient, within its dtype's tolerance (or the coarser precision the
+    original's backward computed in) wherever the original's is finite."""
+    what = f"{label} d/d{name}"
+    if act.shape != exp.shape:
+        found.failures.append(f"{what}: shape {tuple(act.shape)} != {tuple(exp.shape)}")
+        return
+    rtol, atol = tolerance(exp.dtype)
+    where = torch.isfinite(exp)  # at infinite inputs too: the rewrite's is the same
+    elementwise = exp.shape == x.shape
+    if not elementwise and not bool(torch.isfinite(x).all()):
+        return  # a reduced gradient's summation bound is not finite there
+    if label == "grid" and not bool(where.any()):  # a pass would prove nothing
+        found.failures.append(
+            f"{what}: the original's gradient is not finite at any probe input; nothing was "
+            "compared"
+        )
+        return
+    coarse = _coarser(output, exp, where)
+    note = (
+        f"{what}: the original's gradient has {_name(coarse)} precision; "
+        f"compared at {_name(coarse)} tolerance"
     )
+    if not elementwise:
+        failures = _reduced(what, act, exp, *call, name, rtol, atol)
+        if (
+            failures
+            and coarse is not None
+            and not _reduced(what, act, exp, *call, name, *tolerance(coarse))
+        ):
+            found.notes.append(note)
+            failures = []
+        found.failures.extend(failures)
+        return
+    found.bitwise = found.bitwise and torch.equal(act[where], exp[where])
+    m = close_mismatch(what, act, exp, x, rtol, atol, where)
+    if m is not None and coarse is not None:
+        m = close_mismatch(what, act, exp, x, *tolerance(coarse), where)
+        if m is None:
+            found.notes.append(note)
+    if m is not None:
+        found.failures.append(str(m))
 
 
 def _coarser(output: torch.dtype, grad: torch.Tensor, where: torch.Tensor) -> torch.dtype | None:
@@ -195,16 +276,17 @@ def _reduced(
     the bound is rtol times the sum of the magnitudes of the summed terms (their values from
     forward mode on the rewrite, in float64), plus the original's own error against float64."""
     wide = [a.double() if isinstance(a, torch.Tensor) else a for a in args]
-    reference = run(original, wide, spec)[1][name].to(exp.device)
     index = spec.names.index(name)
+    reference = run(original, wide, spec)[1][name]
+    reference = torch.zeros_like(wide[index]) if reference is None else reference.to(exp.device)
 
     def along(value: torch.Tensor) -> torch.Tensor:
         return rewritten(*wide[:index], value, *wide[index + 1 :])
 
     parameter = wide[index]
+    torch.manual_seed(0)
     _, coefficient = torch.func.jvp(along, (parameter,), (torch.ones_like(parameter),))
-    generator = torch.Generator().manual_seed(1)
-    go = torch.randn(coefficient.shape, generator=generator, dtype=torch.float64)
+    go = probes.incoming(coefficient.shape, torch.float64)
     magnitude = (go.to(coefficient.device) * coefficient).abs().sum_to_size(exp.shape)
     allowed = atol + rtol * (exp.double().abs() + magnitude) + 2 * (exp.double() - reference).abs()
     differ = ((act.double() - exp.double()).abs() > allowed) & torch.isfinite(exp)
@@ -226,20 +308,23 @@ def _forward_mode(
 ) -> list[str]:
     """torch.func.jvp along the first input gives the same derivative as backward."""
     name = spec.names[0]
-    if name not in grads:
+    if grads.get(name) is None:
         return []
-    generator = torch.Generator().manual_seed(1)
+    torch.manual_seed(0)  # a forward that samples draws the same numbers as in `run`
     out = fn(*args)
-    go = torch.randn(out.shape, generator=generator, dtype=torch.float64).to(out.dtype)
+    go = probes.incoming(out.shape, out.dtype)
     tangent = go.to(args[0].dtype).to(args[0].device)
+    torch.manual_seed(0)
     try:
         _, jvp = torch.func.jvp(lambda v: fn(v, *args[1:]), (args[0],), (tangent,))
     except Exception as exc:  # noqa: BLE001
         return [f"forward-mode AD (torch.func.jvp) fails: {type(exc).__name__}: {exc}"]
-    # jvp gives g' * go in the output's dtype; backward with grad_output go gives go * g'.
-    rtol, atol = tolerance(jvp.dtype)
+    # jvp gives g' * go in the output's dtype; backward with grad_output go gives go * g' in
+    # the input's: compare at the coarser of the two.
+    coarse = max((jvp.dtype, grads[name].dtype), key=lambda d: torch.finfo(d).eps)
+    rtol, atol = tolerance(coarse)
     m: Mismatch | None = close_mismatch(
-        f"jvp d/d{name}", jvp, grads[name].to(jvp.dtype), x, rtol, atol, where
+        f"jvp d/d{name}", jvp.to(coarse), grads[name].to(coarse), x, rtol, atol, where
     )
     return [] if m is None else [str(m)]
 
@@ -265,9 +350,45 @@ def verify_pair(
     }
     if spec.domain != probes.DOMAINS[0]:
         described[spec.names[0]] = f"tensor in [{spec.domain[0]:g}, {spec.domain[1]:g}]"
-    checks = tuple(
-        _guarded(original, rewritten, spec, dtype, device)
-        for device in devices()
-        for dtype in dtypes
-    )
+    allocation = _UNSET.search(surrogate.forward)
+    with _filled(allocation is not None):
+        checks = tuple(
+            _guarded(original, rewritten, spec, dtype, device)
+            for device in devices()
+            for dtype in dtypes
+        )
+    if allocation is not None:
+        note = (
+            f"the forward allocates memory it may leave unset (`{allocation.group(0)[:-1]}`): "
+            "compared with it filled with NaN"
+        )
+        checks = tuple(replace(c, notes=(note, *c.notes)) for c in checks)
     return SurrogateReport(surrogate.name, str(surrogate.location), function, described, checks)
+
+
+# Allocations whose memory is undefined until written: where a forward leaves some of it
+# unset, neither its values nor the original's are defined there.
+_UNSET = re.compile(r"\b(?:empty|empty_like|empty_strided|new_empty|new)\(")
+
+
+@contextlib.contextmanager
+def _filled(on: bool) -> Iterator[None]:
+    """Fill uninitialised memory with NaN (torch's deterministic mode), so that both sides
+    read the same values where a forward leaves memory unset."""
+    if not on:
+        yield
+        return
+    import torch.utils.deterministic as deterministic
+
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        deterministic.fill_uninitialized_memory,
+    )
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        deterministic.fill_uninitialized_memory = previous[2]

@@ -63,11 +63,39 @@ def as_matrix(values: torch.Tensor) -> torch.Tensor:
 
 
 def parameter(
-    shape_kind: str, dtype: torch.dtype, rows: int, value: float | None, seed: int
+    shape_kind: str,
+    dtype: torch.dtype,
+    rows: int,
+    value: float | None,
+    seed: int,
+    columns: int = COLUMNS,
 ) -> torch.Tensor:
-    """A second tensor input (a threshold, a slope): near 1, or ``value`` if given."""
-    shape = {"full": (rows, COLUMNS), "row": (COLUMNS,), "scalar": ()}[shape_kind]
+    """A second tensor input (a threshold, a slope): near 1, or ``value`` if given. Shaped
+    like the first input (``full``), one per column (``row``), one per row (``col``) or 0-d."""
+    shape = {
+        "full": (rows, columns),
+        "row": (columns,),
+        "col": (rows, 1),
+        "scalar": (),
+    }[shape_kind]
     if value is not None:
         return torch.full(shape, value, dtype=dtype)
     generator = torch.Generator().manual_seed(seed)
     return (0.5 + torch.rand(shape, generator=generator, dtype=torch.float64)).to(dtype)
+
+
+def square(values: torch.Tensor, size: int = 48) -> torch.Tensor:
+    """A square matrix of probe values: a per-row and a per-column parameter then have the
+    same shape, so a gradient reduced over the wrong dimension shows."""
+    picked = values[torch.linspace(0, len(values) - 1, size * size).long()]
+    return picked.reshape(size, size)
+
+
+def incoming(shape: torch.Size, dtype: torch.dtype, seed: int = 1) -> torch.Tensor:
+    """A fixed incoming gradient whose magnitudes span 1e-2 to 1e3 (to 1 in the half types):
+    a clamp or a rounding of the gradient that small values would hide shows on large ones."""
+    generator = torch.Generator().manual_seed(seed)
+    go = torch.randn(shape, generator=generator, dtype=torch.float64)
+    decades = 5 if torch.finfo(dtype).max > 1e5 else 2  # half types: a sum must not overflow
+    scale = 10 ** (torch.rand(shape, generator=generator, dtype=torch.float64) * decades - 2)
+    return (go * scale).to(dtype)

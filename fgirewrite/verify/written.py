@@ -270,7 +270,8 @@ def instability(rewrite: Rewrite) -> str | None:
 def verify_written(rewrite: Rewrite, path: Path | None = None) -> list[SurrogateReport]:
     """Verify every rewritten surrogate of a file through the module as it will be written."""
     path = Path(path or rewrite.path)
-    assert rewrite.new_source is not None
+    if not rewrite.surrogates or rewrite.new_source is None:
+        return []
     original = Module.of(rewrite.source, path)
     written = Module.of(rewrite.new_source, path)
     reports = []
@@ -295,7 +296,7 @@ def _verified(surrogate: Surrogate, function: str, found: Pair) -> SurrogateRepo
     (label, old, new), *others = found.reached
     report = verify_pair(old, new, surrogate, function, found.call_args)
     report = replace(report, arguments={**report.arguments, **found.closure}, reached=(label,))
-    for other, old, new in others:
+    for other, old, new in others if report.ok else ():
         extra = verify_pair(old, new, surrogate, function, found.call_args)
         report = replace(report, reached=(*report.reached, other))
         if not extra.ok:
