@@ -231,7 +231,8 @@ def test_verification_failure_is_a_skip(monkeypatch):
     source = codegen.function_source
 
     def doubled(surrogate, name, helpers=None):  # a wrong rewrite: twice the gradient
-        return source(surrogate, name, helpers).replace("_fgi_inject(out, [", "_fgi_inject(out, [2 * ")
+        text = source(surrogate, name, helpers)
+        return text.replace("_fgi_inject(out, [", "_fgi_inject(out, [2 * ")
 
     monkeypatch.setattr(codegen, "function_source", doubled)
     result = inject(Model(), report=True)

@@ -8,8 +8,8 @@ import torch.autograd.forward_ad as fwAD
 from conftest import FIXTURES
 
 from fgirewrite import _runtime, codegen
-from fgirewrite.surrogate import RUNTIME_NAMES
 from fgirewrite.load import load_pair
+from fgirewrite.surrogate import RUNTIME_NAMES
 
 
 def test_runtime_source_is_the_module_source():
