@@ -347,9 +347,9 @@ def bench_command(
     smoke: bool = typer.Option(
         False,
         "--smoke",
-        help="Every code path in about 20 s: a tiny model, one short round, 1 thread, "
-        "torch.compile with the aot_eager backend (the figures mean nothing). With "
-        "--compile-cache also the fresh-process compile runs (about a minute more).",
+        help="Every code path in about 15 s: a tiny model, one short round, 1 thread, "
+        "torch.compile with the aot_eager backend (the figures mean nothing). Add "
+        "--compile-cache for the fresh-process compile runs (about a minute more).",
     ),
     lengths: str = _preset("--lengths", "Sequence lengths, e.g. 28,49 (or 'paper'). (default: 8)"),
     batch: int = _preset("--batch", "(default: 16)"),

@@ -70,14 +70,18 @@ def make_config(
     return config
 
 
-def check_torch(config: cfg.BenchConfig):
-    """The device, and the compile backend and mode, checked against this torch; the device."""
+def check_device(config: cfg.BenchConfig):
+    """The device the run asks for, if this machine has it."""
     from fgirewrite.bench import device as dev
 
     try:
-        device = dev.choose(config.device)
+        return dev.choose(config.device)
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
+
+
+def check_compiler(config: cfg.BenchConfig) -> None:
+    """The compile backend and mode, checked against this torch (imports dynamo: 2 s)."""
     if config.compiling or config.compile_cache:
         import torch._dynamo
         import torch._inductor
@@ -92,7 +96,6 @@ def check_torch(config: cfg.BenchConfig):
         if config.compile_mode not in modes:
             choices = ", ".join(modes)
             raise UsageError(f"--compile-mode {config.compile_mode}: choose from {choices}")
-    return device
 
 
 def write(doc: dict, out: Path) -> list[str]:
@@ -178,9 +181,10 @@ def main(
     cuda = (device or "auto") != "cpu" and torch.cuda.is_available()
     try:
         config = make_config(path, paper=paper, smoke=smoke, cuda=cuda, device=device, **overrides)
-        target = check_torch(config)
+        target = check_device(config)
         pair = models.load(path)
         models.check(pair, config.entry, config.check_kwargs(), target)
+        check_compiler(config)
     except (UsageError, models.ModelError) as exc:
         return _error(str(exc))
     progress = Progress(runner.units(config), enabled=not quiet)
