@@ -60,6 +60,7 @@ def run(config: BenchConfig, device: torch.device, progress: Progress) -> dict:
         "kwargs": kwargs,
         "mode": "compile",
         "compile_mode": config.compile_mode,
+        "backend": config.compile_backend,
         "method": METHOD,
         "variants": {},
     }
@@ -70,6 +71,7 @@ def run(config: BenchConfig, device: torch.device, progress: Progress) -> dict:
             "kwargs": kwargs,
             "variant": variant,
             "compile_mode": config.compile_mode,
+            "backend": config.compile_backend,
             "device": str(device),
             "threads": torch.get_num_threads(),
             "matmul_precision": config.matmul_precision,

@@ -56,11 +56,11 @@ def measure(spec: dict) -> dict:
     pair = models.load(Path(spec["path"]))
     work = models.workload(pair, spec["entry"], spec["kwargs"], device)
     model = work.models[spec["variant"]]
-    compiler.start(device)  # untimed: both processes time the model's compile, not start-up
+    # untimed: both processes time the model's compile, not start-up
+    compiler.start(device, spec["backend"])
     counters.clear()
     bypasses.reasons.clear()
-    options = {} if spec["compile_mode"] == "default" else {"mode": spec["compile_mode"]}
-    run = torch.compile(model, **options)
+    run = torch.compile(model, **compiler.options(spec["backend"], spec["compile_mode"]))
     fns = models.steps(run, work, list(model.parameters()))
     train_s = dev.wall(fns["train"], device)
     no_grad_s = dev.wall(fns["no_grad"], device)

@@ -42,15 +42,20 @@ def fresh() -> contextlib.AbstractContextManager:
     return fresh_cache()
 
 
+def options(backend: str, mode: str) -> dict:
+    """``torch.compile`` keyword arguments: a mode is inductor's only."""
+    return {"backend": backend, **({} if mode == "default" else {"mode": mode})}
+
+
 def _tiny(x: torch.Tensor) -> torch.Tensor:
     return (x.sin() * 2).sum()
 
 
-def start(device: torch.device) -> None:
-    """Compile something tiny, so that inductor's one-time start-up (imports, compiler
-    workers) is not charged to the first model compiled."""
+def start(device: torch.device, backend: str = "inductor") -> None:
+    """Compile something tiny, so that the backend's one-time start-up (imports, inductor's
+    compiler workers) is not charged to the first model compiled."""
     x = torch.ones(8, device=device, requires_grad=True)
-    torch.compile(_tiny)(x).backward()
+    torch.compile(_tiny, backend=backend)(x).backward()
 
 
 def reset_stats() -> None:

@@ -8,6 +8,9 @@ from pathlib import Path
 MODES = ("eager", "script", "compile", "compile-fullgraph")
 """Execution modes, in report order: the first (eager, original) is the baseline."""
 
+COMPILE_MODES = ("compile", "compile-fullgraph")
+"""The modes that run ``torch.compile``."""
+
 VARIANTS = ("original", "fgi")
 """The model as written (custom autograd.Function) and as rewritten by fgirewrite."""
 
@@ -38,6 +41,7 @@ class BenchConfig:
     n_in: int | None = None
     modes: tuple[str, ...] = MODES
     compile_mode: str = "default"
+    compile_backend: str = "inductor"
     min_run_time: float = 0.25
     rounds: int = 4
     warmup: int = 3
@@ -51,6 +55,11 @@ class BenchConfig:
     paper: bool = False
     smoke: bool = False
 
+    @property
+    def compiling(self) -> bool:
+        """Whether a ``torch.compile`` mode is selected."""
+        return any(m in COMPILE_MODES for m in self.modes)
+
     def inputs_for(self, steps: int) -> int:
         """Features per time step at sequence length ``steps``."""
         return self.n_in if self.n_in is not None else max(1, SEQUENCE_PIXELS // steps)
@@ -63,6 +72,11 @@ class BenchConfig:
             "n_in": self.inputs_for(steps),
             "n_hidden": self.hidden,
         }
+
+    def check_kwargs(self) -> dict[str, int]:
+        """The entry's arguments for the check before the run: the shortest length at batch
+        2 at most (the sizes the model must accept, the least work)."""
+        return {**self.entry_kwargs(min(self.lengths)), "batch": min(self.batch, 2)}
 
     def as_json(self) -> dict:
         data = asdict(self)
@@ -93,9 +107,21 @@ def paper(config: BenchConfig, cuda: bool) -> BenchConfig:
 
 
 def smoke(config: BenchConfig) -> BenchConfig:
-    """A seconds-long run that exercises every code path (its figures mean nothing)."""
+    """A seconds-long run that exercises every code path (its figures mean nothing): a tiny
+    model, one short round, and torch.compile with the ``aot_eager`` backend (dynamo and
+    AOTAutograd trace as with inductor, but nothing is code-generated: inductor's start-up and
+    C++ compiles cost 10-30 s each here)."""
     return replace(
-        config, lengths=(2,), batch=2, hidden=4, min_run_time=0.01, rounds=1, warmup=1, smoke=True
+        config,
+        lengths=(2,),
+        batch=2,
+        hidden=4,
+        min_run_time=0.001,
+        rounds=1,
+        warmup=1,
+        threads=1,
+        compile_backend="aot_eager",
+        smoke=True,
     )
 
 

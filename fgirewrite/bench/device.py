@@ -31,6 +31,25 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _flag(name: str) -> bool | None:
+    fn = getattr(torch._C, name, None)
+    try:
+        return bool(fn()) if fn is not None else None
+    except RuntimeError:
+        return None
+
+
+def torchscript_fusion() -> dict:
+    """What TorchScript's NNC fuser may do on this build: on by default on CUDA; on CPU only
+    where enabled and compiled with LLVM (see docs/bench.md)."""
+    return {
+        "texpr_fuser": _flag("_jit_texpr_fuser_enabled"),
+        "cpu": _flag("_jit_can_fuse_on_cpu"),
+        "gpu": _flag("_jit_can_fuse_on_gpu"),
+        "llvm": _flag("_llvm_enabled"),
+    }
+
+
 def describe(device: torch.device) -> dict:
     """Device name, versions and thread counts, as recorded in every result file."""
     info = {
@@ -45,6 +64,7 @@ def describe(device: torch.device) -> dict:
         "interop_threads": torch.get_num_interop_threads(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "matmul_precision": torch.get_float32_matmul_precision(),
+        "torchscript_fusion": torchscript_fusion(),
         "cuda": None,
     }
     if device.type == "cuda":

@@ -9,6 +9,7 @@ inputs, so they compute the same thing.
 
 from __future__ import annotations
 
+import inspect
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ class ModelError(Exception):
 class Pair:
     """The model file imported as written and as rewritten."""
 
+    path: Path
     original: ModuleType
     fgi: ModuleType
     rewrite: dict
@@ -42,29 +44,52 @@ def load(path: Path) -> Pair:
     try:
         original, fgi, result = load_pair(path)
     except Exception as exc:  # the file's own top level may raise anything
-        raise ModelError(f"cannot import {path}: {type(exc).__name__}: {exc}") from exc
+        raise ModelError(f"cannot import {path}: {one_line(exc)}") from exc
     rewrite = {
         "changed": result.changed,
         "rewritten": {s.name: result.function(s) for s in result.surrogates},
         "skipped": {s.name: f"[{s.code}] {s.message}" for s in result.skipped},
     }
-    return Pair(original, fgi, rewrite)
+    return Pair(path, original, fgi, rewrite)
 
 
-def build(module: ModuleType, entry: str, kwargs: dict) -> tuple[nn.Module, tuple]:
-    """Call the entry function; ``(model, inputs)``."""
-    fn = getattr(module, entry, None)
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``: errors are reported on one line."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def call(entry: str, kwargs: dict) -> str:
+    """The entry call as written in messages: ``build(steps=2, batch=2, ...)``."""
+    return f"{entry}({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
+
+
+def build(pair: Pair, variant: str, entry: str, kwargs: dict) -> tuple[nn.Module, tuple]:
+    """Call the entry function of one variant; ``(model, inputs)``."""
+    module = pair.module(variant)
+    if not hasattr(module, entry):
+        raise ModelError(f"{pair.path} defines no `{entry}` (see --entry)")
+    fn = getattr(module, entry)
     if not callable(fn):
-        raise ModelError(f"{module.__file__} defines no function `{entry}` (see --entry)")
+        raise ModelError(f"{pair.path}: `{entry}` is a {type(fn).__name__}, not a function")
     try:
-        built = fn(**kwargs)
+        inspect.signature(fn).bind(**kwargs)
     except TypeError as exc:
         raise ModelError(
-            f"`{entry}(**{kwargs})` failed: {exc}; the entry function must "
-            "accept steps, batch, n_in and n_hidden as keywords"
-        ) from exc
+            f"{pair.path}: `{entry}` must accept steps, batch, n_in and n_hidden as keywords "
+            f"({exc})"
+        ) from None
+    except ValueError:  # no signature to inspect (a builtin): the call will tell
+        pass
+    built = fn(**kwargs)
     if not (isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], nn.Module)):
-        raise ModelError(f"`{entry}()` must return (model, inputs)")
+        got = type(built).__name__
+        if isinstance(built, tuple):
+            got = f"({', '.join(type(x).__name__ for x in built)})"
+        raise ModelError(
+            f"{pair.path}: `{entry}` must return (model, inputs) with model an nn.Module; "
+            f"it returned {got}"
+        )
     model, inputs = built
     inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     return model, inputs
@@ -86,16 +111,29 @@ class Workload:
         return out.float().square().mean()
 
 
+def _first_output(variants: list[nn.Module], inputs: tuple) -> object:
+    """The no-grad output of the first variant that runs: an original that fails (a known
+    limitation of its Function, say) leaves the rewrite to be measured. The original's error
+    when none runs."""
+    errors = []
+    for model in variants:
+        try:
+            with torch.no_grad():
+                return model(*inputs)
+        except Exception as exc:  # the model may raise anything
+            errors.append(exc)
+    raise errors[0]
+
+
 def workload(pair: Pair, entry: str, kwargs: dict, device: torch.device) -> Workload:
     """Build both variants; the rewritten one takes the original's weights."""
-    original, inputs = build(pair.original, entry, kwargs)
-    fgi, _ = build(pair.fgi, entry, kwargs)
+    original, inputs = build(pair, "original", entry, kwargs)
+    fgi, _ = build(pair, "fgi", entry, kwargs)
     fgi.load_state_dict(original.state_dict())
     original.to(device).train()
     fgi.to(device).train()
     inputs = tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in inputs)
-    with torch.no_grad():
-        out = original(*inputs)
+    out = _first_output([original, fgi], inputs)
     target = None
     if isinstance(out, torch.Tensor) and out.dim() == 2 and out.is_floating_point():
         generator = torch.Generator().manual_seed(0)
@@ -104,13 +142,28 @@ def workload(pair: Pair, entry: str, kwargs: dict, device: torch.device) -> Work
     return Workload({"original": original, "fgi": fgi}, inputs, target, shapes)
 
 
+def check(pair: Pair, entry: str, kwargs: dict, device: torch.device) -> None:
+    """Build both variants once, at a tiny size, and run one forward: a bad entry function is
+    reported (as a ModelError) before any warm-up or compile."""
+    try:
+        workload(pair, entry, kwargs, device)
+    except ModelError:
+        raise
+    except Exception as exc:  # the entry function and the model may raise anything
+        raise ModelError(f"{pair.path}: {call(entry, kwargs)} failed: {one_line(exc)}") from exc
+
+
 def equivalence(work: Workload) -> dict:
-    """Eager sanity check before timing: forward bit for bit, gradients close."""
+    """Eager sanity check before timing: forward bit for bit, gradients close; ``{"error":
+    ...}`` when a variant cannot run a training step (its cells show why)."""
     results = {}
     for variant, model in work.models.items():
         model.zero_grad(set_to_none=True)
-        out = model(*work.inputs)
-        work.loss(out).backward()
+        try:
+            out = model(*work.inputs)
+            work.loss(out).backward()
+        except Exception as exc:  # the model may raise anything
+            return {"error": f"{variant}: {one_line(exc)}"}
         grads = [
             p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
             for p in model.parameters()
@@ -132,14 +185,14 @@ def equivalence(work: Workload) -> dict:
     }
 
 
-def wrap(model: nn.Module, mode: str, compile_mode: str) -> Callable:
-    """The model as run in ``mode``: eager, scripted or compiled."""
+def wrap(model: nn.Module, mode: str, compile_options: dict) -> Callable:
+    """The model as run in ``mode``: eager, scripted or compiled (``torch.compile`` with
+    ``compile_options``)."""
     if mode == "eager":
         return model
     if mode == "script":
         return torch.jit.script(model)
-    options = {} if compile_mode == "default" else {"mode": compile_mode}
-    return torch.compile(model, fullgraph=mode == "compile-fullgraph", **options)
+    return torch.compile(model, fullgraph=mode == "compile-fullgraph", **compile_options)
 
 
 def steps(run: Callable, work: Workload, parameters: list[nn.Parameter]) -> dict[str, Callable]:

@@ -6,16 +6,24 @@ import contextlib
 import datetime
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
-from fgirewrite.bench import compile_cache, compiler, memory, models, report, schema, timing
+from fgirewrite.bench import (
+    compile_cache,
+    compiler,
+    expected,
+    memory,
+    models,
+    report,
+    schema,
+    timing,
+)
 from fgirewrite.bench import device as dev
-from fgirewrite.bench.config import MEASURES, VARIANTS, BenchConfig
+from fgirewrite.bench.config import COMPILE_MODES, MEASURES, VARIANTS, BenchConfig
 from fgirewrite.bench.progress import Progress
 
-COMPILE_MODES = ("compile", "compile-fullgraph")
 ERROR_CHARS = 2000
 
 
@@ -32,7 +40,7 @@ def _mode_units(config: BenchConfig) -> int:
 def units(config: BenchConfig) -> int:
     """Progress units of a run, for the progress bar."""
     total = len(config.lengths) * (1 + len(config.modes) * _mode_units(config))
-    total += any(m in COMPILE_MODES for m in config.modes)
+    total += config.compiling
     return total + (compile_cache.UNITS if config.compile_cache else 0)
 
 
@@ -49,7 +57,8 @@ def _prepare(
         compiler.reset_stats()
     try:
         start = time.perf_counter()
-        run = models.wrap(model, mode, config.compile_mode)
+        options = compiler.options(config.compile_backend, config.compile_mode)
+        run = models.wrap(model, mode, options)
         result["warmup"]["wrap_s"] = time.perf_counter() - start
     except Exception as exc:
         result.update(failure(exc))
@@ -179,45 +188,67 @@ def _failed_length(length: int, config: BenchConfig, exc: Exception) -> list[dic
     ]
 
 
-def run(config: BenchConfig, progress: Progress | None = None) -> dict:
-    """Benchmark ``config.path``; the result document (see ``schema``)."""
+@contextlib.contextmanager
+def _torch_settings(config: BenchConfig) -> Iterator[None]:
+    """Thread count and matmul precision for the run, restored afterwards."""
+    threads, precision = torch.get_num_threads(), torch.get_float32_matmul_precision()
+    try:
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        if config.matmul_precision:
+            torch.set_float32_matmul_precision(config.matmul_precision)
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_float32_matmul_precision(precision)
+
+
+def _lengths(
+    doc: dict, pair: models.Pair, config: BenchConfig, device: torch.device, progress: Progress
+) -> None:
+    for length in config.lengths:
+        kwargs = config.entry_kwargs(length)
+        entry = {"length": length, "kwargs": kwargs, "shapes": None, "equivalence": None}
+        doc["lengths"].append(entry)
+        with progress.unit(f"T={length}: build both variants, check equivalence"):
+            try:
+                work = models.workload(pair, config.entry, kwargs, device)
+                entry["shapes"] = work.shapes
+                entry["equivalence"] = models.equivalence(work)
+            except Exception as exc:
+                if isinstance(exc, models.ModelError):
+                    raise
+                entry["error"] = failure(exc)["error"]
+                doc["results"] += _failed_length(length, config, exc)
+                progress.done += len(config.modes) * _mode_units(config)
+                continue
+        for mode in config.modes:
+            if mode in COMPILE_MODES:
+                torch._dynamo.reset()
+            doc["results"] += run_mode(work, length, mode, config, device, progress)
+        del work
+
+
+def run(
+    config: BenchConfig, progress: Progress | None = None, pair: models.Pair | None = None
+) -> dict:
+    """Benchmark ``config.path`` (already imported as ``pair``, or imported here); the result
+    document (see ``schema``)."""
     progress = progress or Progress(units(config), enabled=False)
     device = dev.choose(config.device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    if config.matmul_precision:
-        torch.set_float32_matmul_precision(config.matmul_precision)
-    pair = models.load(config.path)
+    pair = pair or models.load(config.path)
     command = " ".join(["fgirewrite", *sys.argv[1:]])
-    doc = schema.new_document(config, dev.describe(device), pair.rewrite, command)
-    compiling = any(m in COMPILE_MODES for m in config.modes)
-    with compiler.isolated() if compiling else contextlib.nullcontext():
-        if compiling:
-            with progress.unit("start torch.compile up"), contextlib.suppress(Exception):
-                compiler.start(device)  # if this fails, each compiled cell shows the error
-        for length in config.lengths:
-            kwargs = config.entry_kwargs(length)
-            entry = {"length": length, "kwargs": kwargs, "shapes": None, "equivalence": None}
-            doc["lengths"].append(entry)
-            with progress.unit(f"T={length}: build both variants, check equivalence"):
-                try:
-                    work = models.workload(pair, config.entry, kwargs, device)
-                    entry["shapes"] = work.shapes
-                    entry["equivalence"] = models.equivalence(work)
-                except Exception as exc:
-                    if isinstance(exc, models.ModelError):
-                        raise
-                    entry["error"] = failure(exc)["error"]
-                    doc["results"] += _failed_length(length, config, exc)
-                    progress.done += len(config.modes) * _mode_units(config)
-                    continue
-            for mode in config.modes:
-                if mode in COMPILE_MODES:
-                    torch._dynamo.reset()
-                doc["results"] += run_mode(work, length, mode, config, device, progress)
-            del work
-    if config.compile_cache:
-        doc["compile_cache"] = compile_cache.run(config, device, progress)
+    with _torch_settings(config):
+        doc = schema.new_document(config, dev.describe(device), pair.rewrite, command)
+        with compiler.isolated() if config.compiling else contextlib.nullcontext():
+            if config.compiling:
+                with progress.unit("start torch.compile up"), contextlib.suppress(Exception):
+                    # if this fails, each compiled cell shows the error
+                    compiler.start(device, config.compile_backend)
+            _lengths(doc, pair, config, device, progress)
+        if config.compile_cache:
+            doc["compile_cache"] = compile_cache.run(config, device, progress)
     doc["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     report.add_speedups(doc)
+    expected.annotate(doc)
     return doc
