@@ -76,7 +76,7 @@ def _clip_factors(grads, clip):
     return (clip / (_norms(grads) + 1e-6)).clamp(max=1.0)  # Opacus's flat clipping
 
 
-def _private_sgd(model, x, y, clip, epochs, lr=0.5, batch=5):
+def _private_sgd(model, x, y, clip, epochs, lr=0.5, batch=5, mode="functorch"):
     """Opacus DP-SGD without noise: the grad samples and parameters after each step."""
     data = DataLoader(TensorDataset(x.transpose(0, 1), y), batch_size=batch)
     private, optimizer, data = PrivacyEngine().make_private(
@@ -85,7 +85,7 @@ def _private_sgd(model, x, y, clip, epochs, lr=0.5, batch=5):
         data_loader=data,
         noise_multiplier=0.0,
         max_grad_norm=clip,
-        grad_sample_mode="functorch",
+        grad_sample_mode=mode,
         poisson_sampling=False,
     )
     record = []
@@ -115,8 +115,10 @@ def _manual_sgd(model, x, y, clip, epochs, lr=0.5, batch=5):
     return record
 
 
-@pytest.mark.parametrize("how", ["rewritten file", "inject"])
-def test_private_training_equals_a_per_sample_loop_with_manual_clipping(pair, how):
+@pytest.mark.parametrize(
+    "how, mode", [("rewritten file", "functorch"), ("inject", "functorch"), ("inject", "hooks")]
+)
+def test_private_training_equals_a_per_sample_loop_with_manual_clipping(pair, how, mode):
     x, y = _data()
     reference = _alif(pair[0])
     model = _alif(pair[1]) if how == "rewritten file" else inject(_alif(pair[0]))
@@ -127,7 +129,7 @@ def test_private_training_equals_a_per_sample_loop_with_manual_clipping(pair, ho
     assert (factors < 1).any() and (factors == 1).any()
 
     expected = _manual_sgd(reference, x, y, clip, epochs=2)
-    actual = _private_sgd(model, x, y, clip, epochs=2)
+    actual = _private_sgd(model, x, y, clip, epochs=2, mode=mode)
     assert len(actual) == len(expected) == 4
     for (samples, params), (loop, loop_params) in zip(actual, expected, strict=True):
         for name in loop:
@@ -246,6 +248,23 @@ def test_opacus_alone_replays_a_stateful_neuron_without_its_state():
     expected = _loop_grads(reference, x, y, loss=loss)
     torch.testing.assert_close(model.fc.weight.grad_sample, expected["fc.weight"])
     assert not torch.allclose(model.node.w.grad_sample, expected["node.w"], atol=1e-3)
+
+
+def test_opacus_alone_takes_time_steps_for_samples_behind_a_batch_first_wrapper(pair):
+    # Why for_opacus moves the batch itself: Opacus's batch_first holds for every layer.
+    class BatchFirst(nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(x.transpose(0, 1))
+
+    x, y = _data()  # 6 steps, 10 samples
+    model = _alif(pair[1])
+    private = GradSampleModule(BatchFirst(model), force_functorch=True)
+    F.cross_entropy(private(x.transpose(0, 1)[:5]), y[:5]).backward()
+    assert model.layer.weight.grad_sample.shape == (6, 6, 9)  # 6 time steps, not 5 samples
 
 
 def test_modules_opacus_refuses_are_named_with_the_fix():
