@@ -83,6 +83,11 @@ class OpacusModel(nn.Module):
         for name, parameter in model.named_parameters():
             self.register_parameter(name.replace(".", "/"), parameter)
             self._names[name.replace(".", "/")] = name
+        # Every name of a parameter used twice, for the copy: moving it to meta unties them.
+        first = {id(p): name for name, p in model.named_parameters()}
+        self._aliases = {
+            name: first[id(p)] for name, p in model.named_parameters(remove_duplicate=False)
+        }
         self._shared = _Shared()
         self.train(model.training)
 
@@ -133,8 +138,19 @@ class OpacusModel(nn.Module):
     def _replay(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         if self._shared.recorder not in (None, id(self)):  # Opacus's copy of this layer
             _restore(self._model, self._shared.state)
-        with explain_blocked("Opacus per-sample gradients"):
-            output = functional_call(self._model, params, (x.movedim(0, self.batch_dim),))
+        params = {name: params[first] for name, first in self._aliases.items() if first in params}
+        try:
+            with explain_blocked("Opacus per-sample gradients"):
+                output = functional_call(self._model, params, (x.movedim(0, self.batch_dim),))
+        except RuntimeError as exc:
+            if "randomness error mode" not in str(exc):
+                raise
+            raise PrivateTrainingError(
+                "for_opacus: the model draws random numbers in its forward pass (dropout, a "
+                "stochastic neuron): the per-sample replay cannot draw what the batch drew, "
+                "so its gradients would not be the loss's; train privately without them (or "
+                "draw them outside the model, into the input tensor)"
+            ) from exc
         return self._batch_first(output, x.shape[0])
 
     def _batch_first(self, output: object, batch: int) -> torch.Tensor:

@@ -64,7 +64,7 @@ def _loop_grads(model, x, y, batch_dim=1, loss=F.cross_entropy):
     for i in range(x.shape[batch_dim]):
         model.zero_grad()
         loss(model(x.narrow(batch_dim, i, 1)), y[i : i + 1]).backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
     return {n: torch.stack([g[n] for g in grads]) for n in grads[0]}
 
 
@@ -324,6 +324,37 @@ def test_one_tensor_in_one_tensor_out():
         model(torch.randn(4, 3), 2.0)
     with pytest.raises(TypeError, match=r"^for_opacus: the model returned tuple, not one tensor"):
         model(torch.randn(4, 3))
+
+
+class _TiedFrozen(nn.Module):
+    """A weight used twice and a frozen bias."""
+
+    def __init__(self, dropout=0.0):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.c = nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 2)
+        self.b.weight = self.a.weight
+        self.c.bias.requires_grad_(False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.c(self.dropout(self.b(torch.tanh(self.a(x)))))
+
+
+def test_tied_and_frozen_parameters():
+    model, x = _TiedFrozen(), torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    private = GradSampleModule(for_opacus(model), force_functorch=True, loss_reduction="sum")
+    private(x).pow(2).sum().backward()
+    expected = _loop_grads(model, x, torch.zeros(5), 0, loss=lambda out, _: out.pow(2).sum())
+    assert not hasattr(model.c.bias, "grad_sample")
+    for name in ("a.weight", "a.bias", "b.bias", "c.weight"):  # b.weight is a.weight
+        torch.testing.assert_close(model.get_parameter(name).grad_sample, expected[name])
+
+
+def test_random_draws_in_the_forward_are_refused():
+    private = GradSampleModule(for_opacus(_TiedFrozen(dropout=0.5)), force_functorch=True)
+    with pytest.raises(PrivateTrainingError, match=r"the model draws random numbers in its"):
+        private(torch.randn(5, 3)).sum().backward()
 
 
 def test_batch_dimensions_are_checked(pair):
