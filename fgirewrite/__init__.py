@@ -5,7 +5,7 @@ The flow is visible in the module names: ``discover`` finds Function subclasses,
 turns each into one ``surrogate.Surrogate`` description, ``codegen`` turns that into FGI code,
 ``rewrite`` edits source files with it, and ``verify`` proves the result equivalent. Live
 models: ``inject`` (``injection.py``) and the torch.fx pass (``fx_pass.py``). What a rewrite
-unlocks: ``gradients`` (per-sample and forward gradients).
+unlocks: ``gradients`` (per-sample and forward gradients), ``private`` (DP-SGD with Opacus).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ _LAZY = {
     "forward_gradient": "fgirewrite.gradients",
     "TransformBlockedError": "fgirewrite.blockers",
     "verify_gradients": "fgirewrite.gradient_checks",
+    "for_opacus": "fgirewrite.private",
 }
 
 
