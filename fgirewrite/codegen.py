@@ -134,6 +134,6 @@ def compile_surrogate(s: Surrogate, namespace: dict, name: str | None = None):
     for helper in _runtime.HELPERS:
         namespace.setdefault(helper.__name__, helper)
     namespace.setdefault("torch", __import__("torch"))
-    code = compile(function_source(s, name), f"<fgirewrite {s.name}>", "exec")
+    code = compile(function_source(s, name), f"<fgirewrite {s.name}>", "exec", dont_inherit=True)
     exec(code, namespace)  # noqa: S102 - the code is generated from the surrogate
     return namespace[name]

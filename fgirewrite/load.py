@@ -34,7 +34,7 @@ def _import(name: str, path: Path, source: str) -> ModuleType:
     if added:
         sys.path.insert(0, str(root))
     try:
-        exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102
+        exec(compile(source, filename, "exec", dont_inherit=True), module.__dict__)  # noqa: S102
     finally:
         if added:
             sys.path.remove(str(root))

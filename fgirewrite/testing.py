@@ -15,13 +15,23 @@ import torch
 from fgirewrite.verify.compare import bitwise_mismatch, close_mismatch, tolerance
 
 
-def _grads(fn: Callable, inputs: tuple, seed: int):
-    leaves = tuple(
+def _copies(inputs: tuple) -> tuple:
+    return tuple(
         x.detach().clone().requires_grad_(x.is_floating_point()) if torch.is_tensor(x) else x
         for x in inputs
     )
+
+
+def _grads(fn: Callable, inputs: tuple, seed: int):
+    """Output, gradients, the leaves, and which tensor inputs the call changed in place."""
+    leaves = _copies(inputs)
+    before = [x.detach().clone() if torch.is_tensor(x) else None for x in leaves]
     torch.manual_seed(seed)
     out = fn(*leaves)
+    touched = [
+        b is not None and bitwise_mismatch("input", x.detach(), b, b) is not None
+        for b, x in zip(before, leaves, strict=True)
+    ]
     generator = torch.Generator().manual_seed(seed)
     go = torch.randn(out.shape, generator=generator, dtype=torch.float64).to(out.dtype)
     differentiable = [x for x in leaves if torch.is_tensor(x) and x.requires_grad]
@@ -31,26 +41,46 @@ def _grads(fn: Callable, inputs: tuple, seed: int):
         if out.requires_grad
         else [None] * (len(differentiable) + len(params))
     )
-    return out.detach(), grads, differentiable
+    return out.detach(), grads, differentiable, touched
+
+
+def _forward(fn: Callable, inputs: tuple, seed: int) -> torch.Tensor:
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return fn(*_copies(inputs))
 
 
 def assert_equivalent(
     original: Callable, rewritten: Callable, inputs: tuple, seed: int = 0
 ) -> None:
-    """Forward bitwise (same dtype), gradients of every floating input (and parameter, for
-    modules) within the dtype's tolerance wherever the original's are finite.
+    """Forward bitwise (same dtype), with grad and under ``torch.no_grad()``; gradients of
+    every floating input (and parameter, for modules) within the dtype's tolerance wherever
+    the original's are finite, ``None`` where the original's is; and the caller's inputs
+    left as they were, unless the original changes them alike.
 
     Raises AssertionError with an assert_close-style message on the first difference.
     """
     if not isinstance(inputs, tuple):
         inputs = (inputs,)
-    expected, expected_grads, leaves = _grads(original, inputs, seed)
-    actual, actual_grads, _ = _grads(rewritten, inputs, seed)
+    expected, expected_grads, leaves, touched = _grads(original, inputs, seed)
+    actual, actual_grads, _, changed = _grads(rewritten, inputs, seed)
     first = leaves[0].detach() if leaves else torch.zeros(())
     if actual.dtype != expected.dtype:
         raise AssertionError(f"output dtype {actual.dtype} != original {expected.dtype}")
     if (m := bitwise_mismatch("forward", actual, expected, first)) is not None:
         raise AssertionError(str(m))
+    quiet = _forward(rewritten, inputs, seed)
+    if quiet.dtype != expected.dtype:
+        raise AssertionError(f"under no_grad: output dtype {quiet.dtype} != {expected.dtype}")
+    if (m := bitwise_mismatch("forward under no_grad", quiet, expected, first)) is not None:
+        raise AssertionError(str(m))
+    for i, (before, after) in enumerate(zip(touched, changed, strict=True)):
+        if before != after:
+            verb = "changes" if after else "leaves"
+            raise AssertionError(
+                f"input {i}: the rewrite {verb} the caller's tensor in place; the original "
+                f"{'does' if before else 'does not'}"
+            )
     for i, (a, e) in enumerate(zip(actual_grads, expected_grads, strict=True)):
         if e is None and a is None:
             continue

@@ -104,6 +104,26 @@ def test_assert_equivalent_helper():
         assert_equivalent(ATan.apply, shifted, (x,))
 
 
+def test_assert_equivalent_compares_without_grad_and_sees_mutated_inputs():
+    fn, _ = fgi_function(ATan)
+    x = torch.linspace(-3, 3, 101)
+
+    def lazy(v):  # right with grad, wrong when no gradient can be asked for
+        return fn(v) if torch.is_grad_enabled() else fn(v) * 0
+
+    def mutating(v):
+        out = fn(v)
+        v.data.clamp_(-1, 1)
+        return out
+
+    with pytest.raises(AssertionError, match="forward under no_grad: mismatched elements"):
+        assert_equivalent(ATan.apply, lazy, (x,))
+    with pytest.raises(
+        AssertionError, match="input 0: the rewrite changes the caller's tensor in place"
+    ):
+        assert_equivalent(ATan.apply, mutating, (x,))
+
+
 def _copy(tmp_path, name):
     path = tmp_path / name
     shutil.copy(FIXTURES / "verify" / name, path)

@@ -257,7 +257,7 @@ def run_slice(path: Path, code: str, what: str) -> dict:
     if added:
         sys.path.insert(0, str(root))
     try:
-        exec(compile(code, str(path), "exec"), module.__dict__)  # noqa: S102 - the slice only
+        exec(compile(code, str(path), "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - the slice only
     except Exception as exc:  # the slice itself failed: say what and where
         raise SandboxError(f"evaluating {what} failed: {_described(exc)}") from None
     finally:
