@@ -75,7 +75,7 @@ def _err(message: str) -> None:
 
 def _status(finding: Surrogate | Skip, mode: Mode, outcome: runner.Outcome) -> str:
     if isinstance(finding, Skip):
-        return "failed" if finding.code == "verification-failed" else "skipped"
+        return "failed" if finding.code in ("verification-failed", "cannot-verify") else "skipped"
     if mode is Mode.write:
         return "rewritten" if outcome.written else "not-written"
     return "would-rewrite"
@@ -83,7 +83,10 @@ def _status(finding: Surrogate | Skip, mode: Mode, outcome: runner.Outcome) -> s
 
 def _finding_line(finding: Surrogate | Skip, status: str, function: str | None) -> str:
     if isinstance(finding, Skip):
-        verb = "not rewritten (verification failed)" if status == "failed" else "skipped"
+        verb = {
+            "verification-failed": "not rewritten (verification failed)",
+            "cannot-verify": "not rewritten (verification could not run here)",
+        }.get(finding.code, "skipped")
         return f"{finding.location}: {verb}: {finding.name} [{finding.code}] {finding.message}"
     verb = {"rewritten": "rewrote", "would-rewrite": "would rewrite", "not-written": "not written"}[
         status

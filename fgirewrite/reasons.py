@@ -27,6 +27,8 @@ REASONS: dict[str, str] = {
     "unresolved-base": "the base class looks like a Function but does not resolve to one",
     "no-source": "the class's source is not available (defined interactively or compiled)",
     "verification-failed": "the rewrite was not gradient-equivalent on the probe inputs",
+    "cannot-verify": "verification cannot run the original here (it needs CUDA, a package that "
+    "is not installed, its package around it, or argument values): see the message",
     "hidden-call": "a live model calls the Function through a reference fgirewrite cannot replace",
     "relies-on-function": "code in the module relies on the class being a torch.autograd.Function "
     "(issubclass, its forward called, an apply of its own, a subclass kept as one)",

@@ -118,17 +118,17 @@ def _refuse_reliance(
 
 
 def rewrite_source(
-    data: bytes, path: str = "<string>", refused: dict[str, str] | None = None
+    data: bytes, path: str = "<string>", refused: dict[str, tuple[str, str]] | None = None
 ) -> Rewrite:
     """Rewrite every understood surrogate in a module's source.
 
-    ``refused`` maps the ``key`` of each surrogate that must stay untouched (it failed
-    verification) to why.
+    ``refused`` maps the ``key`` of each surrogate that must stay untouched (verification
+    failed, or could not run) to a reason code and why.
     """
     result, info = analyse(data, path)
-    for name, why in (refused or {}).items():
+    for name, (code, why) in (refused or {}).items():
         result.findings = [
-            Skip(f.name, f.location, "verification-failed", why)
+            Skip(f.name, f.location, code, why)
             if isinstance(f, Surrogate) and key(f) == name
             else f
             for f in result.findings

@@ -166,12 +166,15 @@ def verify_and_refuse(outcome: Outcome, verify: bool = True) -> None:
     from fgirewrite.verify import instability, verify_rewrite
 
     assert outcome.rewrite is not None and outcome.snapshot is not None
-    refused: dict[str, str] = {}
+    refused: dict[str, tuple[str, str]] = {}
     while verify and outcome.rewrite.changed:
         reports = verify_rewrite(outcome.rewrite, Path(outcome.path))
         outcome.verification = reports
         failed = {
-            key(s): "; ".join(r.failures())
+            key(s): (
+                "cannot-verify" if r.cannot_run else "verification-failed",
+                "; ".join(r.failures()),
+            )
             for s, r in zip(outcome.rewrite.surrogates, reports, strict=True)
             if not r.ok
         }

@@ -66,6 +66,7 @@ class Surrogate:
     live: tuple[tuple[str, str], ...] = ()  # (param, name): the live input a gradient reaches
     detach: tuple[str, ...] = ()  # inputs known to be tensors, detached on entry
     maybe_tensors: tuple[str, ...] = ()  # other inputs the gradient reads: detached if tensors
+    passed: int | None = None  # inputs callers pass, when the rest are defaults without gradients
     helpers: tuple[str, ...] = ()  # module-level functions inlined from the backward
     free_names: tuple[str, ...] = ()  # module-level names the generated code reads
 

@@ -162,7 +162,10 @@ def render(c: dict, fault: str | None = None) -> str:
         p_value = None
 
     inputs = [x] + (["thr"] if learnable else []) + ([p] if has_param else [])
-    params = [x] + (["thr"] if learnable else []) + ([f"{p}=2.0"] if has_param else [])
+    # A missing gradient is a fault only for an input without a default (autograd accepts
+    # fewer gradients while callers leave defaulted inputs out).
+    default = "" if fault == "missing_gradient" else "=2.0"
+    params = [x] + (["thr"] if learnable else []) + ([f"{p}{default}"] if has_param else [])
     thr = "thr" if learnable else "0"
     value = FORWARDS[c["forward"]].format(x=x, thr=thr, t=t)
 

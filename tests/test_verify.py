@@ -218,3 +218,51 @@ def test_plot_is_written(tmp_path):
     assert result.exit_code == 0, result.output
     [png] = (tmp_path / "p").iterdir()
     assert png.name == "tiny_model.ATanSpike.png" and png.read_bytes()[:4] == b"\x89PNG"
+
+
+SPIKE = """
+import torch
+{imports}
+
+
+class Spike(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x > 0).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output * {derivative}
+"""
+
+
+@pytest.mark.parametrize(
+    ("imports", "derivative", "message"),
+    [
+        (
+            "import no_such_package_here",
+            "no_such_package_here.d(x)",
+            "it needs `no_such_package_here`, which is not installed here: install it, or "
+            "write with --no-verify",
+        ),
+        (
+            "from .helpers import slope",
+            "slope(x)",
+            "a relative import outside its package: run fgirewrite where the file's package",
+        ),
+    ],
+    ids=["missing package", "relative import"],
+)
+def test_verification_that_cannot_run_says_why_and_what_to_do(
+    tmp_path, imports, derivative, message
+):
+    path = tmp_path / "model.py"
+    path.write_text(SPIKE.format(imports=imports, derivative=derivative))
+    before = path.read_bytes()
+    result = CliRunner().invoke(app, ["--write", str(path)])
+    assert result.exit_code == 1
+    assert "not rewritten (verification could not run here): Spike [cannot-verify]" in result.stdout
+    assert message in result.stdout
+    assert path.read_bytes() == before

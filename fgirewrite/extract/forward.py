@@ -146,6 +146,8 @@ def read_forward(
     if body and _is_docstring(body[0]):
         body = body[1:]
     body = _hoisted_torch(_without_no_grad(body, imports))
+    if ctx_name is not None:
+        _refuse_marks(function, ctx_name)
     if not body:
         raise Unsupported("forward-control-flow", "the forward has no body", function)
     last = body[-1]
@@ -201,6 +203,25 @@ def read_forward(
                 "unsupported-ctx", "the forward returns something built from ctx", result
             )
     return forward
+
+
+def _refuse_marks(function: cst.FunctionDef, ctx_name: str) -> None:
+    """``ctx.mark_dirty`` or ``ctx.mark_non_differentiable`` anywhere in the forward (in a
+    branch too): the decisive reason, reported before any other."""
+
+    class V(cst.CSTVisitor):
+        def visit_Call(self, call: cst.Call) -> None:
+            func = call.func
+            if (
+                isinstance(func, cst.Attribute)
+                and _is_name(func.value, ctx_name)
+                and func.attr.value in rules.CTX_REFUSED
+            ):
+                raise Unsupported(
+                    "non-differentiable-output", f"calls ctx.{func.attr.value}()", call
+                )
+
+    function.body.visit(V())
 
 
 def _writes_ctx(stmt: cst.BaseStatement, ctx_name: str) -> bool:

@@ -409,7 +409,7 @@ class Evaluator(CallRules):
                 raise Unsupported("unsupported-ctx", "reads ctx.saved_tensors but saves none", node)
             # A saved tensor is shared with ctx, and may be the output or a view of an input
             # the caller holds: an in-place op on it is never taken for a private update.
-            return Seq([replace(c, external=True) for c in self.ctx.saved])
+            return Seq([replace(c, external=True) for c in self.ctx.saved], saved=True)
         if attr == "needs_input_grad":
             items: list[object] = []
             for i in range(self.ctx.n_inputs):
@@ -523,6 +523,11 @@ class Evaluator(CallRules):
         )
 
     def e_Comparison(self, node: cst.Comparison) -> Sym:
+        if any(
+            isinstance(self.expr(part), Lin)
+            for part in [node.left, *(t.comparator for t in node.comparisons)]
+        ):
+            raise self.not_linear(node, "a comparison of the gradient")
         left = self.const(node.left)
         targets = [
             t.with_changes(comparator=operand(t.comparator, self.const(t.comparator).node))

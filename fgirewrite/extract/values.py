@@ -44,6 +44,7 @@ class Lin:
 @dataclass(eq=False)
 class Seq:
     items: list[object]
+    saved: bool = False  # ctx.saved_tensors itself
 
 
 class CtxRef:
@@ -199,6 +200,12 @@ def as_const(sym: Sym) -> Const | None:
     if isinstance(sym, Const):
         return sym
     if isinstance(sym, Seq):
+        if sym.saved:
+            raise Unsupported(
+                "unsupported-ctx",
+                "uses ctx.saved_tensors, a tuple, as a value "
+                "(unpack it: `(x,) = ctx.saved_tensors`)",
+            )
         items = [as_const(i) for i in sym.items]  # type: ignore[arg-type]
         if all(i is not None for i in items):
             return Const(cst.Tuple([cst.Element(i.node) for i in items]))  # type: ignore[union-attr]

@@ -86,7 +86,14 @@ def spec_for(s: Surrogate, call_args: list[object] | None = None) -> Spec:
                 annotation = annotations.get(name, "").removeprefix("Optional[").rstrip("]")
                 values[name] = _BY_ANNOTATION.get(annotation, 1.0)
     maybe = tuple(n for n in s.maybe_tensors if isinstance(values.get(n), (int, float)))
-    return Spec(tuple(s.param_names), tuple(s.differentiable), tensors, values, maybe_tensors=maybe)
+    names = tuple(s.param_names[: s.passed])  # inputs past ``passed`` keep their defaults
+    return Spec(
+        names,
+        tuple(d for d in s.differentiable if d in names),
+        tensors & set(names),
+        {k: v for k, v in values.items() if k in names},
+        maybe_tensors=tuple(m for m in maybe if m in names),
+    )
 
 
 def arguments(

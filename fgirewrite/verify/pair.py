@@ -13,6 +13,7 @@ from fgirewrite.surrogate import Surrogate
 from fgirewrite.verify import probes
 from fgirewrite.verify.arguments import Spec, arguments, choose_shapes, run, spec_for
 from fgirewrite.verify.compare import Mismatch, bitwise_mismatch, close_mismatch, tolerance
+from fgirewrite.verify.sandbox import advice
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,18 @@ class SurrogateReport:
     error: str | None = None
     reached: tuple[str, ...] = ()  # the names callers reach it by, each verified
 
+    unverifiable: bool = False  # the original itself cannot run here
+
     @property
     def ok(self) -> bool:
         return not self.failures()
+
+    @property
+    def cannot_run(self) -> bool:
+        """Verification could not run the original here (CUDA, a package, its arguments)."""
+        return self.unverifiable or (
+            self.error is None and bool(self.checks) and not any(c.compared for c in self.checks)
+        )
 
     def failures(self) -> list[str]:
         if self.error is not None:
@@ -126,7 +136,7 @@ def _compare(
         if required or label in ("edges",):
             found.notes.append(
                 f"{label}: the original fails ({type(exc).__name__}: "
-                f"{(str(exc).splitlines() or [''])[0][:120]}); not compared"
+                f"{(str(exc).splitlines() or [''])[0][:120]}); not compared{advice(exc)}"
             )
         found.compared = found.compared and not required
         return

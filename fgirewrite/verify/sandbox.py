@@ -159,8 +159,9 @@ def factory_bindings(holder: ast.stmt, site: ClassSite) -> list[tuple[str, str]]
         ):
             continue
         for stmt in node.body:
-            if isinstance(stmt, (ast.Import, ast.ImportFrom)) and stmt.lineno < site.line:
-                found.append(("", ast.unparse(stmt)))
+            before = stmt.lineno < site.line and not _contains_line(stmt, site.line)
+            if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.FunctionDef)) and before:
+                found.append(("", ast.unparse(stmt)))  # imports, and helpers made in there
         args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
         defaults = dict(
             zip(
@@ -184,6 +185,21 @@ def factory_bindings(holder: ast.stmt, site: ClassSite) -> list[tuple[str, str]]
             except ValueError:
                 if arg.arg in called:
                     found.append((arg.arg, TEST_CALLABLE))
+    return found
+
+
+def unbound_arguments(holder: ast.stmt, site: ClassSite) -> dict[str, str]:
+    """Arguments of the functions around a class that verification cannot give a value
+    (no literal default, not called): argument -> function."""
+    bound = {name for name, _ in factory_bindings(holder, site)}
+    found = {}
+    for node in ast.walk(holder):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _contains_line(
+            node, site.line
+        ):
+            for arg in node.args.posonlyargs + node.args.args + node.args.kwonlyargs:
+                if arg.arg not in bound:
+                    found[arg.arg] = node.name
     return found
 
 
@@ -228,7 +244,19 @@ def evaluate(
 ) -> dict:
     """Execute the slice a class needs; its namespace, with the class under its own name."""
     code = slice_source(tree, info, site, set(extra), first_line)
-    namespace = run_slice(path, code, f"what {site.qualname} needs")
+    holder = next(s for s in tree.body if _contains_line(s, site.line))
+    unbound = unbound_arguments(holder, site)
+    try:
+        namespace = run_slice(path, code, f"what {site.qualname} needs")
+    except SandboxError as exc:
+        name = getattr(exc.__cause__, "name", None) if exc.__cause__ else None
+        if name in unbound:
+            raise SandboxError(
+                f"`{name}` is an argument of `{unbound[name]}` without a literal default, so "
+                "verification cannot give it a value: give it a default, or write with "
+                "--no-verify"
+            ) from None
+        raise
     if site.name not in namespace:
         raise SandboxError(f"{site.qualname} was not defined by its own source")
     return namespace
@@ -259,11 +287,33 @@ def run_slice(path: Path, code: str, what: str) -> dict:
     try:
         exec(compile(code, str(path), "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - the slice only
     except Exception as exc:  # the slice itself failed: say what and where
-        raise SandboxError(f"evaluating {what} failed: {_described(exc)}") from None
+        raise SandboxError(f"evaluating {what} failed: {_described(exc)}{advice(exc)}") from exc
     finally:
         if added:
             sys.path.remove(str(root))
     return module.__dict__
+
+
+def advice(exc: BaseException) -> str:
+    """What to do when code cannot run here: a missing package, CUDA, a relative import
+    outside its package."""
+    text = str(exc)
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        return (
+            f"; it needs `{exc.name}`, which is not installed here: install it, or write "
+            "with --no-verify"
+        )
+    if isinstance(exc, ImportError) and "relative import" in text:
+        return (
+            "; a relative import outside its package: run fgirewrite where the file's "
+            "package (its folders with __init__.py) is, or write with --no-verify"
+        )
+    if "CUDA" in text or "NVIDIA" in text or "cuda" in text:
+        return (
+            "; it needs CUDA (a `.cuda()` or a cuda device in its code): verify on a machine "
+            "with a GPU, or write with --no-verify"
+        )
+    return ""
 
 
 def _described(exc: Exception) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fgirewrite import discover
@@ -25,6 +25,7 @@ from fgirewrite.verify.sandbox import (
     evaluate,
     evaluate_names,
     factory_bindings,
+    unbound_arguments,
 )
 
 
@@ -60,6 +61,7 @@ class Pair:
     reached: list[tuple[str, Callable, Callable]]
     call_args: list[object] | None
     closure: dict[str, str]
+    unbound: dict[str, str] = field(default_factory=dict)  # factory argument -> function
 
 
 def _path_of(qualname: str) -> str | None:
@@ -111,9 +113,12 @@ def pair(original: Module, written: Module, surrogate: Surrogate, function: str)
         return _factory_pair(original, written, surrogate, site, call_args)
     reach = targets(original, surrogate)
     names = {t.original.split(".")[0] for t in reach}
-    before = evaluate_names(
-        original.path, original.tree, original.info, names, f"what {surrogate.name} needs"
-    )
+    try:
+        before = evaluate_names(
+            original.path, original.tree, original.info, names, f"what {surrogate.name} needs"
+        )
+    except SandboxError as exc:
+        raise CannotRun(str(exc)) from None
     after = evaluate_names(
         written.path,
         written.tree,
@@ -139,7 +144,8 @@ def pair(original: Module, written: Module, surrogate: Surrogate, function: str)
             seen.add(key)
             reached.append((target.label, old, new))
     if "." not in surrogate.name:  # the call sites now call the function: what they reached
-        cls = evaluate(
+        cls = _original(
+            evaluate,
             original.path,
             original.text,
             original.tree,
@@ -164,12 +170,19 @@ def _factory_pair(
 ) -> Pair:
     """A class made inside a function: the class statement alone on each side (with the
     function's imports and literal defaults), the rewritten one with its FGI function."""
-    before = evaluate(
-        original.path, original.text, original.tree, original.info, site, set(surrogate.free_names)
+    before = _original(
+        evaluate,
+        original.path,
+        original.text,
+        original.tree,
+        original.info,
+        site,
+        set(surrogate.free_names),
     )
     cls = before[site.name]
     shim, function_line = _rewritten_site(written.tree, site)
-    extra = set(surrogate.free_names) | set(written.info.functions)
+    names = [*written.info.functions, *written.info.classes]
+    extra = set(surrogate.free_names) | {n for n in names if n.startswith(_RUNTIME)}
     after = evaluate(
         written.path, written.text, written.tree, written.info, shim, extra, function_line
     )
@@ -183,7 +196,22 @@ def _factory_pair(
     }
     old = getattr(cls, "__func__", cls).apply
     new = getattr(after[shim.name], "__func__", after[shim.name]).apply
-    return Pair([(f"{site.qualname}.apply", old, new)], call_args, closure)
+    unbound = unbound_arguments(holder, site)
+    return Pair([(f"{site.qualname}.apply", old, new)], call_args, closure, unbound)
+
+
+_RUNTIME = ("_fgi_", "_FGI")  # the runtime helpers, under any name the rewrite gave them
+
+
+class CannotRun(SandboxError):
+    """The original module's slice cannot run here: nothing can be verified."""
+
+
+def _original(evaluate_: Callable, *args):
+    try:
+        return evaluate_(*args)
+    except SandboxError as exc:
+        raise CannotRun(str(exc)) from None
 
 
 def _site(tree: ast.Module, info: discover.ModuleInfo, s: Surrogate) -> discover.ClassSite:
@@ -281,7 +309,11 @@ def verify_written(rewrite: Rewrite, path: Path | None = None) -> list[Surrogate
         try:
             found = pair(original, written, surrogate, function)
         except SandboxError as exc:
-            reports.append(SurrogateReport(surrogate.name, where, function, error=str(exc)))
+            unverifiable = isinstance(exc, CannotRun)
+            report = SurrogateReport(
+                surrogate.name, where, function, error=str(exc), unverifiable=unverifiable
+            )
+            reports.append(report)
             continue
         except Exception as exc:  # noqa: BLE001 - generated code that does not compile
             error = f"{type(exc).__name__}: {exc}"
@@ -296,6 +328,17 @@ def _verified(surrogate: Surrogate, function: str, found: Pair) -> SurrogateRepo
     (label, old, new), *others = found.reached
     report = verify_pair(old, new, surrogate, function, found.call_args)
     report = replace(report, arguments={**report.arguments, **found.closure}, reached=(label,))
+    if report.cannot_run:
+        notes = " ".join(n for c in report.checks for n in c.notes)
+        for name, function in found.unbound.items():
+            if f"name '{name}' is not defined" in notes:
+                return replace(
+                    report,
+                    unverifiable=True,
+                    error=f"`{name}` is an argument of `{function}` without a literal default, "
+                    "so verification cannot give it a value: give it a default, or write with "
+                    "--no-verify",
+                )
     for other, old, new in others if report.ok else ():
         extra = verify_pair(old, new, surrogate, function, found.call_args)
         report = replace(report, reached=(*report.reached, other))
