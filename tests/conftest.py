@@ -15,6 +15,9 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXAMPLES = ROOT / "examples"
 UPDATE = os.environ.get("FGIREWRITE_UPDATE_SNAPSHOTS") == "1"
 
+# Third-party research code kept as data for benchmarks/research_corpus.py: never collected.
+collect_ignore_glob = ["corpus/*"]
+
 
 def snapshot(path: Path, actual: bytes) -> None:
     """Compare with a snapshot file; FGIREWRITE_UPDATE_SNAPSHOTS=1 rewrites it."""
