@@ -194,5 +194,9 @@ def _binds_name(stmt: ast.stmt, name: str) -> bool:
             targets = [i.optional_vars for i in stmt.items if i.optional_vars is not None]
         else:
             targets = [stmt.target]
-        return any(isinstance(n, ast.Name) and n.id == name for t in targets for n in ast.walk(t))
+        return any(
+            isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id == name
+            for t in targets
+            for n in ast.walk(t)
+        )
     return False

@@ -92,3 +92,39 @@ def test_double_backward_differs_as_documented():
     x = torch.linspace(-2, 2, 9, requires_grad=True)
     (grad,) = torch.autograd.grad(rewritten["run"](x).sum(), x, create_graph=True)
     assert not grad.requires_grad
+
+
+def test_export_keeps_the_gradient_and_decompositions_refuse_it_loudly():
+    """torch.export keeps the overwrite through a detached alias; run_decompositions()
+    functionalizes it into aten::copy, whose backward torch refuses (never a silent zero)."""
+    _, rewritten = _load("single_expression.py")
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.randn(4, 4))
+
+        def forward(self, v):
+            return rewritten["run"](v @ self.weight)
+
+    model, v = Model(), torch.randn(3, 4)
+    (expected,) = torch.autograd.grad(model(v).sum(), model.weight)
+    exported = torch.export.export(model, (v,)).module()
+    (grad,) = torch.autograd.grad(exported(v).sum(), dict(exported.named_parameters())["weight"])
+    assert torch.equal(grad, expected)
+    decomposed = torch.export.export(model, (v,)).run_decompositions().module()
+    y = decomposed(v)
+    assert torch.equal(y, model(v))
+    with pytest.raises(RuntimeError, match="derivative for aten::copy is not implemented"):
+        y.sum().backward()
+
+
+def test_a_users_in_place_write_after_the_rewrite_is_seen_by_autograd():
+    _, rewritten = _load("single_expression.py")
+    x = torch.linspace(-2, 2, 9, requires_grad=True)
+    y = rewritten["run"](x)
+    y.mul_(3)
+    y.sum().backward()
+    torch.testing.assert_close(
+        x.grad, 3 * torch.exp(-0.5 * x.detach() ** 2) / (2 * torch.pi) ** 0.5
+    )

@@ -147,32 +147,96 @@ def backward_order(
     first, so the step the original applied first (innermost in its expression) must be the
     outermost: ``g * a / b`` becomes ``g / b * a``, whose backward computes ``(grad * a) / b``
     with the original's rounding, and ``where(m, 0, g * c)`` becomes ``where(m, 0, g) * c``,
-    whose backward masks last, giving the original's zeros even where ``c`` is infinite.
+    whose backward masks last, giving the original's zeros even where ``c`` is infinite. A
+    selection between two gradients, ``where(m, g * a, g * b)``, becomes the sum of both
+    chains on masked gradients, each masked last.
 
     The original's first steps by numbers (``scalars`` names number inputs) round in
     grad_output's dtype, the output's: the rewrite casts to ``out``'s dtype below them, so
     that its backward rounds them there too (a float16 output of a float32 input).
-    Anything but such a chain on the gradient itself is kept as it is."""
+    Anything else is kept as it is."""
+    rebuilt = _reordered(template, cst.Name(GRAD), scalars, out, top=True)
+    return template if rebuilt is None else rebuilt
+
+
+def _reordered(
+    template: cst.BaseExpression,
+    seed: cst.BaseExpression,
+    scalars: set[str],
+    out: str | None,
+    top: bool = False,
+) -> cst.BaseExpression | None:
+    """``template`` reordered for the backward and applied to ``seed``, or None."""
     steps: list[tuple[Step, object]] = []
     node = template
     while (peeled := _peel(node)) is not None:
         step, node, factor = peeled
         steps.append((step, factor))
-    if not (isinstance(node, cst.Name) and node.value == GRAD) or not steps:
-        return template
+    if isinstance(node, cst.Name) and node.value == GRAD:
+        return _chain(steps, seed, scalars, out, top)
+    branches = _selection(node)
+    if branches is None:
+        return None
+    cond, chosen, other = branches
+    inner = _chain(steps, seed, set(), None, False) or seed
+    masked = [
+        _reordered(chosen, _where(cond, inner, cst.Integer("0")), scalars, None),
+        _reordered(other, _where(cond, cst.Integer("0"), inner), scalars, None),
+    ]
+    if None in masked:
+        return None
+    return cst.BinaryOperation(
+        left=_grouped(masked[0]),
+        operator=cst.Add(),
+        right=_grouped(masked[1]),  # type: ignore[arg-type]
+    )
+
+
+def _chain(
+    steps: list[tuple[Step, object]],
+    seed: cst.BaseExpression,
+    scalars: set[str],
+    out: str | None,
+    top: bool,
+) -> cst.BaseExpression | None:
     first = len(steps)  # the original's first steps are the last ones peeled
     while first and _neutral(steps[first - 1][1], scalars):
         first -= 1
-    numbers = [f for _, f in steps[first:] if f is not None]
-    if len(steps) < 2 and not (numbers and out):
-        return template
+    numbers = bool([f for _, f in steps[first:] if f is not None]) and out is not None
+    if top and len(steps) < 2 and not numbers:
+        return None
+    node = seed
     for i, (step, _) in enumerate(steps):  # the original's last step first: innermost here
-        if i == first and numbers and out:
-            node = _cast(node, out)
+        if i == first and numbers:
+            node = _cast(node, out)  # type: ignore[arg-type]
         node = step(node)
-    if first == len(steps) and numbers and out:
-        node = _cast(node, out)
+    if first == len(steps) and numbers:
+        node = _cast(node, out)  # type: ignore[arg-type]
     return node
+
+
+def _selection(node: cst.BaseExpression):
+    """``torch.where(cond, a, b)`` with the gradient in both branches: (cond, a, b)."""
+    bare = node.with_changes(lpar=[], rpar=[])
+    if (
+        isinstance(bare, cst.Call)
+        and isinstance(bare.func, cst.Attribute)
+        and bare.func.attr.value == "where"
+        and isinstance(bare.func.value, cst.Name)
+        and bare.func.value.value == "torch"
+        and len(bare.args) == 3
+    ):
+        cond, a, b = (arg.value for arg in bare.args)
+        if not _grad_in(cond) and _grad_in(a) and _grad_in(b):
+            return cond, a, b
+    return None
+
+
+def _where(cond: cst.BaseExpression, a: cst.BaseExpression, b: cst.BaseExpression) -> cst.Call:
+    return cst.Call(
+        cst.Attribute(cst.Name("torch"), cst.Name("where")),
+        [cst.Arg(cond), cst.Arg(a), cst.Arg(b)],
+    )
 
 
 def _neutral(factor: object, scalars: set[str]) -> bool:
