@@ -72,6 +72,11 @@ def const_block(evaluator, stmt: cst.BaseCompoundStatement) -> None:
         evaluator.env[name] = Const(cst.Name(mapping[name]), simple=True)
 
 
+def touches_gradient(evaluator, stmt: cst.CSTNode) -> bool:
+    """A block that reads a gradient (or a tuple holding one) of the evaluation."""
+    return any(isinstance(evaluator.env.get(n), (Lin, Seq)) for n in _names(stmt))
+
+
 def _names(node: cst.CSTNode) -> set[str]:
     """Identifiers used as variables: not attribute names, not keyword names."""
     found: set[str] = set()

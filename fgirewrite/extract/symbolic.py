@@ -21,7 +21,8 @@ from dataclasses import replace
 import libcst as cst
 
 from fgirewrite.extract import rules
-from fgirewrite.extract.blocks import const_block
+from fgirewrite.extract.blocks import const_block, touches_gradient
+from fgirewrite.extract.branches import gradient_branch
 from fgirewrite.extract.calls import CallRules
 from fgirewrite.extract.values import (
     AUG_TO_BIN,
@@ -35,6 +36,7 @@ from fgirewrite.extract.values import (
     Seq,
     State,
     Sym,
+    Unbound,
     Unsupported,
     as_const,
     dotted,
@@ -123,6 +125,8 @@ class Evaluator(CallRules):
                     "backward-control-flow", "branches on the gradient's value", stmt.test
                 )
             if test.value is UNKNOWN:
+                if touches_gradient(self, stmt):
+                    return gradient_branch(self, stmt, test)
                 return const_block(self, stmt)
             if test.value:
                 return self.block(stmt.body.body)
@@ -349,6 +353,12 @@ class Evaluator(CallRules):
         return name
 
     def e_Name(self, node: cst.Name) -> Sym:
+        if isinstance(self.env.get(node.value), Unbound):
+            raise Unsupported(
+                "backward-control-flow",
+                f"`{node.value}` is bound in one branch of a runtime condition only",
+                node,
+            )
         if node.value in self.env:
             return self.env[node.value]
         if self.is_ctx(node):

@@ -47,6 +47,13 @@ class Seq:
     saved: bool = False  # ctx.saved_tensors itself
 
 
+class Unbound:
+    """A name one branch of a runtime condition binds and the other does not."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
 class CtxRef:
     """The ctx object itself."""
 
