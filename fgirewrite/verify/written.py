@@ -286,12 +286,18 @@ def call_site_arguments(tree: ast.Module, class_name: str) -> list[object] | Non
 
 
 def instability(rewrite: Rewrite) -> str | None:
-    """Why a second run on the rewritten source would change it, or None."""
+    """Why a second run on the rewritten source would change it, or None. A class the first
+    run left alone because verification refused it is proposed again by a static run: that
+    is the same verdict, not a change."""
     assert rewrite.new_source is not None
+    refused = {
+        f.name for f in rewrite.skipped if f.code in ("verification-failed", "cannot-verify")
+    }
     again = rewrite_source(rewrite.new_source, rewrite.path)
-    if again.surrogates or again.changed:
-        names = ", ".join(s.name for s in again.surrogates) or "the helpers"
-        return f"a second run would rewrite it again ({names}); left as it is"
+    new = [s.name for s in again.surrogates if s.name not in refused]
+    if new or (again.changed and not refused):
+        what = ", ".join(new) or "the helpers"
+        return f"a second run would rewrite it again ({what}); left as it is"
     return None
 
 
