@@ -20,6 +20,10 @@ def static_condition(evaluator, test: cst.BaseExpression) -> bool:
     ok = True
 
     class V(cst.CSTVisitor):
+        def visit_Comparison(self, node: cst.Comparison) -> bool:
+            # ``x is None``: an identity, decided without looking at any tensor's values
+            return not all(isinstance(t.operator, (cst.Is, cst.IsNot)) for t in node.comparisons)
+
         def visit_Attribute(self, node: cst.Attribute) -> bool:
             nonlocal ok
             if evaluator.is_ctx(node.value):
@@ -54,7 +58,7 @@ def gradient_branch(evaluator, stmt: cst.If, test: Const) -> Sym | None:
     if not static_condition(evaluator, stmt.test):
         raise Unsupported(
             "backward-control-flow",
-            "branches on a tensor's values, which the rewrite's forward would then do",
+            "branches on values that may be a tensor's, which the rewrite's forward would then do",
             stmt.test,
         )
     condition = evaluator.materialize(test, "branch")
