@@ -87,6 +87,9 @@ def _choices(draw) -> dict:
     c["ctx"] = draw(st.sampled_from(["ctx", "self"]))
     c["learnable"] = draw(st.booleans())
     c["reduce_thr"] = c["learnable"] and draw(st.booleans())
+    # what the backward does to the threshold's summed gradient: reshape, negate or scale it
+    c["after_sum"] = draw(st.sampled_from(["", "view", "neg", "scale", "keepdim"]))
+    c["no_grad_forward"] = draw(st.booleans())  # the forward's body under torch.no_grad()
     c["alpha"] = draw(st.sampled_from(["none", "literal", "ctx", "module", "call_site"]))
     c["p"] = draw(st.sampled_from([n for n in PARAM_NAMES if n != c["x"]]))
     c["shape"] = draw(st.sampled_from(sorted(SHAPES)))
@@ -206,6 +209,8 @@ def render(c: dict, fault: str | None = None) -> str:
         first = c["save_first"] and not precomputed and not c["uses_out"]
         fwd = save_stmt + fwd if first else fwd + save_stmt
         forward_lines = fwd + [f"return {forward_value}"]
+        if c["no_grad_forward"]:
+            forward_lines = [f"with {t}.no_grad():", *("    " + line for line in forward_lines)]
         forward = f"    @staticmethod\n    def forward({ctx}, {', '.join(params)}):\n" + _indent(
             forward_lines, 2
         )
@@ -338,7 +343,14 @@ def render(c: dict, fault: str | None = None) -> str:
 
     results = ["grad_in"]
     if learnable:
-        results.append("(-grad_in).sum(0)" if c["reduce_thr"] else "-grad_in")
+        summed = {
+            "": "(-grad_in).sum(0)",
+            "view": "(-grad_in).sum(0).view(-1)",
+            "neg": "-grad_in.sum(0)",
+            "scale": "-1.0 * grad_in.sum(0)",
+            "keepdim": "(-grad_in).sum(0, keepdim=True).reshape(-1)",
+        }[c["after_sum"]]
+        results.append(summed if c["reduce_thr"] else "-grad_in")
     if has_param:
         results.append("None")
     if fault == "extra_gradient":  # autograd allows extra Nones, not an extra gradient
@@ -400,7 +412,7 @@ UNTOUCHED = "def untouched(a):  # stays byte for byte\n    return a   +   1\n"
 def _summary(c: dict, fault: str | None) -> str:
     keys = (
         *("style", "scope", "shape", "second", "derivative", "grad_style", "mask"),
-        *("learnable", "alpha"),
+        *("learnable", "alpha", "after_sum", "no_grad_forward"),
     )
     text = ", ".join(f"{k}={c[k]}" for k in keys)
     return text + (f", fault={fault}" if fault else "")
