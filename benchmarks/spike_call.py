@@ -9,8 +9,11 @@
 - ``plain identity``: the paper's ``h = x * g'(x); h - h.detach() + f(x)``, which is not exact
   (an infinite input makes its output NaN) and is shown only as the floor of the approach;
 
-and the pieces of the FGI forward: the step, the surrogate derivative, the injection and, in
-it, the boolean compare and select that keep the output exact at non-finite inputs.
+and the pieces of the FGI forward: the step, the surrogate derivative, the seed, the term
+and the injection (an add and the overwrite of the value that keep the output exact).
+
+The floor of FGI's grad-on forward is the original's forward plus the surrogate derivative
+(FGI evaluates in the forward what the original evaluates in its backward).
 
 Run from the repository root: ``python -m benchmarks.spike_call``. Results go to
 ``benchmarks/results/spike_call.{json,md}``.
@@ -28,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.utils.benchmark as benchmark
 
-from fgirewrite._runtime import _fgi_inject
+from fgirewrite._runtime import _fgi_inject, _fgi_seed
 from fgirewrite.load import load_pair
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,14 +74,15 @@ def measure(size: int, seconds: float) -> dict[str, float]:
         found[f"{name}: forward, grad on"] = _time(forward, seconds)
     x = x0.clone().requires_grad_()
     derivative = torch.exp(-0.5 * x0**2) / math.sqrt(2 * math.pi)
-    term = (x - x.detach()) * derivative
-    zero = term.detach() - term
     out = (x0 > 0).to(x0.dtype)
+    seed = _fgi_seed(x, out)
+    term = seed * derivative
     pieces = {
         "step (x > 0).to(dtype)": lambda: (x0 > 0).to(x0.dtype),
         "surrogate derivative": lambda: torch.exp(-0.5 * x0**2) / math.sqrt(2 * math.pi),
-        "injection (_fgi_inject)": lambda: _fgi_inject(out, [term]),
-        "guard: compare and select": lambda: torch.where(zero.detach() == 0, zero, 0.0),
+        "seed (_fgi_seed)": lambda: _fgi_seed(x, out),
+        "term (seed * derivative)": lambda: seed * derivative,
+        "injection (_fgi_inject: add, then overwrite)": lambda: _fgi_inject(out, [term]),
     }
     for name, fn in pieces.items():
         found[f"piece: {name}"] = _time(fn, seconds)
