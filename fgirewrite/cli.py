@@ -2,7 +2,8 @@
 
 ``fgirewrite PATH...`` is ``fgirewrite rewrite PATH...``: the default command.
 Exit codes: 0 nothing to do or all done; 1 changes pending (``--check``) or a Function class
-left unrewritten; 2 an error (a path, a file that cannot be read, parsed or written).
+left unrewritten; 2 an error (a path missing or without Python files, a file that cannot be
+read, parsed or written, a usage error), each one line on stderr.
 """
 
 from __future__ import annotations
@@ -43,11 +44,11 @@ def _one_line_usage_errors() -> Iterator[None]:
     except NoArgsIsHelpError:
         raise  # ``fgirewrite`` alone: the help, as typer shows it
     except ClickException as exc:
-        typer.echo(f"fgirewrite: error: {usage_message(exc)}", err=True)
+        typer.echo(f"fgirewrite: error: {_usage_message(exc)}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
 
 
-def usage_message(exc: ClickException) -> str:
+def _usage_message(exc: ClickException) -> str:
     """click's message for a usage error, in one line and without a misleading suggestion."""
     if isinstance(exc, NoSuchOption):
         text = f"no such option: {exc.option_name}"
@@ -55,13 +56,10 @@ def usage_message(exc: ClickException) -> str:
         return text + (f" (did you mean {near[0]}?)" if near else "")
     if isinstance(exc, MissingParameter) and exc.param is not None:
         return f"missing {exc.param.param_type_name} {_argument_name(exc.param)}"
-    bad_value = isinstance(exc, BadParameter) and not isinstance(exc, MissingParameter)
-    if bad_value and exc.param is not None and exc.param_hint is None:
+    if isinstance(exc, BadParameter) and exc.param is not None and exc.param_hint is None:
         detail = _sentence(exc.message.removeprefix("Value error, "))
-        text = f"invalid value for {_argument_name(exc.param)}: {detail}"
-    else:
-        text = _sentence(exc.format_message())
-    return text
+        return f"invalid value for {_argument_name(exc.param)}: {detail}"
+    return _sentence(exc.format_message())
 
 
 def _sentence(text: str) -> str:

@@ -184,15 +184,21 @@ def available_cpus() -> int:
     return max(1, min(count, 8))
 
 
-_SECOND_ORDER = re.compile(rb"create_graph\s*=\s*True|\bhessian\s*\(")
+# Each pattern starts with a literal, which ``re`` scans for quickly; ``hessian`` must be a word.
+_SECOND_ORDER = (re.compile(rb"create_graph\s*=\s*True"), re.compile(rb"hessian\s*\("))
+_WORD_BYTE = re.compile(rb"\w")
 
 
 def second_order_lines(data: bytes) -> list[int]:
     """Lines that differentiate through gradients (``create_graph=True``, a Hessian): there
     an FGI rewrite changes the result, since its gradients are first-order."""
-    if b"create_graph" not in data and b"hessian" not in data:
-        return []
-    return [data.count(b"\n", 0, m.start()) + 1 for m in _SECOND_ORDER.finditer(data)]
+    starts = []
+    for pattern in _SECOND_ORDER:
+        for match in pattern.finditer(data):
+            at = match.start()
+            if pattern is _SECOND_ORDER[0] or not (at and _WORD_BYTE.match(data, at - 1)):
+                starts.append(at)
+    return [data.count(b"\n", 0, at) + 1 for at in sorted(starts)]
 
 
 def verify_and_refuse(outcome: Outcome) -> None:
