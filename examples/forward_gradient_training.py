@@ -33,6 +33,10 @@ from fgirewrite.gradients import (
 from fgirewrite.load import load_pair
 
 ALIF = Path(__file__).resolve().parent / "alif.py"
+NEEDS_SKLEARN = (
+    "examples/forward_gradient_training.py needs scikit-learn: pip install scikit-learn "
+    '(or pip install -e ".[examples]")'
+)
 
 
 def digits(seed: int = 0, train: int = 1400):
@@ -130,6 +134,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, help="write the curve here as JSON")
     args = parser.parse_args()
+    try:
+        import sklearn  # noqa: F401 - the data set
+    except ImportError:
+        raise SystemExit(NEEDS_SKLEARN) from None
     torch.set_num_threads(args.threads)
     curve = train(
         args.steps,

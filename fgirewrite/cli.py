@@ -2,7 +2,8 @@
 
 ``fgirewrite PATH...`` is ``fgirewrite rewrite PATH...``: the default command.
 Exit codes: 0 nothing to do or all done; 1 changes pending (``--check``) or a Function class
-left unrewritten; 2 an error (a path, a file that cannot be read, parsed or written).
+left unrewritten; 2 an error (a path missing or without Python files, a file that cannot be
+read, parsed or written, a usage error), each one line on stderr.
 """
 
 from __future__ import annotations
@@ -10,11 +11,23 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from difflib import get_close_matches
 from enum import Enum
 from pathlib import Path
 
 import typer
-from typer.core import TyperGroup
+
+# typer (0.29+) vendors click: its exceptions live here, and there is no click to import.
+from typer._click.exceptions import (
+    BadParameter,
+    ClickException,
+    MissingParameter,
+    NoArgsIsHelpError,
+    NoSuchOption,
+)
+from typer.core import TyperCommand, TyperGroup
 
 from fgirewrite import __version__, files, runner
 from fgirewrite.reasons import REASONS
@@ -23,18 +36,94 @@ from fgirewrite.surrogate import Skip, Surrogate
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
-class _DefaultToRewrite(TyperGroup):
-    """Treat ``fgirewrite PATH...`` as ``fgirewrite rewrite PATH...``."""
+@contextmanager
+def _one_line_usage_errors() -> Iterator[None]:
+    """A usage error (unknown option, bad value, missing argument) as one line, exit 2."""
+    try:
+        yield
+    except NoArgsIsHelpError:
+        raise  # ``fgirewrite`` alone: the help, as typer shows it
+    except ClickException as exc:
+        typer.echo(f"fgirewrite: error: {_usage_message(exc)}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def _usage_message(exc: ClickException) -> str:
+    """click's message for a usage error, in one line and without a misleading suggestion."""
+    if isinstance(exc, NoSuchOption):
+        text = f"no such option: {exc.option_name}"
+        near = get_close_matches(exc.option_name, exc.possibilities or (), n=1, cutoff=0.75)
+        return text + (f" (did you mean {near[0]}?)" if near else "")
+    if isinstance(exc, MissingParameter) and exc.param is not None:
+        return f"missing {exc.param.param_type_name} {_argument_name(exc.param)}"
+    if isinstance(exc, BadParameter) and exc.param is not None and exc.param_hint is None:
+        detail = _sentence(exc.message.removeprefix("Value error, "))
+        return f"invalid value for {_argument_name(exc.param)}: {detail}"
+    return _sentence(exc.format_message())
+
+
+def _sentence(text: str) -> str:
+    """One line, lower-case first word (unless an acronym), no final full stop."""
+    text = " ".join(text.split()).rstrip(".")
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
+
+
+def _argument_name(param) -> str:
+    """``PATH...``: the metavar (or the name in capitals), and ``...`` for several."""
+    if param.param_type_name == "option":
+        return "/".join(param.opts)
+    name = param.metavar or (param.name or "").upper()
+    return name + ("..." if param.nargs != 1 else "")
+
+
+class _Command(TyperCommand):
+    """Usage lines without typer's braces, arguments without a type (the help says it)."""
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = _argument_name(param)
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+    def format_options(self, ctx: typer.Context, formatter) -> None:
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                arguments.append((_argument_name(param), record[1]))
+            else:
+                options.append(record)
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+class _Commands(TyperGroup):
+    """``fgirewrite PATH...`` is ``fgirewrite rewrite PATH...``; usage errors are one line."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = ["rewrite", *args]
         return super().parse_args(ctx, args)
 
+    def make_context(self, *args, **kwargs) -> typer.Context:
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: typer.Context):
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
 
 app = typer.Typer(
-    cls=_DefaultToRewrite,
+    cls=_Commands,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: readable at 80 columns, in a pipe and in a CI log
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Rewrite torch.autograd.Function surrogate gradients into inline forward gradient "
@@ -108,10 +197,12 @@ def _progress(total: int):
     return show
 
 
-@app.command("rewrite")
+@app.command(
+    "rewrite", cls=_Command, short_help="Show, check or write the FGI rewrite (the default)."
+)
 def rewrite_command(
     paths: list[Path] = typer.Argument(
-        ..., help="Python files or directories (recursive).", show_default=False
+        ..., help="Python files or directories (recursive).", show_default=False, metavar="PATH"
     ),
     check: bool = typer.Option(
         False,
@@ -136,18 +227,24 @@ def rewrite_command(
     output_format: Format = typer.Option(
         Format.text, "--output-format", help="How findings are listed on stdout."
     ),
-    jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes; 0 chooses."),
+    jobs: int = typer.Option(
+        0,
+        "--jobs",
+        "-j",
+        help="Worker processes when more than 8 files could define a Function; 0: one per CPU.",
+        metavar="N",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and the summary."),
 ) -> None:
     """Find surrogate Functions in PATHs and rewrite them into inline FGI.
 
-    The default mode is --diff: show what would change, write nothing. Static modes
-    (--diff, --check) never import or execute the files they read.
-    """
+    The default mode is --diff: show what would change, write nothing. Static modes (--diff, --check) never import or execute the files they read, so what they show is unverified: --write verifies each rewrite before writing it, and may refuse one.
+    """  # noqa: E501 (one line per paragraph, for the help screen)
     if sum((check, diff, write)) > 1:
         _err("fgirewrite: error: choose one of --check, --diff and --write")
         raise typer.Exit(EXIT_ERROR)
     mode = Mode.check if check else Mode.write if write else Mode.diff
+    verified = mode is Mode.write and verify
     errors: list[tuple[str, str]] = []
     try:
         found = list(files.python_files(paths, errors))
@@ -167,6 +264,7 @@ def rewrite_command(
             _err("fgirewrite: interrupted; files already written are complete, the rest untouched")
             raise typer.Exit(130) from None
 
+    errors = [_hint(path, message) for path, message in errors]
     errors += [(o.path, o.error) for o in outcomes if o.error]
     rows = []
     for outcome in outcomes:
@@ -176,7 +274,7 @@ def rewrite_command(
             rows.append((outcome, finding, status, function))
 
     if output_format is Format.json:
-        typer.echo(json.dumps(_json(rows, outcomes, errors, mode), indent=2))
+        typer.echo(json.dumps(_json(rows, outcomes, errors, mode, verified), indent=2))
     else:
         stream_err = mode is Mode.diff
         for _outcome, finding, status, function in rows:
@@ -190,12 +288,14 @@ def rewrite_command(
     for path, message in errors:
         _err(f"{path}: error: {message}")
     if any(row[2] in ("rewritten", "would-rewrite") for row in rows):
-        for where in runner.second_order_uses(found):
-            _err(
-                f"{where}: warning: differentiates through gradients; FGI gradients are "
-                "first-order, so second derivatives through a rewritten surrogate change"
-            )
-    _err(_summary(rows, outcomes, errors, mode))
+        for outcome in outcomes:
+            for line in outcome.second_order:
+                _err(
+                    f"{outcome.path}:{line}: warning: differentiates through gradients; FGI "
+                    "gradients are first-order, so second derivatives through a rewritten "
+                    "surrogate change"
+                )
+    _err(_summary(rows, outcomes, errors, mode, verify))
 
     left = any(status in ("skipped", "failed") for _, _, status, _ in rows)
     pending = mode is Mode.check and any(o.changed for o in outcomes)
@@ -204,7 +304,19 @@ def rewrite_command(
     raise typer.Exit(EXIT_FINDINGS if left or pending else EXIT_OK)
 
 
-def _summary(rows: list, outcomes: list[runner.Outcome], errors: list, mode: Mode) -> str:
+_FLAG_VALUES = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
+
+
+def _hint(path: str, message: str) -> tuple[str, str]:
+    """``--check true src/``: ``true`` is a path like any other; say why it is there."""
+    if message == "no such file or directory" and path.lower() in _FLAG_VALUES:
+        message += " (flags such as --check and --write take no value)"
+    return path, message
+
+
+def _summary(
+    rows: list, outcomes: list[runner.Outcome], errors: list, mode: Mode, verify: bool
+) -> str:
     rewritten = [r for r in rows if r[2] in ("rewritten", "would-rewrite")]
     files_changed = {r[0].path for r in rewritten}
     verb = "rewrote" if mode is Mode.write else "would rewrite"
@@ -212,6 +324,10 @@ def _summary(rows: list, outcomes: list[runner.Outcome], errors: list, mode: Mod
         f"fgirewrite: {verb} {len(rewritten)} surrogate{'s' * (len(rewritten) != 1)} in "
         f"{len(files_changed)} file{'s' * (len(files_changed) != 1)}"
     )
+    if rewritten and mode is not Mode.write:
+        text += " (unverified: --write verifies before writing)"
+    elif rewritten and not verify:
+        text += " (unverified: --no-verify)"
     skipped = Counter(r[1].code for r in rows if r[2] in ("skipped", "failed"))
     if skipped:
         reasons = ", ".join(f"{code} ({n})" for code, n in skipped.most_common())
@@ -221,7 +337,12 @@ def _summary(rows: list, outcomes: list[runner.Outcome], errors: list, mode: Mod
     return text
 
 
-def _json(rows: list, outcomes: list[runner.Outcome], errors: list, mode: Mode) -> dict:
+JSON_VERSION = 2  # 2 added "verified", at the top level and on every finding
+
+
+def _json(
+    rows: list, outcomes: list[runner.Outcome], errors: list, mode: Mode, verified: bool
+) -> dict:
     findings = []
     for outcome, finding, status, function in rows:
         item = {
@@ -232,24 +353,28 @@ def _json(rows: list, outcomes: list[runner.Outcome], errors: list, mode: Mode) 
             "status": status,
         }
         if isinstance(finding, Skip):
-            item.update(code=finding.code, message=finding.message)
+            item.update(code=finding.code, message=finding.message, verified=False)
         else:
             item["function"] = function
             item["gradients"] = {g.param: g.derivative for g in finding.gradients}
+            item["verified"] = verified
         findings.append(item)
     return {
-        "version": 1,
+        "version": JSON_VERSION,
         "mode": mode.value,
+        "verified": verified,
         "findings": findings,
         "errors": [{"path": p, "message": m} for p, m in errors],
         "files": {"checked": len(outcomes), "changed": sum(o.changed for o in outcomes)},
     }
 
 
-@app.command("verify")
+@app.command(
+    "verify", cls=_Command, short_help="Prove each rewrite gradient-equivalent (--entry: a model)."
+)
 def verify_command(
     paths: list[Path] = typer.Argument(
-        ..., help="Python files or directories.", show_default=False
+        ..., help="Python files or directories.", show_default=False, metavar="PATH"
     ),
     entry: str = typer.Option(
         None,
@@ -257,28 +382,42 @@ def verify_command(
         help="NAME or FILE:NAME of a function returning (model, example_inputs). Adds "
         "model-level checks (outputs, gradients over seeds, an optimizer trajectory) and the "
         "capability table. Runs that function and the imports and definitions it needs.",
+        metavar="NAME",
     ),
-    batch_dim: int = typer.Option(0, "--batch-dim", help="Batch dimension of the inputs."),
-    seeds: int = typer.Option(3, "--seeds", help="Seeds for the model-level gradient checks."),
-    steps: int = typer.Option(3, "--steps", help="Optimizer steps for the trajectory check."),
+    batch_dim: int = typer.Option(
+        0, "--batch-dim", help="Batch dimension of the inputs.", metavar="DIM"
+    ),
+    seeds: int = typer.Option(
+        3, "--seeds", help="Seeds for the model-level gradient checks.", metavar="N"
+    ),
+    steps: int = typer.Option(
+        3, "--steps", help="Optimizer steps for the trajectory check.", metavar="N"
+    ),
     compile_backend: str = typer.Option(
-        "aot_eager", "--compile-backend", help="torch.compile backend for the capability table."
+        "aot_eager",
+        "--compile-backend",
+        help="torch.compile backend for the capability table.",
+        metavar="NAME",
     ),
-    json_path: Path = typer.Option(None, "--json", help="Write the JSON report here."),
-    junit_path: Path = typer.Option(None, "--junit", help="Write JUnit XML here."),
-    markdown_path: Path = typer.Option(None, "--markdown", help="Write a Markdown summary here."),
-    plots: Path = typer.Option(None, "--plots", help="Write a PNG per surrogate in this folder."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No tables, only the summary."),
+    json_path: Path = typer.Option(
+        None, "--json", help="Write the JSON report here.", metavar="FILE"
+    ),
+    junit_path: Path = typer.Option(None, "--junit", help="Write JUnit XML here.", metavar="FILE"),
+    markdown_path: Path = typer.Option(
+        None, "--markdown", help="Write a Markdown summary here.", metavar="FILE"
+    ),
+    plots: Path = typer.Option(
+        None, "--plots", help="Write a PNG per surrogate in this folder.", metavar="DIR"
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No tables: only errors, warnings and the summary."
+    ),
 ) -> None:
     """Prove each rewrite gradient-equivalent to the Function it replaces.
 
-    For every surrogate fgirewrite would rewrite: forward bit for bit and of the same dtype,
-    gradients within each dtype's tolerance on a dense grid, random values and edge values
-    (float32, float64, bfloat16, float16; CPU, and CUDA when available). Only the imports and
-    definitions a surrogate needs are executed, never the rest of the file. Exit 0 only when
-    everything verified; 1 on a mismatch; 2 on an error.
-    """
-    from fgirewrite.verify.command import summary, verify_file
+    For every surrogate fgirewrite would rewrite: forward bit for bit and of the same dtype, gradients within each dtype's tolerance on a dense grid, random values and edge values (float32, float64, bfloat16, float16; CPU, and CUDA when available). Only the imports and definitions a surrogate needs are executed, never the rest of the file. Exit 0 only when everything verified; 1 on a mismatch; 2 on an error.
+    """  # noqa: E501 (one line per paragraph, for the help screen)
+    from fgirewrite.verify.command import error_lines, summary, verify_file
     from fgirewrite.verify.report import (
         FileVerification,
         print_terminal,
@@ -288,8 +427,13 @@ def verify_command(
     )
 
     errors: list[tuple[str, str]] = []
+    found = list(files.python_files(paths, errors))
+    where = Path(entry.rpartition(":")[0]) if entry and ":" in entry else None
+    if where is not None and not any(where.resolve() == path.resolve() for path in found):
+        _err(f"fgirewrite: error: --entry {entry}: {where} is not among the files to verify")
+        raise typer.Exit(EXIT_ERROR)
     results: list[FileVerification] = []
-    for path in files.python_files(paths, errors):
+    for path in found:
         _err(f"fgirewrite: verifying {path}")
         results.append(
             verify_file(path, entry, batch_dim, seeds, steps, compile_backend, plots, _err)
@@ -297,20 +441,31 @@ def verify_command(
     results += [FileVerification(p, error=m) for p, m in errors]
     if not quiet:
         print_terminal(results)
-    if json_path:
-        write_json(results, json_path)
-    if junit_path:
-        junit_path.write_text(to_junit(results), encoding="utf-8")
-    if markdown_path:
-        markdown_path.write_text(to_markdown(results), encoding="utf-8")
-    line, code = summary(results)
+    for line in error_lines(results):  # whatever --quiet says, on stderr
+        _err(line)
+    reports = [
+        (json_path, lambda path: write_json(results, path)),
+        (junit_path, lambda path: path.write_text(to_junit(results), encoding="utf-8")),
+        (markdown_path, lambda path: path.write_text(to_markdown(results), encoding="utf-8")),
+    ]
+    unwritten = 0
+    for path, write_report in reports:
+        if path is None:
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_report(path)
+        except OSError as exc:
+            _err(f"{path}: error: cannot write the report: {exc.strerror or exc}")
+            unwritten += 1
+    line, code = summary(results, unwritten)
     _err(line)
     raise typer.Exit(code)
 
 
-@app.command("explain")
+@app.command("explain", cls=_Command)
 def explain_command(
-    code: str = typer.Argument(None, help="A reason code; all of them if omitted."),
+    code: str = typer.Argument(None, help="A reason code; all of them if omitted.", metavar="CODE"),
 ) -> None:
     """Explain the reason codes for Function classes left untouched."""
     if code is not None and code not in REASONS:
@@ -326,7 +481,7 @@ def _preset(flag: str, help: str):
     return typer.Option(None, flag, help=help, show_default=False)
 
 
-@app.command("bench")
+@app.command("bench", cls=_Command, short_help="Time a model as written and as rewritten.")
 def bench_command(
     path: Path = typer.Argument(
         ...,

@@ -22,26 +22,68 @@ FUNCTION_BASES = frozenset(
 
 # Identifiers may be non-ASCII (``class ΣSpike``): any byte >= 0x80 can be part of one.
 _NAME = rb"[\w\x80-\xff]+"
-_CLASS = rb"^[ \t]*class[ \t]+" + _NAME + rb"[ \t]*\([^:]*"  # up to the class's colon
-_CANDIDATE = re.compile(_CLASS + rb"Function", re.M)
-_ALIAS = re.compile(rb"\bFunction[ \t]+as[ \t]+(" + _NAME + rb")")
+_WORD = rb"(?<![\w\x80-\xff])(%s)(?![\w\x80-\xff])"
+_SPACE = rb"(?:[ \t\f]|\\\r?\n)"  # between tokens of a line; a backslash continues it
+# ``class NAME(`` (or ``class NAME[T](``, PEP 695) up to the ``):`` that ends the header;
+# group 1 holds the bases (and any type parameters and keywords).
+_HEAD = re.compile(rb"class" + _SPACE + rb"+" + _NAME + _SPACE + rb"*[\[(](.*?)\)\s*:", re.S)
+_BASES = re.compile(_WORD % rb"(?:Inplace)?Function")
+_ALIAS = re.compile(rb"Function(?:\s|\\\r?\n)+as(?:\s|\\\r?\n)+(" + _NAME + rb")")
 
 
 def may_define_function(data: bytes) -> bool:
-    """Cheap test: could this source define a Function subclass? False means certainly not."""
+    """Cheap test: could this source define a Function subclass? False means certainly not.
+
+    A class header must name ``Function`` (or ``InplaceFunction``, or an alias imported
+    ``as`` another name) among its bases. A dotted base (``x.Function``), ``InplaceFunction``
+    and an alias can only resolve to torch's class through an import that spells
+    ``autograd``, so without that word only a bare ``Function`` base (reported as an
+    unresolved base when nothing imports it) makes a file a candidate.
+    """
     if b"Function" not in data:
         return False
-    if b"\r" in data:  # lines may end in a bare \r (Python accepts it); ``^`` only sees \n
-        data = data.replace(b"\r", b"\n")
-    if _CANDIDATE.search(data):
-        return True
-    if b"Function as" not in data and b"Function  as" not in data and b"Function\tas" not in data:
-        return False
-    for alias in set(_ALIAS.findall(data)):
-        name = rb"(?<![\w\x80-\xff])" + re.escape(alias) + rb"(?![\w\x80-\xff])"
-        if re.search(_CLASS + name, data, re.M):
-            return True
+    autograd = b"autograd" in data
+    bases = _BASES
+    if autograd and (aliases := _aliases(data)):
+        names = b"|".join(re.escape(a) for a in sorted(aliases))
+        bases = re.compile(_WORD % (rb"(?:Inplace)?Function|" + names))
+    position = 0
+    while (head := _HEAD.search(data, position)) is not None:
+        # Resume inside this match: a ``class`` in a docstring may run on to the ``):`` of
+        # the real header that follows it.
+        position = head.start() + len(b"class")
+        if not _at_line_start(data, head.start()):
+            continue
+        for base in bases.finditer(head.group(1)):
+            if autograd or (base.group(1) == b"Function" and not _dotted(head.group(1), base)):
+                return True
     return False
+
+
+def _aliases(data: bytes) -> set[bytes]:
+    """Names bound by ``Function as NAME`` or ``InplaceFunction as NAME``."""
+    found = set()
+    for match in _ALIAS.finditer(data):
+        start = match.start()
+        if data.endswith(b"Inplace", 0, start):
+            start -= len(b"Inplace")
+        if start == 0 or not _WORD_BYTE.match(data, start - 1):
+            found.add(match.group(1))
+    return found
+
+
+_WORD_BYTE = re.compile(rb"[\w\x80-\xff]")
+
+
+def _at_line_start(data: bytes, start: int) -> bool:
+    """Only indentation between the line's start (``\n`` or a bare ``\r``) and ``start``."""
+    line = max(data.rfind(b"\n", 0, start), data.rfind(b"\r", 0, start)) + 1
+    return not data[line:start].strip(b" \t\f")
+
+
+def _dotted(bases: bytes, match: re.Match) -> bool:
+    """The base is an attribute (``x.Function``), not a bare name."""
+    return bases[: match.start()].rstrip(b" \t\f\r\n\\").endswith(b".")
 
 
 @dataclass(frozen=True)

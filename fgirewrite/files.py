@@ -50,37 +50,73 @@ class Snapshot:
     mode: int
 
 
+NO_PYTHON_FILE = (
+    "no Python file here (*.py files are searched for; .git, virtual environments and build "
+    "folders are skipped)"
+)
+
+
 def python_files(paths: Iterable[Path], errors: list[tuple[str, str]]) -> Iterator[Path]:
-    """Python files under ``paths``, each once; missing paths go to ``errors``."""
+    """Python files under ``paths``, each once; problems go to ``errors``, one line each.
+
+    A missing path, a directory that cannot be read, and a directory with no Python file
+    in it are errors: a mistyped path must not pass as "nothing to do".
+    """
     seen: set[Path] = set()
     for path in paths:
         if not path.exists() and not path.is_symlink():
             errors.append((str(path), "no such file or directory"))
             continue
-        if path.is_dir():
-            candidates: Iterator[Path] = _walk(path)
-        else:
-            candidates = iter([path])
-        for candidate in candidates:
-            try:
-                key = candidate.resolve()
-            except (OSError, RuntimeError) as exc:  # a link to itself, given or found
-                if candidate.absolute() not in seen:
-                    seen.add(candidate.absolute())
-                    errors.append((str(candidate), f"cannot resolve: {exc}"))
-                continue
+        known_errors = len(errors)
+        found = 0
+        walked = _walk(path, errors) if path.is_dir() else iter([(path, None)])
+        for candidate, key in walked:
+            found += 1
+            if key is None:
+                try:
+                    key = candidate.resolve()
+                except (OSError, RuntimeError) as exc:  # a link to itself, given or found
+                    if candidate.absolute() not in seen:
+                        seen.add(candidate.absolute())
+                        errors.append((str(candidate), f"cannot resolve: {exc}"))
+                    continue
             if key not in seen:
                 seen.add(key)
                 yield candidate
+        if not found and len(errors) == known_errors:
+            errors.append((str(path), NO_PYTHON_FILE))
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    # followlinks=False: a symlinked directory is not entered, so link loops cannot recurse.
-    for directory, dirs, files in os.walk(root, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info"))
-        for name in sorted(files):
-            if name.endswith(".py"):
-                yield Path(directory) / name
+def _walk(root: Path, errors: list[tuple[str, str]]) -> Iterator[tuple[Path, Path | None]]:
+    """``(path, resolved path)`` of each ``*.py`` under ``root``, sorted, top-down.
+
+    A symlinked directory is not entered, so link loops cannot recurse; the resolved path is
+    None where it must be asked for (a symlinked file). Everything else is resolved by
+    joining names onto the resolved root: one ``resolve`` per tree, not per file.
+    """
+    stack: list[tuple[Path, Path]] = [(root, root.resolve())]
+    while stack:
+        directory, resolved = stack.pop()
+        try:
+            with os.scandir(directory) as scan:
+                entries = sorted(scan, key=lambda entry: entry.name)
+        except OSError as exc:
+            errors.append((str(directory), f"cannot read directory: {exc.strerror or exc}"))
+            continue
+        subdirs = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # as os.walk does: a link to a directory is one
+            except OSError:
+                is_dir = False
+            link = entry.is_symlink()
+            name = entry.name
+            if is_dir:
+                if not link and name not in SKIP_DIRS and not name.endswith(".egg-info"):
+                    subdirs.append((directory / name, resolved / name))
+            elif name.endswith(".py"):
+                yield directory / name, None if link else resolved / name
+        stack.extend(reversed(subdirs))
 
 
 def read(path: Path) -> Snapshot:
@@ -115,9 +151,13 @@ def write(snapshot: Snapshot, data: bytes) -> None:
         raise FileError(f"cannot re-read before writing: {exc.strerror or exc}") from None
     if current != snapshot.data:
         raise FileError("changed since it was read; not overwritten")
-    if not os.access(path, os.W_OK):  # the rename below would not ask
+    # The rename below asks only the directory, and root may write anything: a file (or a
+    # directory) with no write bit is refused for everyone, as its owner would be refused.
+    if not _has_write_bit(path) or not os.access(path, os.W_OK):
         raise FileError("cannot write: the file is read-only; not overwritten")
     directory = path.parent
+    if not _has_write_bit(directory):
+        raise FileError(f"cannot write in {directory}: the directory is read-only")
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".fgirewrite", dir=directory)
     except OSError as exc:
@@ -137,3 +177,11 @@ def write(snapshot: Snapshot, data: bytes) -> None:
         if isinstance(exc, OSError):
             raise FileError(f"cannot write: {exc.strerror or exc}") from None
         raise
+
+
+def _has_write_bit(path: Path) -> bool:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))

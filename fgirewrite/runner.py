@@ -6,7 +6,8 @@ import difflib
 import os
 import re
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,6 +28,7 @@ class Outcome:
     written: bool = False
     analysed_only: bool = False  # --check: extraction only, no rewritten source
     verification: list = field(default_factory=list)  # SurrogateReport per rewritten surrogate
+    second_order: list[int] = field(default_factory=list)  # lines: see second_order_lines
 
     @property
     def findings(self) -> list[Surrogate | Skip]:
@@ -93,6 +95,9 @@ def internal_error(exc: Exception) -> str:
     return f"internal error, file left as it is: {type(exc).__name__}: {first}"
 
 
+PARALLEL_FROM = 8  # candidate files; fewer are rewritten in this process
+
+
 def process_all(
     paths: Iterable[Path],
     jobs: int,
@@ -101,62 +106,99 @@ def process_all(
 ) -> list[Outcome]:
     """Process files, in parallel when many could define a Function; results in order.
 
-    The cheap byte scan runs here; only files that pass it go to worker processes.
+    The cheap byte scan runs here, file after file; the files that pass it are handed to
+    worker processes as they are found, so the workers parse while the scan goes on. Each
+    outcome records the file's second-order uses (``second_order``), found by the same scan.
     """
     paths = list(paths)
-    results: list[Outcome | None] = []
-    candidates: list[int] = []
-    for path in paths:
-        try:
-            data = files.read(path).data
-        except files.FileError as exc:
-            results.append(Outcome(str(path), error=str(exc)))
-            continue
-        if discover.may_define_function(data):
-            candidates.append(len(results))
-            results.append(None)
-        else:
-            results.append(Outcome(str(path), rewrite=Rewrite(str(path), b"")))
-    if jobs <= 0:
-        jobs = min(os.cpu_count() or 1, 8) if len(candidates) > 8 else 1
+    results: list[Outcome | None] = [None] * len(paths)
     work = partial(process, analyse_only=analyse_only)
-    todo = [paths[i] for i in candidates]
-    if jobs == 1 or len(todo) < 2:
-        done: Iterable[Outcome] = map(work, todo)
-        return _collect(results, candidates, done, progress)
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        return _collect(results, candidates, pool.map(work, todo), progress)
+    workers = jobs if jobs > 0 else available_cpus()
+    pool: ProcessPoolExecutor | None = None
+    pending: list[int] = []  # candidates not handed out yet
+    futures: dict[int, Future] = {}
+    second: dict[int, list[int]] = {}
+    try:
+        for index, path in enumerate(paths):
+            try:
+                data = files.read(path).data
+            except files.FileError as exc:
+                results[index] = Outcome(str(path), error=str(exc))
+                continue
+            second[index] = second_order_lines(data)
+            if not discover.may_define_function(data):
+                results[index] = Outcome(str(path), rewrite=Rewrite(str(path), b""))
+                continue
+            pending.append(index)
+            if pool is None and workers > 1 and len(pending) > PARALLEL_FROM:
+                pool = ProcessPoolExecutor(max_workers=workers)
+            if pool is not None:
+                futures.update((i, pool.submit(work, paths[i])) for i in pending)
+                pending.clear()
+        _collect(results, paths, pending, futures, work, progress)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    for index, lines in second.items():
+        outcome = results[index]
+        assert outcome is not None
+        outcome.second_order = lines
+    return results  # type: ignore[return-value]
 
 
 def _collect(
-    results: list,
-    slots: list[int],
-    done: Iterable[Outcome],
+    results: list[Outcome | None],
+    paths: list[Path],
+    local: list[int],
+    futures: dict[int, Future],
+    work: Callable[[Path], Outcome],
     progress: Callable[[int, int], None] | None,
-) -> list[Outcome]:
-    for count, (slot, outcome) in enumerate(zip(slots, done, strict=False), start=1):
-        results[slot] = outcome
+) -> None:
+    total = len(local) + len(futures)
+    done = 0
+    for index in local:
+        results[index] = work(paths[index])
+        done += 1
         if progress:
-            progress(count, len(slots))
-    return results
-
-
-_SECOND_ORDER = re.compile(rb"create_graph\s*=\s*True|\bhessian\s*\(")
-
-
-def second_order_uses(paths: Iterable[Path]) -> list[str]:
-    """``path:line`` of each place that differentiates through gradients (``create_graph=True``,
-    a Hessian): there an FGI rewrite changes the result, since its gradients are first-order."""
-    found = []
-    for path in paths:
+            progress(done, total)
+    slots = {future: index for index, future in futures.items()}
+    for future in as_completed(slots):
+        index = slots[future]
         try:
-            data = path.read_bytes()
-        except OSError:
-            continue
-        for match in _SECOND_ORDER.finditer(data):
-            line = data.count(b"\n", 0, match.start()) + 1
-            found.append(f"{path}:{line}")
-    return found
+            results[index] = future.result()
+        except BrokenProcessPool:  # a worker killed (out of memory, a signal): say so per file
+            results[index] = Outcome(
+                str(paths[index]), error="internal error, file left as it is: its worker died"
+            )
+        done += 1
+        if progress:
+            progress(done, total)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity, not the machine's count), at most 8."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    return max(1, min(count, 8))
+
+
+# Each pattern starts with a literal, which ``re`` scans for quickly; ``hessian`` must be a word.
+_SECOND_ORDER = (re.compile(rb"create_graph\s*=\s*True"), re.compile(rb"hessian\s*\("))
+_WORD_BYTE = re.compile(rb"\w")
+
+
+def second_order_lines(data: bytes) -> list[int]:
+    """Lines that differentiate through gradients (``create_graph=True``, a Hessian): there
+    an FGI rewrite changes the result, since its gradients are first-order."""
+    starts = []
+    for pattern in _SECOND_ORDER:
+        for match in pattern.finditer(data):
+            at = match.start()
+            if pattern is _SECOND_ORDER[0] or not (at and _WORD_BYTE.match(data, at - 1)):
+                starts.append(at)
+    return [data.count(b"\n", 0, at) + 1 for at in sorted(starts)]
 
 
 def verify_and_refuse(outcome: Outcome, verify: bool = True) -> None:

@@ -252,6 +252,44 @@ def test_missing_paths(tmp_path):
     ]
 
 
+NO_PYTHON = (
+    "no Python file here (*.py files are searched for; .git, virtual environments and build "
+    "folders are skipped)"
+)
+
+
+@pytest.mark.parametrize("command", [["--check"], ["--diff"], ["--write"], ["verify", "-q"]])
+def test_a_path_with_no_python_file_is_an_error(tmp_path, command):
+    """``fgirewrite --check emptydir/`` exited 0 with "0 files checked": a mistyped path in CI
+    passed."""
+    (tmp_path / "empty").mkdir()
+    result = run(*command, tmp_path / "empty")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[0] == f"{tmp_path / 'empty'}: error: {NO_PYTHON}"
+    assert result.stderr.splitlines()[-1] == (
+        "fgirewrite: 0 of 0 surrogates verified equivalent; 1 error"
+        if command[0] == "verify"
+        else f"fgirewrite: {'rewrote' if command == ['--write'] else 'would rewrite'} 0 "
+        "surrogates in 0 files; 1 error; 0 files checked"
+    )
+
+
+@pytest.mark.parametrize("word", ["true", "False", "1"])
+def test_a_value_after_a_flag_is_a_path_and_the_error_says_so(tmp_path, word, monkeypatch):
+    """``--check true DIR``: help showed ``--check <bool>``, so ``true`` looked like its value;
+    it is a path, which does not exist."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "model.py", GOOD)
+    result = run("--check", word, "model.py")
+    assert result.exit_code == 2
+    assert errors(result) == [
+        f"{word}: error: no such file or directory (flags such as --check and --write take no "
+        "value)"
+    ]
+    assert "would rewrite: GaussianSpike" in result.stdout  # the other path is still checked
+
+
 # ---------------------------------------------------------------- permissions (root reads and
 # writes anything: the refusals are simulated where the suite runs as root)
 
@@ -298,14 +336,12 @@ def test_an_unwritable_directory(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["model.py"]
 
 
-def test_a_read_only_file_is_not_replaced(tmp_path, monkeypatch):
+def test_a_read_only_file_is_not_replaced(tmp_path):
     """The atomic rename needs only the directory to be writable: a read-only file was
-    replaced (for anyone, not only root)."""
+    replaced, by anyone, and after the first fix still by root (``os.access`` lets root
+    write anything): no write bit means refused, whoever runs fgirewrite."""
     path = write(tmp_path / "model.py", GOOD)
     os.chmod(path, 0o444)
-    if os.geteuid() == 0:  # root may write it: simulate what anyone else sees
-        real = os.access
-        monkeypatch.setattr(files.os, "access", lambda p, mode: mode != os.W_OK and real(p, mode))
     result = run("--write", path)
     assert result.exit_code == 2
     assert errors(result) == [
@@ -408,8 +444,11 @@ def test_an_internal_error_is_one_line_and_does_not_stop_the_others(tmp_path, mo
     assert result.stderr.splitlines()[-1] == (
         "fgirewrite: 1 of 1 surrogate verified equivalent; 1 error"
     )
-    result = run("verify", broken)
-    assert message in result.stdout.replace("\n", "")
+    for quiet in ([], ["--quiet"]):  # ``--quiet`` (as .ci/run has it) hid every error
+        result = run("verify", *quiet, broken)
+        assert result.exit_code == 2
+        assert errors(result) == [message]
+        assert ": error: " not in result.stdout
 
 
 def test_verify_on_bad_input_is_one_line_per_problem(tmp_path):
@@ -420,9 +459,39 @@ def test_verify_on_bad_input_is_one_line_per_problem(tmp_path):
     assert result.stderr.splitlines()[-1] == (
         "fgirewrite: 0 of 0 surrogates verified equivalent; 3 errors"
     )
-    result = run("verify", tmp_path, tmp_path / "missing.py")
-    assert [line for line in result.stdout.splitlines() if ": error: " in line] == [
+    expected = [
         f"{tmp_path / 'pipe.py'}: error: not a regular file",
         f"{tmp_path / 'syntax.py'}: error: syntax error at line 2: '(' was never closed",
         f"{tmp_path / 'missing.py'}: error: no such file or directory",
     ]
+    assert errors(result) == expected  # on stderr, as with --quiet: the same stream as rewrite
+    result = run("verify", tmp_path, tmp_path / "missing.py")
+    assert errors(result) == expected and ": error: " not in result.stdout
+
+
+def test_verify_refuses_an_entry_in_a_file_it_does_not_verify(tmp_path):
+    """``--entry other.py:build`` with other.py not verified: the model checks were silently
+    skipped and the run passed."""
+    path = write(tmp_path / "model.py", GOOD)
+    result = run("verify", path, "--entry", "other.py:build")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "fgirewrite: error: --entry other.py:build: other.py is not among the files to verify\n"
+    )
+
+
+def test_verify_creates_report_folders_and_says_when_a_report_cannot_be_written(tmp_path):
+    path = write(tmp_path / "plain.py", "x = 1\n")
+    report = tmp_path / "reports" / "ci" / "verify.json"
+    result = run("verify", "-q", path, "--json", report, "--markdown", tmp_path / "r.md")
+    assert result.exit_code == 0, result.output
+    assert report.is_file() and (tmp_path / "r.md").is_file()
+    (tmp_path / "taken").write_text("")  # a file where the report's folder should be
+    result = run("verify", "-q", path, "--junit", tmp_path / "taken" / "verify.xml")
+    assert result.exit_code == 2
+    assert errors(result) == [
+        f"{tmp_path / 'taken' / 'verify.xml'}: error: cannot write the report: File exists"
+    ]
+    assert result.stderr.splitlines()[-1] == (
+        "fgirewrite: 0 of 0 surrogates verified equivalent; 1 error"
+    )

@@ -98,3 +98,57 @@ def test_the_prefilter_misses_no_spelling_python_allows(source):
     ``)``: these files were reported clean by --check without being parsed."""
     assert discover.may_define_function(source.encode())
     assert [name for name, _ in sites(source)] == [source.split("class ")[1].split("(")[0]]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from torch.autograd.function import InplaceFunction as IF\nclass F(IF): pass\n",
+        "from torch.autograd import (\n    Function\n    as Fn,\n)\nclass F(Fn): pass\n",
+        "import torch\nclass F(  # note: a surrogate\n    torch.autograd.Function,\n):\n    pass\n",
+        '"""The class Spike (below)."""\nimport torch\n'
+        "class Spike(torch.autograd.Function): pass\n",
+        "import torch\nclass F \\\n    (torch.autograd.Function): pass\n",
+        "class F(Function): pass\n",  # nothing imports it: reported as an unresolved base
+    ],
+    ids=[
+        "inplace-alias",
+        "multiline-alias",
+        "comment-colon",
+        "class-in-docstring",
+        "backslash",
+        "unresolved",
+    ],
+)
+def test_the_prefilter_misses_no_header_python_allows(source):
+    """The alias pattern wanted a word boundary before ``Function`` (``InplaceFunction as``
+    failed it), and the bases stopped at the first colon (a comment's) or could not span an
+    import's lines: these were reported clean without being parsed."""
+    assert discover.may_define_function(source.encode())
+    assert [name for name, _ in sites(source)] == [
+        source.split("class ")[-1].split("(")[0].split()[0]
+    ]
+
+
+def test_the_prefilter_also_reads_pep_695_headers():
+    """``class F[T](Function)`` (Python 3.12): ``ast`` of 3.11 cannot parse it, the scan must
+    still let the parser say so."""
+    assert discover.may_define_function(
+        b"import torch\nclass F[T: int](torch.autograd.Function): pass\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import sympy\nclass FloorDiv(sympy.Function): pass\n",  # no "autograd" anywhere
+        "from sympy import Function as F\nclass G(F): pass\n",
+        "class TorchFunctionMode(BaseTorchFunctionMode): pass\n",  # not the word Function
+        "import torch\nsubclass = 'class F(torch.autograd.Function): pass'\n",
+    ],
+)
+def test_the_prefilter_rejects_what_cannot_resolve_to_torch(source):
+    """A dotted base, InplaceFunction or an alias reaches torch's class only through an import
+    that spells ``autograd``; a base must be the word ``Function``."""
+    assert not discover.may_define_function(source.encode())
+    assert sites(source) == []

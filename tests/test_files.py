@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -109,17 +110,94 @@ def test_a_link_to_itself_is_one_error_however_often_it_is_met(tmp_path):
     assert errors == [(str(loop), f"cannot resolve: Symlink loop from '{loop}'")]
 
 
-def test_a_read_only_file_is_not_replaced(tmp_path, monkeypatch):
+def test_a_read_only_file_is_not_replaced(tmp_path):
     """The atomic rename needs only a writable directory: a file its owner made read-only was
-    replaced. Root may write anything, so that is simulated there."""
+    replaced, and root (whom ``os.access`` lets write anything) replaced it after the fix."""
     path = tmp_path / "m.py"
     path.write_text("old\n")
     os.chmod(path, 0o444)
-    if os.geteuid() == 0:
-        real = os.access
-        monkeypatch.setattr(files.os, "access", lambda p, mode: mode != os.W_OK and real(p, mode))
     snap = files.read(path)
     with pytest.raises(files.FileError, match="^cannot write: the file is read-only; not over"):
         files.write(snap, b"new\n")
     assert path.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["m.py"]
+
+
+def test_a_file_writable_by_its_group_only_may_be_written(tmp_path):
+    """Any write bit will do when the OS lets this user write (root, or a member)."""
+    path = tmp_path / "m.py"
+    path.write_text("old\n")
+    os.chmod(path, 0o464)
+    if not os.access(path, os.W_OK):
+        pytest.skip("this user may not write a group-writable file of its own")
+    files.write(files.read(path), b"new\n")
+    assert path.read_text() == "new\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o464
+
+
+def test_a_directory_with_no_python_file_is_an_error(tmp_path):
+    """``--check emptydir/`` said "0 files checked" and exit 0: a mistyped path passed CI."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("")
+    (tmp_path / "venv" / ".venv").mkdir(parents=True)
+    (tmp_path / "venv" / ".venv" / "site.py").write_text("")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "m.py").write_text("")
+    errors: list = []
+    roots = ["empty", "docs", "venv", "src", "src"]  # src twice: found once, and no error
+    found = list(files.python_files([tmp_path / r for r in roots], errors))
+    assert found == [tmp_path / "src" / "m.py"]
+    assert errors == [
+        (str(tmp_path / name), files.NO_PYTHON_FILE) for name in ("empty", "docs", "venv")
+    ]
+    assert files.NO_PYTHON_FILE == (
+        "no Python file here (*.py files are searched for; .git, virtual environments and "
+        "build folders are skipped)"
+    )
+
+
+def test_a_directory_that_cannot_be_read_is_an_error(tmp_path, monkeypatch):
+    """os.walk skipped an unreadable directory silently: its files were never checked. (Root
+    reads anything, so the refusal is simulated.)"""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "m.py").write_text("")
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "n.py").write_text("")
+    real = os.scandir
+
+    def scandir(path):
+        if Path(path) == tmp_path / "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(files.os, "scandir", scandir)
+    errors: list = []
+    assert list(files.python_files([tmp_path], errors)) == [tmp_path / "a" / "m.py"]
+    assert errors == [(str(tmp_path / "locked"), "cannot read directory: Permission denied")]
+    errors = []
+    assert list(files.python_files([tmp_path / "locked"], errors)) == []
+    assert errors == [(str(tmp_path / "locked"), "cannot read directory: Permission denied")]
+
+
+def test_the_walk_is_sorted_top_down_and_names_each_file_once(tmp_path):
+    """Files are keyed by their resolved path without resolving each one (one resolve per
+    tree): a file reached again through a symlinked file, or through a symlinked root, is
+    still the same file (``b/z.py`` is ``c.py``)."""
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "z.py").write_text("")
+    (tmp_path / "b" / "a.py").write_text("")
+    (tmp_path / "a.py").write_text("")
+    (tmp_path / "c.py").symlink_to(tmp_path / "b" / "z.py")
+    (tmp_path / "b" / "notes.txt").write_text("")
+    (tmp_path / "pkg.egg-info").mkdir()
+    (tmp_path / "pkg.egg-info" / "x.py").write_text("")
+    link = tmp_path.parent / f"{tmp_path.name}-link"
+    link.symlink_to(tmp_path)
+    try:
+        errors: list = []
+        found = list(files.python_files([tmp_path, link, tmp_path / "b" / "a.py"], errors))
+    finally:
+        link.unlink()
+    assert found == [tmp_path / "a.py", tmp_path / "c.py", tmp_path / "b" / "a.py"]
+    assert errors == []  # the linked root has Python files: all of them seen already

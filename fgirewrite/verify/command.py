@@ -63,13 +63,30 @@ def verify_file(
     return result
 
 
-def summary(results: list[FileVerification]) -> tuple[str, int]:
-    """The one-line summary and the exit code: 0 all verified, 1 a mismatch, 2 an error."""
+def error_lines(results: list[FileVerification]) -> list[str]:
+    """One ``where: error: ...`` line per error (a file, a surrogate, a model that could not
+    be verified): what the summary counts, printed whatever ``--quiet`` says."""
+    lines = []
+    for f in results:
+        if f.error:
+            lines.append(f"{f.path}: error: {f.error}")
+        for s, r in f.surrogates:
+            if r.error:
+                lines.append(f"{s.location}: error: {s.name}: {r.error}")
+        if f.model is not None and f.model.error:
+            lines.append(f"{f.path}: error: --entry {f.model.entry}: {f.model.error}")
+    return lines
+
+
+def summary(results: list[FileVerification], unwritten: int = 0) -> tuple[str, int]:
+    """The one-line summary and the exit code: 0 all verified, 1 a mismatch, 2 an error.
+
+    ``unwritten``: reports that could not be written, counted as errors.
+    """
     surrogates = [r for f in results for _, r in f.surrogates]
     models = [f.model for f in results if f.model is not None]
     failed = sum(not r.ok for r in surrogates) + sum(not m.ok for m in models)
-    broken = [f for f in results if f.error] + [r for r in surrogates if r.error]
-    broken += [m for m in models if m.error]
+    broken = len(error_lines(results)) + unwritten
     line = (
         f"fgirewrite: {len(surrogates) - sum(not r.ok for r in surrogates)} of {len(surrogates)}"
         f" surrogate{'s' * (len(surrogates) != 1)} verified equivalent"
@@ -79,6 +96,6 @@ def summary(results: list[FileVerification]) -> tuple[str, int]:
             if models
             else ""
         )
-        + f"; {len(broken)} error{'s' * (len(broken) != 1)}"
+        + f"; {broken} error{'s' * (broken != 1)}"
     )
     return line, 2 if broken else 1 if failed else 0

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
+import sys
+import textwrap
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,63 +242,69 @@ def to_markdown(files: list[FileVerification]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def print_terminal(files: list[FileVerification]) -> None:
-    """Readable tables on stdout (rich)."""
-    from rich.console import Console
-    from rich.table import Table
+def print_terminal(files: list[FileVerification], width: int | None = None) -> None:
+    """The report on stdout (errors are not part of it: the command prints them on stderr)."""
+    sys.stdout.write("".join(line + "\n" for line in terminal_lines(files, width)))
 
-    console = Console()
-    table = Table(title="Surrogates", show_lines=False)
-    for column in ("surrogate", "rewritten as", "d/dinput", "checks", "result"):
-        table.add_column(column, overflow="fold")
-    for f in files:
-        for s, r in f.surrogates:
-            grads = "\n".join(f"d/d{g.param} = {g.derivative}" for g in s.gradients)
-            passed = sum(c.ok for c in r.checks)
-            result = "[green]equivalent[/]" if r.ok else "[red]" + "; ".join(r.failures())[:400]
-            table.add_row(
-                f"{s.name}\n{s.location}", r.function, grads, f"{passed}/{len(r.checks)}", result
-            )
-    if table.row_count:
-        console.print(table)
+
+def terminal_lines(files: list[FileVerification], width: int | None = None) -> list[str]:
+    """The report as plain indented lines, wrapped to ``width`` (the terminal's; 80 columns
+    in a pipe or a CI log): a list, not a table, so that it reads at any width. A finding
+    left as it is, or a warning, stays on one line, whatever the width, to be grepped."""
+    width = max(40, width or shutil.get_terminal_size((80, 24)).columns)
+    lines: list[str] = []
+    surrogates = [(s, r) for f in files for s, r in f.surrogates]
+    if surrogates:
+        lines.append("Surrogates")
+    for s, r in surrogates:
+        passed = sum(c.ok for c in r.checks)
+        verdict = "equivalent" if r.ok else "NOT equivalent"
+        lines += _wrap(
+            f"{s.name} ({s.location}) as {r.function}(): {verdict} "
+            f"({passed} of {len(r.checks)} dtype and device checks passed)",
+            width,
+            "  ",
+        )
+        for g in s.gradients:
+            lines += _wrap(f"d/d{g.param} = {g.derivative}", width, "      ")
+        for failure in [] if r.ok else r.failures():
+            lines += _wrap(failure, width, "      ")
     for f in files:
         for s in f.skipped:
-            console.print(
-                f"{s.location}: left as it is: {s.name} [{s.code}] {s.message}",
-                markup=False,
-                soft_wrap=True,  # one line per finding, however narrow the terminal or pipe
-            )
-        if f.error:
-            console.print(f"{f.path}: error: {f.error}", style="red", markup=False, soft_wrap=True)
+            lines.append(f"{s.location}: left as it is: {s.name} [{s.code}] {s.message}")
         if f.model is not None:
-            _print_model(console, f.path, f.model)
+            lines += _model_lines(f.path, f.model, width)
+    return lines
 
 
-def _print_model(console, path: str, m: ModelReport) -> None:
-    from rich.table import Table
-
-    checks = Table(title=f"Model {path}:{m.entry}")
-    checks.add_column("check")
-    checks.add_column("result", overflow="fold")
+def _model_lines(path: str, m: ModelReport, width: int) -> list[str]:
+    lines = [f"Model {path}:{m.entry}"]
     if m.error:
-        checks.add_row("build", f"[red]{m.error}")
+        lines += _wrap(f"not verified: {m.error}", width, "  ")
     for c in m.checks:
-        checks.add_row(c.name, ("[green]" if c.ok else "[red]") + c.detail)
-    console.print(checks)
+        lines += _wrap(f"{'ok' if c.ok else 'FAILED'}: {c.name}: {c.detail}", width, "  ")
     if m.capabilities:
-        caps = Table(title="Capabilities, measured")
-        for column in ("capability", "original", "rewritten"):
-            caps.add_column(column, overflow="fold")
-        colors = {"ok": "green", "fails": "red", "differs": "yellow"}
-        for c in m.capabilities:
-            caps.add_row(
-                c.name,
-                f"[{colors.get(c.original, 'white')}]{c.original}[/]: {c.original_detail}",
-                f"[{colors.get(c.rewritten, 'white')}]{c.rewritten}[/]: {c.rewritten_detail}",
-            )
-        console.print(caps)
-    for w in m.warnings:
-        console.print(f"warning: {w}", style="yellow", markup=False, soft_wrap=True)
+        lines.append("Capabilities, measured on both models")
+    for c in m.capabilities:
+        lines.append(f"  {c.name}")
+        for label, status, detail in (
+            ("original: ", c.original, c.original_detail),
+            ("rewritten:", c.rewritten, c.rewritten_detail),
+        ):
+            lines += _wrap(f"{status}: {detail}", width, f"    {label} ", 0)
+    lines += [f"warning: {w}" for w in m.warnings]
+    return lines
+
+
+def _wrap(text: str, width: int, indent: str, hang: int = 4) -> list[str]:
+    """``text`` wrapped to ``width``; continuation lines under the text, ``hang`` further."""
+    return textwrap.wrap(
+        " ".join(text.split()),
+        width,
+        initial_indent=indent,
+        subsequent_indent=" " * (len(indent) + hang),
+        break_on_hyphens=False,
+    ) or [indent.rstrip()]
 
 
 def write_json(files: list[FileVerification], path: Path) -> None:
