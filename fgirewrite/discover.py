@@ -100,6 +100,9 @@ class ClassSite:
     occurrence: int  # how many earlier classes share this qualname
     local_bases: tuple[str, ...] = ()  # bases that are Function subclasses of this module
     unresolved: str | None = None  # set when the base only looks like a Function
+    # (line, column) of its own ``forward`` when that takes *args or **kwargs and the class
+    # defines ``backward`` too: refused without parsing the class with libcst.
+    star_forward: tuple[int, int] | None = None
 
 
 @dataclass
@@ -258,4 +261,15 @@ def _site(
         occurrence=occurrence,
         local_bases=tuple(local),
         unresolved=None if is_function else unresolved,
+        star_forward=_star_forward(node),
     )
+
+
+def _star_forward(node: ast.ClassDef) -> tuple[int, int] | None:
+    own = {s.name: s for s in node.body if isinstance(s, ast.FunctionDef)}
+    forward = own.get("forward")
+    if forward is None or "backward" not in own:
+        return None
+    if forward.args.vararg is None and forward.args.kwarg is None:
+        return None
+    return forward.lineno, forward.col_offset + 1

@@ -94,6 +94,8 @@ def _refuse_reliance(
 ) -> None:
     """Leave alone every class the module relies on being a Function (to a fixed point: a
     class left alone keeps its Function bases), and all of them if ``torch`` is taken."""
+    if not result.surrogates:  # the scans below walk the whole tree: most files need none
+        return
     conflict = uses.torch_conflict(tree)
     if conflict is not None:
         why = f"the module binds `torch` to something else (line {conflict}); the rewrite needs it"
@@ -102,14 +104,15 @@ def _refuse_reliance(
             for f in result.findings
         ]
         return
-    tested = uses.introspection(tree, info.imports)
+    nodes = list(ast.walk(tree))
+    tested = uses.introspection(nodes, info.imports)
     changed = True
     while changed:
         changed = False
         kept = {s.name for s, f in zip(sites, result.findings, strict=True) if isinstance(f, Skip)}
         for i, (site, finding) in enumerate(zip(sites, result.findings, strict=True)):
             if isinstance(finding, Surrogate):
-                found = uses.reliance(tree, site, kept) or tested
+                found = uses.reliance(tree, nodes, site, kept) or tested
                 if found is not None:
                     result.findings[i] = Skip(
                         finding.name, finding.location, "relies-on-function", found.message

@@ -56,10 +56,10 @@ def _own_attributes(node: ast.ClassDef) -> set[str]:
     return names - PROTOCOL
 
 
-def introspection(tree: ast.Module, imports: dict[str, str]) -> Reliance | None:
-    """A test, anywhere in the module, of whether something is a torch.autograd.Function:
-    it would change for every class the module rewrites."""
-    for node in ast.walk(tree):
+def introspection(nodes: list[ast.AST], imports: dict[str, str]) -> Reliance | None:
+    """A test, anywhere among a module's ``nodes`` (``list(ast.walk(tree))``), of whether
+    something is a torch.autograd.Function: it would change for every class it rewrites."""
+    for node in nodes:
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
@@ -77,8 +77,11 @@ def introspection(tree: ast.Module, imports: dict[str, str]) -> Reliance | None:
     return None
 
 
-def reliance(tree: ast.Module, site: ClassSite, kept: set[str]) -> Reliance | None:
-    """Why the class at ``site`` must stay a Function, or None.
+def reliance(
+    tree: ast.Module, nodes: list[ast.AST], site: ClassSite, kept: set[str]
+) -> Reliance | None:
+    """Why the class at ``site`` must stay a Function, or None. ``nodes`` are the module's,
+    ``list(ast.walk(tree))``: walked once for all its classes.
 
     ``kept`` holds the names of the module's Function classes that stay Functions: a subclass
     among them needs its base to stay one too.
@@ -90,7 +93,7 @@ def reliance(tree: ast.Module, site: ClassSite, kept: set[str]) -> Reliance | No
         return Reliance("the class defines `apply` itself", node.lineno)
     allowed = KEPT_ATTRIBUTES | _own_attributes(node)
     inside = {id(n) for n in ast.walk(node)}
-    for other in ast.walk(tree):
+    for other in nodes:
         if id(other) in inside:
             continue
         found = _use(other, site.name, allowed, kept)

@@ -12,7 +12,13 @@ from dataclasses import replace
 import libcst as cst
 
 from fgirewrite.discover import ClassSite, ModuleInfo
-from fgirewrite.extract.classes import Snippet, annotated_tensor, inherited
+from fgirewrite.extract.classes import (
+    STAR_FORWARD,
+    Snippet,
+    annotated_tensor,
+    inherited,
+    locate,
+)
 from fgirewrite.extract.classes import methods as class_methods
 from fgirewrite.extract.classes import params as params_of
 from fgirewrite.extract.forward import Forward, assigned_names, read_forward
@@ -44,6 +50,9 @@ def extract(site: ClassSite, info: ModuleInfo, path: str) -> Surrogate | Skip:
             "unresolved-base",
             f"base `{site.unresolved}` is not imported from torch.autograd",
         )
+    if site.star_forward is not None:
+        where = Location(path, *site.star_forward)
+        return Skip(site.qualname, where, "unsupported-syntax", STAR_FORWARD)
     snippets: list[Snippet] = []
     try:
         snippet = Snippet(
@@ -54,7 +63,7 @@ def extract(site: ClassSite, info: ModuleInfo, path: str) -> Surrogate | Skip:
         snippets.append(snippet)
         return _extract(site, info, path, snippet, snippets)
     except Unsupported as exc:
-        where = next((loc for s in snippets if (loc := s.locate(exc.node, path))), here)
+        where = locate(snippets, exc.node, path) or here
         return Skip(site.qualname, where, exc.code, exc.message)
     except RecursionError:
         return Skip(site.qualname, here, "unsupported-syntax", "nested too deeply to analyse")
@@ -285,7 +294,7 @@ def _gradients(
         )
     location = next(
         (loc for s in snippets if (loc := s.method_location(backward, path))), None
-    ) or next(loc for s in snippets if (loc := s.locate(backward, path)))
+    ) or locate(snippets, backward, path)
     gradients = []
     for param, item in zip(params, items, strict=False):
         if isinstance(item, Lin):

@@ -12,7 +12,7 @@ import libcst as cst
 
 from fgirewrite.extract import rules
 from fgirewrite.extract.forward import assigned_names
-from fgirewrite.extract.values import Const, Lin, Seq, Unsupported
+from fgirewrite.extract.values import Const, Lin, Seq, Unsupported, walk
 
 REASON = {cst.For: "backward-loop", cst.While: "backward-loop", cst.If: "backward-control-flow"}
 
@@ -168,13 +168,4 @@ def _refuse_mutation(evaluator, stmt: cst.CSTNode, mapping: dict[str, str], code
 
 
 def _contains(node: cst.CSTNode, kinds: tuple) -> bool:
-    found = False
-
-    class V(cst.CSTVisitor):
-        def on_visit(self, n: cst.CSTNode) -> bool:
-            nonlocal found
-            found = found or isinstance(n, kinds)
-            return not found
-
-    node.visit(V())
-    return found
+    return any(isinstance(n, kinds) for n in walk(node))

@@ -23,6 +23,7 @@ class Snippet:
         self.text = text
         self.module = cst.parse_module(text)
         self._positions = None
+        self.lines = text.splitlines()
         body = self.module.body[0]
         self.node = body.body.body[0] if indented else body  # type: ignore[union-attr]
 
@@ -51,6 +52,38 @@ class Snippet:
         start = self.positions[node].start
         return Location(path, start.line + self.offset, start.column + 1)
 
+    def find(self, text: str) -> list[tuple[int, int]]:
+        """(line, column) in the file of every occurrence of ``text`` in this snippet."""
+        return [
+            (i + 1 + self.offset, column + 1)
+            for i, line in enumerate(self.lines)
+            for column in _occurrences(line, text)
+        ]
+
+
+def _occurrences(line: str, text: str) -> list[int]:
+    found, start = [], line.find(text)
+    while start >= 0:
+        found.append(start)
+        start = line.find(text, start + 1)
+    return found
+
+
+def locate(snippets: list[Snippet], node: cst.CSTNode | None, path: str) -> Location | None:
+    """Where a node of one of the snippets starts. Found as text when its first line occurs
+    once in all of them (a position pass over a class is the slow part of ``--check``), else
+    by libcst's positions."""
+    if node is None:
+        return None
+    code = cst.Module([]).code_for_node(node)
+    lines = [t.strip() for t in code.splitlines()]
+    first = next((t for t in lines if t and not t.startswith(("#", "@"))), "")
+    if len(first) > 1:
+        hits = [hit for s in snippets for hit in s.find(first)]
+        if len(hits) == 1:
+            return Location(path, *hits[0])
+    return next((loc for s in snippets if (loc := s.locate(node, path))), None)
+
 
 def methods(classdef: cst.ClassDef) -> dict[str, cst.FunctionDef]:
     found = {}
@@ -78,10 +111,13 @@ def inherited(
     return found
 
 
+STAR_FORWARD = "the forward takes *args or **kwargs"
+
+
 def params(function: cst.FunctionDef, skip_first: bool) -> tuple[list[cst.Param], str | None]:
     params = function.params
     if params.star_arg not in (cst.MaybeSentinel.DEFAULT, None) or params.star_kwarg:
-        raise Unsupported("unsupported-syntax", "the forward takes *args or **kwargs", function)
+        raise Unsupported("unsupported-syntax", STAR_FORWARD, function)
     ordered = list(params.posonly_params) + list(params.params) + list(params.kwonly_params)
     if any(_decorator_name(d) == "classmethod" for d in function.decorators):
         ordered = ordered[1:]  # ``cls``: autograd calls ``Fn.forward(ctx, ...)`` on the class

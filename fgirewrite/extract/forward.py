@@ -14,7 +14,7 @@ import libcst as cst
 
 from fgirewrite.discover import qualify
 from fgirewrite.extract import rules
-from fgirewrite.extract.values import Const, Ctx, Names, Unsupported, dotted, names_in
+from fgirewrite.extract.values import Const, Ctx, Names, Unsupported, dotted, names_in, walk
 
 
 @dataclass
@@ -34,62 +34,33 @@ def assigned_names(node: cst.CSTNode) -> set[str]:
     """Names a statement binds (assignment targets, loop targets, imports, defs)."""
     found: set[str] = set()
 
-    class V(cst.CSTVisitor):
-        def _targets(self, target: cst.CSTNode) -> None:
-            if isinstance(target, cst.Name):
-                found.add(target.value)
-            elif isinstance(target, (cst.Tuple, cst.List)):
-                for element in target.elements:
-                    self._targets(element.value)
-            elif isinstance(target, cst.StarredElement):
-                self._targets(target.value)
+    def targets(target: cst.CSTNode) -> None:
+        if isinstance(target, cst.Name):
+            found.add(target.value)
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            for element in target.elements:
+                targets(element.value)
+        elif isinstance(target, cst.StarredElement):
+            targets(target.value)
 
-        def visit_AssignTarget(self, n: cst.AssignTarget) -> None:
-            self._targets(n.target)
-
-        def visit_AugAssign(self, n: cst.AugAssign) -> None:
-            self._targets(n.target)
-
-        def visit_AnnAssign(self, n: cst.AnnAssign) -> None:
-            self._targets(n.target)
-
-        def visit_For(self, n: cst.For) -> None:
-            self._targets(n.target)
-
-        def visit_AsName(self, n: cst.AsName) -> None:
-            self._targets(n.name)
-
-        def visit_NamedExpr(self, n: cst.NamedExpr) -> None:
-            self._targets(n.target)
-
-        def visit_FunctionDef(self, n: cst.FunctionDef) -> bool:
+    for n in walk(node, lambda n: not isinstance(n, (cst.FunctionDef, cst.ClassDef))):
+        if isinstance(n, (cst.FunctionDef, cst.ClassDef)):
             found.add(n.name.value)
-            return False
-
-        def visit_ClassDef(self, n: cst.ClassDef) -> bool:
-            found.add(n.name.value)
-            return False
-
-        def visit_ImportAlias(self, n: cst.ImportAlias) -> None:
-            if n.asname is None:
-                found.add(cst.Module([]).code_for_node(n.name).split(".")[0])
-
-    node.visit(V())
+        elif isinstance(n, (cst.AssignTarget, cst.AugAssign, cst.AnnAssign, cst.For)):
+            targets(n.target)
+        elif isinstance(n, cst.NamedExpr):
+            targets(n.target)
+        elif isinstance(n, cst.AsName):
+            targets(n.name)
+        elif isinstance(n, cst.ImportAlias) and n.asname is None:
+            found.add(cst.Module([]).code_for_node(n.name).split(".")[0])
     return found
 
 
 def _contains(node: cst.CSTNode, kind: type) -> bool:
-    found = False
-
-    class V(cst.CSTVisitor):
-        def on_visit(self, n: cst.CSTNode) -> bool:
-            nonlocal found
-            if isinstance(n, kind):
-                found = True
-            return not isinstance(n, (cst.FunctionDef, cst.ClassDef, cst.Lambda)) and not found
-
-    node.visit(V())
-    return found
+    """A ``kind`` node in the tree, not looking into nested scopes."""
+    scopes = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
+    return any(isinstance(n, kind) for n in walk(node, lambda n: not isinstance(n, scopes)))
 
 
 NO_GRAD = frozenset({"torch.no_grad", "torch.autograd.no_grad", "torch.autograd.grad_mode.no_grad"})
@@ -208,6 +179,9 @@ def read_forward(
 def _refuse_marks(function: cst.FunctionDef, ctx_name: str) -> None:
     """``ctx.mark_dirty`` or ``ctx.mark_non_differentiable`` anywhere in the forward (in a
     branch too): the decisive reason, reported before any other."""
+
+    if not rules.CTX_REFUSED & names_in(function.body):
+        return  # the visitor below finds the first in source order, but is slow
 
     class V(cst.CSTVisitor):
         def visit_Call(self, call: cst.Call) -> None:
