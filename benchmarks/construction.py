@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from fgirewrite.load import load_pair
+from fgirewrite import load_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

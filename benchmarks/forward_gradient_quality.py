@@ -1,7 +1,7 @@
 """How close multi-tangent forward gradients come to the true gradient of the ALIF network.
 
 For k tangents, the cosine similarity of the mean and of the orthogonal-projection
-aggregate (``fgirewrite.gradients.aggregate``) to the backprop gradient of the original
+aggregate (``fgirewrite.grads.transforms.aggregate``) to the backprop gradient of the original
 model, over several seeds (each seed: model initialisation, input batch and tangents). The
 directional derivatives are real forward-mode AD (``torch.func.jvp``) through the FGI
 rewrite. Both aggregates use the same tangents in a seed, so their difference is paired.
@@ -28,14 +28,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fgirewrite.gradient_checks import backprop_gradient
-from fgirewrite.gradients import (
+from fgirewrite import load_pair
+from fgirewrite.grads.checks import backprop_gradient
+from fgirewrite.grads.transforms import (
     aggregate,
     directional_derivatives,
     sample_tangents,
     trainable_parameters,
 )
-from fgirewrite.load import load_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

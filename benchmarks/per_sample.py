@@ -5,7 +5,7 @@ Goodfellow's trick (per-sample gradients of ReLU MLPs from retained layer output
 
 - summed gradient: one backward pass of the batch loss, through the original
   ``autograd.Function`` model and through its FGI rewrite;
-- per-sample, vmap: ``fgirewrite.gradients.per_sample_grads`` (``vmap(grad)``) on the rewrite,
+- per-sample, vmap: ``fgirewrite.per_sample_grads`` (``vmap(grad)``) on the rewrite,
   the only model it runs on;
 - per-sample, loop: one forward and backward pass per sample, on the original.
 
@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils import benchmark
 
-from fgirewrite.gradient_checks import per_sample_loop
-from fgirewrite.gradients import per_sample_grads
-from fgirewrite.load import load_pair
+from fgirewrite import load_pair
+from fgirewrite.grads.checks import per_sample_loop
+from fgirewrite.grads.transforms import per_sample_grads
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

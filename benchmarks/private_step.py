@@ -6,7 +6,7 @@ training step each way (forward, backward, optimizer step; SGD):
 - non-private: one backward pass of the batch loss, through the original
   ``autograd.Function`` model and through its FGI rewrite;
 - Opacus, ``grad_sample_mode="functorch"``, on the rewrite made one layer by
-  ``fgirewrite.private.for_opacus`` (the original refuses ``torch.func``);
+  ``fgirewrite.for_opacus`` (the original refuses ``torch.func``);
 - Opacus per layer (``make_private(..., batch_first=False)`` on the rewrite itself), which
   this network happens to allow: each of its layers takes the whole time-major sequence;
 - a per-sample loop on the original: one backward pass per sample, clipped, summed and
@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.per_sample import measure
-from fgirewrite.load import load_pair
-from fgirewrite.private import for_opacus
+from fgirewrite import load_pair
+from fgirewrite.grads.private import for_opacus
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -5,7 +5,7 @@
 (forward, then backward with ones) and a grad-enabled forward, for
 
 - ``original``: ``SpikeFunction.apply`` from ``examples/alif.py``;
-- ``fgi``: the function fgirewrite writes for it (loaded with ``fgirewrite.load.load_pair``);
+- ``fgi``: the function fgirewrite writes for it (loaded with ``fgirewrite.load_pair``);
 - ``plain identity``: the paper's ``h = x * g'(x); h - h.detach() + f(x)``, which is not exact
   (an infinite input makes its output NaN) and is shown only as the floor of the approach;
 
@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 import torch.utils.benchmark as benchmark
 
+from fgirewrite import load_pair
 from fgirewrite._runtime import _fgi_inject, _fgi_seed
-from fgirewrite.load import load_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -23,14 +23,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fgirewrite.gradients import (
+from fgirewrite import load_pair
+from fgirewrite.grads.transforms import (
     AGGREGATIONS,
     aggregate,
     directional_derivatives,
     sample_tangents,
     trainable_parameters,
 )
-from fgirewrite.load import load_pair
 
 ALIF = Path(__file__).resolve().parent / "alif.py"
 NEEDS_SKLEARN = (

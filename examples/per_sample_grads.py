@@ -2,7 +2,7 @@
 
 ``examples/alif.py`` writes its spike as an old-style ``torch.autograd.Function``, so
 ``torch.func.vmap(torch.func.grad(...))`` refuses it. The same file rewritten into forward
-gradient injection (in memory here, with ``fgirewrite.load.load_pair``; on disk with
+gradient injection (in memory here, with ``fgirewrite.load_pair``; on disk with
 ``fgirewrite --write examples/alif.py``) gives every sample's gradient in one vmapped call,
 equal to a loop of per-sample backward passes through the original.
 
@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fgirewrite.gradient_checks import check_per_sample_grads
-from fgirewrite.gradients import TransformBlockedError, per_sample_grads
-from fgirewrite.load import load_pair
+from fgirewrite import load_pair
+from fgirewrite.grads.checks import check_per_sample_grads
+from fgirewrite.grads.transforms import TransformBlockedError, per_sample_grads
 
 ALIF = Path(__file__).resolve().parent / "alif.py"
 

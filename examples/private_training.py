@@ -4,10 +4,10 @@ DP-SGD clips every sample's gradient and adds noise to their sum, so it needs pe
 gradients, which Opacus computes with ``torch.func`` (``grad_sample_mode="functorch"``).
 The ALIF network's surrogate, an old-style ``torch.autograd.Function``, refuses
 ``torch.func``: Opacus fails on the network as written. Rewritten into forward gradient
-injection (here in memory with ``fgirewrite.load.load_pair``, on disk with
+injection (here in memory with ``fgirewrite.load_pair``, on disk with
 ``fgirewrite --write examples/alif.py``), or with the live model passed through
 ``fgirewrite.inject`` (``--inject``), it trains privately and Opacus accounts its privacy
-budget. ``fgirewrite.private.for_opacus`` makes the time-major network one Opacus layer
+budget. ``fgirewrite.for_opacus`` makes the time-major network one Opacus layer
 that takes the batch first, as Opacus's data loader gives it.
 
 Data: scikit-learn's bundled 8x8 digits (1797 images, no download), read row by row: 8 time
@@ -31,8 +31,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import fgirewrite
 from examples.forward_gradient_training import accuracy, digits
-from fgirewrite.load import load_pair
-from fgirewrite.private import for_opacus
+from fgirewrite import load_pair
+from fgirewrite.grads.private import for_opacus
 
 ALIF = Path(__file__).resolve().parent / "alif.py"
 

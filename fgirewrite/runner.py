@@ -13,7 +13,8 @@ from functools import partial
 from pathlib import Path
 
 from fgirewrite import discover, files
-from fgirewrite.rewrite import Rewrite, SourceError, analyse, decode, rewrite_source
+from fgirewrite.rewrite import Rewrite, analyse, rewrite_source
+from fgirewrite.source import SourceError, decode, internal_error
 from fgirewrite.surrogate import Skip, Surrogate, key
 
 
@@ -84,15 +85,6 @@ def process(
         result.source = b""  # not needed again; keeps parallel results small
     outcome.rewrite = result
     return outcome
-
-
-def internal_error(exc: Exception) -> str:
-    """One line for an exception fgirewrite did not expect on a file (a bug, or a source
-    nested too deeply to analyse)."""
-    if isinstance(exc, RecursionError):
-        return "too deeply nested to parse"
-    first = (str(exc).splitlines() or [""])[0]
-    return f"internal error, file left as it is: {type(exc).__name__}: {first}"
 
 
 PARALLEL_FROM = 8  # candidate files; fewer are rewritten in this process
@@ -205,7 +197,7 @@ def verify_and_refuse(outcome: Outcome, verify: bool = True) -> None:
     """Verify a changed file's rewrites through the module as it will be written; rewrite it
     again without any that fail, until what is left verifies. Then check that a second run
     would change nothing; if it would, the file is not written."""
-    from fgirewrite.verify import instability, verify_rewrite
+    from fgirewrite.verify.written import instability, verify_rewrite
 
     assert outcome.rewrite is not None and outcome.snapshot is not None
     refused: dict[str, tuple[str, str]] = {}

@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fgirewrite.injection import inject  # noqa: E402
+from fgirewrite.live.inject import inject  # noqa: E402
 
 
 def _load(name: str, path: Path):

@@ -421,18 +421,18 @@ def test_ctrl_c_in_a_multi_file_run_leaves_no_half_written_file(tmp_path, phase,
 
 def test_an_internal_error_is_one_line_and_does_not_stop_the_others(tmp_path, monkeypatch):
     """A bug in fgirewrite on one file: that file is left as it is, with one line saying so."""
-    import fgirewrite.rewrite
+    import fgirewrite.rewrite.edit
 
     broken = write(tmp_path / "a.py", GOOD)
     other = write(tmp_path / "b.py", GOOD.replace("GaussianSpike", "Other"))
-    real = fgirewrite.rewrite.extract
+    real = fgirewrite.rewrite.edit.extract
 
     def extract(site, info, path):
         if path == str(broken):
             raise ValueError("first line\nsecond line")
         return real(site, info, path)
 
-    monkeypatch.setattr(fgirewrite.rewrite, "extract", extract)
+    monkeypatch.setattr(fgirewrite.rewrite.edit, "extract", extract)
     message = f"{broken}: error: internal error, file left as it is: ValueError: first line"
     result = run("--write", broken, other)
     assert result.exit_code == 2

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import EXAMPLES
 
-from fgirewrite.load import entry, load_pair
+from fgirewrite.execute.load import entry, load_pair
 
 
 @pytest.fixture(scope="module")

@@ -83,7 +83,7 @@ def test_library_call_conventions_survive():
     with the original's gradients."""
     import torch
 
-    from fgirewrite.load import load_pair
+    from fgirewrite.execute.load import load_pair
 
     original, rewritten, _ = load_pair(FIXTURES / "rewrite" / "mixin_callable.py")
     v = torch.linspace(-3, 3, 61, requires_grad=True)

@@ -17,7 +17,7 @@ from torch import fx, nn
 from torch.fx.passes.infra.pass_manager import PassManager
 
 from fgirewrite import _runtime
-from fgirewrite.fx_pass import FGIPass, surrogate_calls, trace
+from fgirewrite.live.fx import FGIPass, surrogate_calls, trace
 
 lib = load_module("surrogate_lib", Path(__file__).parent / "fixtures" / "surrogate_lib.py")
 

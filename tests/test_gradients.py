@@ -8,13 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fgirewrite.gradient_checks import (
+from fgirewrite.execute.load import load_pair
+from fgirewrite.grads.checks import (
     backprop_gradient,
     check_forward_gradient,
+    check_gradients,
     check_per_sample_grads,
-    verify_gradients,
 )
-from fgirewrite.gradients import (
+from fgirewrite.grads.transforms import (
     aggregate,
     directional_derivatives,
     forward_gradient,
@@ -22,7 +23,6 @@ from fgirewrite.gradients import (
     sample_tangents,
     trainable_parameters,
 )
-from fgirewrite.load import load_pair
 
 ALIF = Path(__file__).resolve().parents[1] / "examples" / "alif.py"
 
@@ -115,9 +115,9 @@ def test_forward_gradient_equals_backprop_projections(pair):
     assert all(c.ok for c in checks), "\n".join(map(str, checks))
 
 
-def test_verify_gradients_in_float32_with_default_tolerances(pair):
+def test_check_gradients_in_float32_with_default_tolerances(pair):
     original, rewritten, x, y = _models(pair, torch.float32)
-    checks = verify_gradients(
+    checks = check_gradients(
         original,
         rewritten,
         F.cross_entropy,
@@ -133,7 +133,7 @@ def test_the_checks_catch_a_wrong_surrogate(pair, monkeypatch):
     original, rewritten, x, y = _models(pair)
     # The rewrite with another sigma: same forward, another gradient.
     monkeypatch.setattr(pair[1], "spike", lambda v: pair[1].spike_function(v, 0.5))
-    checks = verify_gradients(original, rewritten, F.cross_entropy, x, y, batch_dim=1)
+    checks = check_gradients(original, rewritten, F.cross_entropy, x, y, batch_dim=1)
     assert [c.ok for c in checks] == [False] * 5
     assert "per-sample d/dlayer.weight: mismatched elements" in checks[0].failures[0]
 

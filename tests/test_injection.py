@@ -19,7 +19,7 @@ from torch import nn
 
 import fgirewrite
 from fgirewrite import codegen
-from fgirewrite.injection import InjectResult, autograd_functions, inject
+from fgirewrite.live.inject import InjectResult, autograd_functions, inject
 
 ROOT = Path(__file__).resolve().parents[1]
 

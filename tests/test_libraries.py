@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import load_module
 
-from fgirewrite.injection import autograd_functions, inject
+from fgirewrite.live.inject import autograd_functions, inject
 
 models = load_module("library_models", Path(__file__).parent / "fixtures" / "library_models.py")
 

@@ -1,4 +1,4 @@
-"""DP-SGD with Opacus on spiking networks: ``fgirewrite.private.for_opacus``.
+"""DP-SGD with Opacus on spiking networks: ``fgirewrite.grads.private.for_opacus``.
 
 The clipped per-sample gradients of a private training run (noise off) equal a loop of
 per-sample backward passes through the original model with clipping done by hand, for the
@@ -28,10 +28,10 @@ from opacus.grad_sample import GradSampleModule  # noqa: E402
 from opacus.validators import ModuleValidator  # noqa: E402
 
 from fgirewrite import inject  # noqa: E402
-from fgirewrite.blockers import TransformBlockedError  # noqa: E402
-from fgirewrite.gradients import per_sample_grads  # noqa: E402
-from fgirewrite.load import load_pair  # noqa: E402
-from fgirewrite.private import PrivateTrainingError, for_opacus  # noqa: E402
+from fgirewrite.execute.load import load_pair  # noqa: E402
+from fgirewrite.grads.blockers import TransformBlockedError  # noqa: E402
+from fgirewrite.grads.private import PrivateTrainingError, for_opacus  # noqa: E402
+from fgirewrite.grads.transforms import per_sample_grads  # noqa: E402
 
 ALIF = ROOT / "examples" / "alif.py"
 library = load_module("library_models", FIXTURES / "library_models.py")

@@ -8,7 +8,7 @@ import torch.autograd.forward_ad as fwAD
 from conftest import FIXTURES
 
 from fgirewrite import _runtime, codegen
-from fgirewrite.load import load_pair
+from fgirewrite.execute.load import load_pair
 from fgirewrite.surrogate import RUNTIME_NAMES
 
 

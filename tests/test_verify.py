@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from fgirewrite import codegen
 from fgirewrite._runtime import _fgi_inject, _fgi_seed
 from fgirewrite.cli import app
-from fgirewrite.live import extract_class, fgi_function
+from fgirewrite.live.surrogates import extract_class, fgi_function
 from fgirewrite.testing import assert_equivalent
 from fgirewrite.verify import verify_pair
 from fgirewrite.verify.report import SCHEMA_PATH

@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from fgirewrite.cli import app
-from fgirewrite.live import fgi_function
+from fgirewrite.live.surrogates import fgi_function
 from fgirewrite.verify import verify_pair
 
 

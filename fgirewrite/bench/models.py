@@ -1,6 +1,6 @@
 """The model under test: loaded as written and as rewritten, built, wrapped per mode.
 
-The model file is imported twice (``fgirewrite.load.load_pair``) and its entry function is
+The model file is imported twice (``fgirewrite.execute.load.load_pair``) and its entry function is
 called with keyword arguments ``steps``, ``batch``, ``n_in`` and ``n_hidden``; it returns
 ``(model, inputs)`` (``inputs`` a tensor or a tuple of tensors, the first of shape
 ``[steps, batch, n_in]`` for sequence models). Both variants get the original's weights and
@@ -19,7 +19,8 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from fgirewrite.load import load_pair
+from fgirewrite.execute.load import load_pair
+from fgirewrite.source import described
 
 
 class ModelError(Exception):
@@ -44,19 +45,13 @@ def load(path: Path) -> Pair:
     try:
         original, fgi, result = load_pair(path)
     except Exception as exc:  # the file's own top level may raise anything
-        raise ModelError(f"cannot import {path}: {one_line(exc)}") from exc
+        raise ModelError(f"cannot import {path}: {described(exc)}") from exc
     rewrite = {
         "changed": result.changed,
         "rewritten": {s.name: result.function(s) for s in result.surrogates},
         "skipped": {s.name: f"[{s.code}] {s.message}" for s in result.skipped},
     }
     return Pair(path, original, fgi, rewrite)
-
-
-def one_line(exc: BaseException) -> str:
-    """``Type: first line of the message``: errors are reported on one line."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def call(entry: str, kwargs: dict) -> str:
@@ -150,7 +145,7 @@ def check(pair: Pair, entry: str, kwargs: dict, device: torch.device) -> None:
     except ModelError:
         raise
     except Exception as exc:  # the entry function and the model may raise anything
-        raise ModelError(f"{pair.path}: {call(entry, kwargs)} failed: {one_line(exc)}") from exc
+        raise ModelError(f"{pair.path}: {call(entry, kwargs)} failed: {described(exc)}") from exc
 
 
 def equivalence(work: Workload) -> dict:
@@ -163,7 +158,7 @@ def equivalence(work: Workload) -> dict:
             out = model(*work.inputs)
             work.loss(out).backward()
         except Exception as exc:  # the model may raise anything
-            return {"error": f"{variant}: {one_line(exc)}"}
+            return {"error": f"{variant}: {described(exc)}"}
         grads = [
             p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
             for p in model.parameters()

@@ -35,6 +35,7 @@ from fgirewrite.extract.values import (
     as_const,
     names_in,
 )
+from fgirewrite.source import first_line
 from fgirewrite.surrogate import GRAD, RUNTIME_NAMES, SHIM_BASE, Gradient, Location, Skip, Surrogate
 
 PROTOCOL = frozenset({"forward", "backward", "setup_context", "jvp", "vmap"})
@@ -70,13 +71,8 @@ def extract(site: ClassSite, info: ModuleInfo, path: str) -> Surrogate | Skip:
     except (cst.ParserSyntaxError, cst.CSTValidationError) as exc:
         # Python that libcst cannot parse (``return* x``): in the class, a base or a helper.
         return Skip(
-            site.qualname, here, "unsupported-syntax", f"libcst cannot parse it: {_line(exc)}"
+            site.qualname, here, "unsupported-syntax", f"libcst cannot parse it: {first_line(exc)}"
         )
-
-
-def _line(exc: Exception) -> str:
-    """The first line of a libcst error's own message."""
-    return (str(getattr(exc, "message", None) or exc).splitlines() or [""])[0]
 
 
 def _extract(

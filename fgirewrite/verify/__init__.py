@@ -13,40 +13,25 @@ one rewrite.
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
+from typing import Any
 
-from fgirewrite.rewrite import Rewrite
-from fgirewrite.surrogate import Surrogate
-from fgirewrite.verify.pair import Check, SurrogateReport, devices, verify_pair
-from fgirewrite.verify.written import Module, call_site_arguments, instability, pair, verify_written
-
-__all__ = [
-    "Check",
-    "SurrogateReport",
-    "devices",
-    "verify_pair",
-    "call_site_arguments",
-    "evaluate_surrogate",
-    "instability",
-    "verify_rewrite",
-]
-
-
-def evaluate_surrogate(rewrite: Rewrite, surrogate: Surrogate, path: Path | None = None):
-    """The original ``apply``, the rewritten module's, call-site arguments and closure
-    defaults (for plots)."""
-    path = Path(path or rewrite.path)
-    assert rewrite.new_source is not None
-    found = pair(
-        Module.of(rewrite.source, path),
-        Module.of(rewrite.new_source, path),
-        surrogate,
-        rewrite.function(surrogate) or "rewritten",
-    )
-    _, original, rewritten = found.reached[0]
-    return original, rewritten, found.call_args, found.closure
+# Exported lazily: ``fgirewrite.verify.compare`` (all that ``fgirewrite.testing`` needs) must
+# not load libcst, the rewriter and the sandbox.
+_LAZY = {
+    "Check": "fgirewrite.verify.pair",
+    "SurrogateReport": "fgirewrite.verify.pair",
+    "devices": "fgirewrite.verify.pair",
+    "verify_pair": "fgirewrite.verify.pair",
+    "call_site_arguments": "fgirewrite.verify.written",
+    "evaluate_surrogate": "fgirewrite.verify.written",
+    "instability": "fgirewrite.verify.written",
+    "verify_rewrite": "fgirewrite.verify.written",
+}
+__all__ = list(_LAZY)
 
 
-def verify_rewrite(rewrite: Rewrite, path: Path | None = None) -> list[SurrogateReport]:
-    """Verify every surrogate of a rewritten file, through the module as written."""
-    return verify_written(rewrite, path)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fgirewrite.verify' has no attribute {name!r}")

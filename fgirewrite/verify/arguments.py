@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fgirewrite.execute.sandbox import test_callable
 from fgirewrite.surrogate import Surrogate
 from fgirewrite.verify import probes
 
@@ -81,7 +82,7 @@ def spec_for(s: Surrogate, call_args: list[object] | None = None) -> Spec:
     for name in s.param_names:
         if name not in values and name not in tensors:
             if name in called:
-                values[name] = probes.test_callable
+                values[name] = test_callable
             else:
                 annotation = annotations.get(name, "").removeprefix("Optional[").rstrip("]")
                 values[name] = _BY_ANNOTATION.get(annotation, 1.0)

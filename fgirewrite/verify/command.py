@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from fgirewrite import files, runner
-from fgirewrite.rewrite import SourceError, rewrite_source
-from fgirewrite.verify import evaluate_surrogate, instability, verify_rewrite
+from fgirewrite import files
+from fgirewrite.rewrite import rewrite_source
+from fgirewrite.source import SourceError, internal_error
 from fgirewrite.verify.model import verify_model
 from fgirewrite.verify.report import FileVerification
+from fgirewrite.verify.written import evaluate_surrogate, instability, verify_rewrite
 
 
 def verify_file(
@@ -31,7 +32,7 @@ def verify_file(
         result.error = str(exc)
         return result
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
-        result.error = runner.internal_error(exc)
+        result.error = internal_error(exc)
         return result
     result.skipped = rewrite.skipped
     result.surrogates = list(zip(rewrite.surrogates, verify_rewrite(rewrite, path), strict=True))

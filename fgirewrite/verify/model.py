@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from fgirewrite.load import entry, load_pair
+from fgirewrite.execute.load import entry, load_pair
+from fgirewrite.source import described
 from fgirewrite.verify.compare import bitwise_mismatch, close_mismatch, tolerance
 
 
@@ -157,11 +158,6 @@ def _close(what: str, a: torch.Tensor, b: torch.Tensor):
     rtol, atol = tolerance(b.dtype)
     scale = float(b.detach().abs().max()) if b.numel() else 0.0
     return close_mismatch(what, a.detach(), b.detach(), torch.zeros(()), rtol, atol + rtol * scale)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:160] if text else ''}"
 
 
 def _cap_eager(model, inputs, batch_dim, backend):
@@ -320,7 +316,7 @@ def measure(name: str, model, inputs, batch_dim: int, backend: str) -> tuple[str
     try:
         return CAPABILITIES[name](model, inputs, batch_dim, backend)
     except Exception as exc:  # noqa: BLE001 - a failing capability is a result, not an error
-        return "fails", _first_line(exc)
+        return "fails", described(exc, 160)
 
 
 def verify_model(
@@ -342,11 +338,11 @@ def verify_model(
         rewritten, _ = entry(rewritten_module, entry_name)
         rewritten.load_state_dict(original.state_dict())
     except Exception as exc:  # noqa: BLE001 - the user's entry point failed
-        return ModelReport(str(path), entry_name, (), (), error=_first_line(exc))
+        return ModelReport(str(path), entry_name, (), (), error=described(exc, 160))
     try:
         checks = tuple(equivalence(original, rewritten, inputs, seeds, steps))
     except Exception as exc:  # noqa: BLE001 - the model cannot be compared: say why, go on
-        return ModelReport(str(path), entry_name, (), (), error=_first_line(exc))
+        return ModelReport(str(path), entry_name, (), (), error=described(exc, 160))
     table = []
     for name in capabilities or tuple(CAPABILITIES):
         if progress:

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from fgirewrite.execute.sandbox import advice, test_callable
+from fgirewrite.source import described
 from fgirewrite.surrogate import Surrogate
 from fgirewrite.verify import probes
 from fgirewrite.verify.arguments import Spec, arguments, choose_shapes, run, spec_for
 from fgirewrite.verify.compare import Mismatch, bitwise_mismatch, close_mismatch, tolerance
-from fgirewrite.verify.sandbox import advice
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,7 @@ def _compare(
     except Exception as exc:  # noqa: BLE001 - the original itself fails here
         if required or label in ("edges",):
             found.notes.append(
-                f"{label}: the original fails ({type(exc).__name__}: "
-                f"{(str(exc).splitlines() or [''])[0][:120]}); not compared{advice(exc)}"
+                f"{label}: the original fails ({described(exc, 120)}); not compared{advice(exc)}"
             )
         found.compared = found.compared and not required
         return
@@ -262,8 +262,7 @@ def _guarded(
     try:
         return check_pair(original, rewritten, spec, dtype, device)
     except Exception as exc:  # noqa: BLE001 - never let one probe crash the whole run
-        first = (str(exc).splitlines() or [""])[0][:200]
-        return Check(_name(dtype), device, (f"verification raised {type(exc).__name__}: {first}",))
+        return Check(_name(dtype), device, (f"verification raised {described(exc, 200)}",))
 
 
 def _float32_exact(values: torch.Tensor) -> bool:
@@ -360,7 +359,7 @@ def verify_pair(
         n: ("tensor" + ("" if spec.shapes.get(n, "full") == "full" else f" ({spec.shapes[n]})"))
         if n in spec.tensors
         else "a test callable, exp(-|first argument|)"
-        if spec.values[n] is probes.test_callable
+        if spec.values[n] is test_callable
         else spec.values[n]
         for n in spec.names
     }

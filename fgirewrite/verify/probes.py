@@ -31,12 +31,6 @@ def grid(dtype: torch.dtype, centers: list[float], domain=DOMAINS[0]) -> torch.T
     return values[torch.isfinite(values)]
 
 
-def test_callable(*args):
-    """Stands in for a callable the caller passes to a Function (a surrogate-gradient object):
-    pure and elementwise in its first argument."""
-    return torch.exp(-args[0].abs())
-
-
 def edges(dtype: torch.dtype) -> torch.Tensor:
     """Values where a careless rewrite breaks: ±0, ±inf, NaN, subnormals, huge magnitudes."""
     info = torch.finfo(dtype)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from fgirewrite import __version__
 from fgirewrite.surrogate import Skip, Surrogate
-from fgirewrite.verify import SurrogateReport
 from fgirewrite.verify.model import ModelReport
+from fgirewrite.verify.pair import SurrogateReport
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
@@ -55,7 +55,7 @@ def to_json(files: list[FileVerification]) -> dict:
     """The report as a JSON-ready dict, following ``schema.json``."""
     import torch
 
-    from fgirewrite.verify import devices
+    from fgirewrite.verify.pair import devices
 
     tolerances = _tolerances()
     return {

@@ -16,10 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fgirewrite import discover
-from fgirewrite.rewrite import Rewrite, decode, rewrite_source
-from fgirewrite.surrogate import Surrogate
-from fgirewrite.verify.pair import SurrogateReport, verify_pair
-from fgirewrite.verify.sandbox import (
+from fgirewrite.execute.sandbox import (
     TEST_CALLABLE,
     SandboxError,
     evaluate,
@@ -27,6 +24,10 @@ from fgirewrite.verify.sandbox import (
     factory_bindings,
     unbound_arguments,
 )
+from fgirewrite.rewrite import Rewrite, rewrite_source
+from fgirewrite.source import decode
+from fgirewrite.surrogate import Surrogate
+from fgirewrite.verify.pair import SurrogateReport, verify_pair
 
 
 @dataclass(frozen=True)
@@ -351,3 +352,23 @@ def _verified(surrogate: Surrogate, function: str, found: Pair) -> SurrogateRepo
         if not extra.ok:
             return replace(report, error=f"through `{other}`: {extra.failures()[0]}")
     return report
+
+
+def evaluate_surrogate(rewrite: Rewrite, surrogate: Surrogate, path: Path | None = None):
+    """The original ``apply``, the rewritten module's, call-site arguments and closure
+    defaults (for plots)."""
+    path = Path(path or rewrite.path)
+    assert rewrite.new_source is not None
+    found = pair(
+        Module.of(rewrite.source, path),
+        Module.of(rewrite.new_source, path),
+        surrogate,
+        rewrite.function(surrogate) or "rewritten",
+    )
+    _, original, rewritten = found.reached[0]
+    return original, rewritten, found.call_args, found.closure
+
+
+def verify_rewrite(rewrite: Rewrite, path: Path | None = None) -> list[SurrogateReport]:
+    """Verify every surrogate of a rewritten file, through the module as written."""
+    return verify_written(rewrite, path)

@@ -3,7 +3,7 @@
 For models whose forward cannot be traced as a whole (state on the module, Python control
 flow, surrogates passed as closures, module attributes or Function classes passed as values)
 and whose surrogates live in a library the user cannot edit. Each module's attributes and the
-methods of its class are walked (``fgirewrite.references``); every value that reaches a
+methods of its class are walked (``fgirewrite.live.references``); every value that reaches a
 surrogate Function is copied with the Function's verified FGI function in place, and the copy
 is set on the model (a module whose methods reach one gets a private subclass). The library's
 own classes, functions and modules are never mutated.
@@ -15,13 +15,14 @@ import copy
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal, overload
 
 import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_map
 
-from fgirewrite.references import Rewriter
-from fgirewrite.replacement import Replaced, Resolver, Unrewritten
+from fgirewrite.live.references import Rewriter
+from fgirewrite.live.replacement import Replaced, Resolver, Unrewritten
 from fgirewrite.surrogate import Skip, Surrogate
 
 # nn.Module bookkeeping that never holds a surrogate (submodules are visited on their own).
@@ -80,6 +81,28 @@ def autograd_functions(outputs: object) -> list[type]:
     return list(found)
 
 
+@overload
+def inject(
+    model: nn.Module,
+    *,
+    inplace: bool = ...,
+    verify: bool = ...,
+    report: Literal[False] = ...,
+    example_inputs: Sequence[object] | None = ...,
+) -> nn.Module: ...
+
+
+@overload
+def inject(
+    model: nn.Module,
+    *,
+    inplace: bool = ...,
+    verify: bool = ...,
+    report: Literal[True],
+    example_inputs: Sequence[object] | None = ...,
+) -> InjectResult: ...
+
+
 def inject(
     model: nn.Module,
     *,
@@ -90,11 +113,32 @@ def inject(
 ) -> nn.Module | InjectResult:
     """Replace every surrogate Function the model reaches by its verified FGI function.
 
-    Returns the model (a deep copy unless ``inplace``), or with ``report=True`` an
-    ``InjectResult`` listing each replacement and each Function left in place with its reason
-    code. With ``example_inputs`` the injected model is run once (on a copy) and any custom
-    Function still in its autograd graph is reported too. Skipping verification
-    (``verify=False``) is the caller's risk; unrewritten Functions warn unless ``report``.
+    Returns the model (a deep copy unless ``inplace``); a Function left in place warns with
+    its reason code. ``inject_report`` returns the full ``InjectResult`` instead (``report=True``
+    is its older spelling). Skipping verification (``verify=False``) is the caller's risk.
+    """
+    result = inject_report(model, inplace=inplace, verify=verify, example_inputs=example_inputs)
+    if report:
+        return result
+    if result.skipped:
+        warnings.warn(
+            "fgirewrite.inject left surrogate Functions in place:\n"
+            + "\n".join(map(str, result.skipped)),
+            stacklevel=2,
+        )
+    return result.model
+
+
+def inject_report(
+    model: nn.Module,
+    *,
+    inplace: bool = False,
+    verify: bool = True,
+    example_inputs: Sequence[object] | None = None,
+) -> InjectResult:
+    """``inject``, returning an ``InjectResult``: the model, each replacement and each
+    Function left in place with its reason code. With ``example_inputs`` the injected model is
+    run once (on a copy) and any custom Function still in its autograd graph is reported too.
     """
     if not inplace:
         model = copy.deepcopy(model)
@@ -134,15 +178,7 @@ def inject(
 
     if example_inputs is not None:
         result.skipped += _still_called(model, example_inputs, resolver)
-    if report:
-        return result
-    if result.skipped:
-        warnings.warn(
-            "fgirewrite.inject left surrogate Functions in place:\n"
-            + "\n".join(map(str, result.skipped)),
-            stacklevel=2,
-        )
-    return model
+    return result
 
 
 def _named(value: object) -> str:

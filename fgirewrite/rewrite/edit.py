@@ -10,22 +10,18 @@ Everything else is left byte for byte as it was.
 from __future__ import annotations
 
 import ast
-import io
 import re
-import tokenize
 from dataclasses import dataclass, field
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, ScopeProvider
 
-from fgirewrite import codegen, discover, uses
+from fgirewrite import codegen, discover
 from fgirewrite.extract import PROTOCOL, extract
 from fgirewrite.extract.symbolic import dotted
+from fgirewrite.rewrite import uses
+from fgirewrite.source import SourceError, decode, first_line
 from fgirewrite.surrogate import SHIM_BASE, Skip, Surrogate, key
-
-
-class SourceError(Exception):
-    """A file that cannot be read as Python: a one-line reason."""
 
 
 @dataclass
@@ -54,15 +50,6 @@ class Rewrite:
     def function(self, finding: Surrogate | Skip) -> str | None:
         """The name of the FGI function written for a surrogate."""
         return self.names.get(key(finding))
-
-
-def decode(data: bytes, path: str) -> str:
-    """Source text, honouring a BOM or coding cookie; SourceError if it cannot be decoded."""
-    try:
-        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
-        return data.decode(encoding)
-    except (SyntaxError, UnicodeDecodeError, LookupError) as exc:
-        raise SourceError(f"cannot decode: {exc}") from None
 
 
 def analyse(data: bytes, path: str) -> tuple[Rewrite, discover.ModuleInfo | None]:
@@ -142,8 +129,7 @@ def rewrite_source(
     try:
         module = cst.parse_module(data)
     except (cst.ParserSyntaxError, cst.CSTValidationError) as exc:
-        message = str(getattr(exc, "message", None) or exc).splitlines()[0]
-        raise SourceError(f"libcst cannot parse: {message}") from None
+        raise SourceError(f"libcst cannot parse: {first_line(exc)}") from None
     if module.bytes != data:  # libcst 1.0 drops a trailing bare \r, for one
         raise SourceError("libcst does not reproduce this file byte for byte; left as it is")
     tree = ast.parse(data)

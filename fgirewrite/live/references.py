@@ -8,7 +8,7 @@ its bound ``apply``, is a target. Every value on a path to a replaceable target 
 the replacement in place; nothing the library shares (modules, classes, functions) is mutated,
 and values that reach no target come back as they are.
 
-Copied functions read a snapshot of their module's globals (``fgirewrite._namespaces``): a
+Copied functions read a snapshot of their module's globals (``fgirewrite.live.namespaces``): a
 global the library rebinds later is not seen by the copy.
 """
 
@@ -21,8 +21,8 @@ import types
 from collections import deque
 from collections.abc import Callable
 
-from fgirewrite._namespaces import module_globals
-from fgirewrite.replacement import function_class
+from fgirewrite.live.namespaces import module_globals
+from fgirewrite.live.replacement import function_class
 
 # Packages whose code is never followed: no surrogate lives there, and copying it would be risky.
 SKIPPED_PACKAGES = frozenset({"torch", "fgirewrite", "numpy", "typing", *sys.stdlib_module_names})

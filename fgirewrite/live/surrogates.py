@@ -13,9 +13,9 @@ import inspect
 from collections.abc import Callable
 
 from fgirewrite import codegen, discover
-from fgirewrite._namespaces import module_globals
 from fgirewrite.extract import extract
-from fgirewrite.rewrite import decode
+from fgirewrite.live.namespaces import module_globals
+from fgirewrite.source import decode
 from fgirewrite.surrogate import Location, Skip, Surrogate
 
 

@@ -1,7 +1,7 @@
 """Verified FGI replacements for live Function classes, shared by the fx pass and ``inject``.
 
 Both rewrite models already in memory: they resolve each ``torch.autograd.Function`` class
-they meet through ``fgirewrite.live`` (the same description the source rewriter uses), prove
+they meet through ``live.surrogates`` (the same description the source rewriter uses), prove
 the replacement with ``fgirewrite.verify.verify_pair`` before using it, and report what they
 replaced and, with the extraction's reason codes, what they left alone.
 """
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from fgirewrite import live
-from fgirewrite._namespaces import rehome
+from fgirewrite.live import surrogates as live
+from fgirewrite.live.namespaces import rehome
 from fgirewrite.surrogate import Skip, Surrogate
-from fgirewrite.verify import SurrogateReport, verify_pair
+from fgirewrite.verify.pair import SurrogateReport, verify_pair
 
 
 @dataclass(frozen=True)
