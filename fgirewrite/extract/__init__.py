@@ -7,7 +7,8 @@ elementwise in grad_output; ``rules.py`` holds the tables of operations both rel
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import libcst as cst
 
@@ -75,37 +76,103 @@ def extract(site: ClassSite, info: ModuleInfo, path: str) -> Surrogate | Skip:
         )
 
 
+@dataclass
+class _Methods:
+    """The protocol methods of a Function class and its forward's parameters."""
+
+    forward: cst.FunctionDef
+    backward: cst.FunctionDef
+    setup_context: cst.FunctionDef | None
+    params: list[cst.Param]
+    ctx_name: str | None
+
+    @property
+    def param_names(self) -> list[str]:
+        return [p.name.value for p in self.params]
+
+
+@dataclass
+class _Code:
+    """The generated function's pieces, as source text, and the names they read."""
+
+    forward: str
+    prelude: str
+    gradients: list[Gradient]
+    used: set[str]  # names the prelude and the gradients read
+    forward_reads: set[str]
+
+
 def _extract(
     site: ClassSite, info: ModuleInfo, path: str, snippet: Snippet, snippets: list[Snippet]
 ) -> Surrogate:
     classdef = snippet.node
     assert isinstance(classdef, cst.ClassDef)
+    m = _methods(classdef, info, snippets)
+    param_names = m.param_names
+    names = Names(_taken(m, info))
+    fwd = read_forward(m.forward, m.ctx_name, param_names, names, info.imports)
+    out_name = _output_name(fwd, param_names, names)
+    # A parameter the forward rebinds is read after the forward through a snapshot.
+    snapshots = {p: names.fresh(p + "_0") for p in param_names if p in fwd.assigned}
+    entry = {p: snapshots.get(p, p) for p in param_names}
+    shadowed = fwd.assigned | set(param_names) | {out_name} | set(snapshots.values())
+    state = State(names, info.imports, _helper_reader(info, snippets), out_name, shadowed)
+    ctx = _context(m, fwd, entry, out_name, state)
+    grad_param, result = _backward(m.backward, state, ctx)
+    built = _code(m, fwd, out_name, state, result, snippets, path)
+
+    inputs = _inputs(m, ctx, built, snapshots, entry, names)
+    bound = shadowed | built.forward_reads | built.used | {v for _, v in inputs.live}
+    gradients = _with_deltas(built.gradients, grad_param, bound, names)
+    module_names = set(info.imports) | set(info.functions) | set(info.classes) | info.assigned
+    returned = len(result.items) if isinstance(result, Seq) else 1
+    return Surrogate(
+        name=site.qualname,
+        location=Location(path, site.line, site.column),
+        style="new" if m.setup_context is not None else "old",
+        params=cst.Module([]).code_for_node(cst.Parameters(params=m.params)) if m.params else "",
+        param_names=tuple(param_names),
+        forward=built.forward,
+        output=out_name,
+        prelude=built.prelude,
+        gradients=tuple(gradients),
+        snapshots=inputs.snapshots,
+        live=inputs.live,
+        detach=inputs.detach,
+        maybe_tensors=inputs.maybe_tensors,
+        passed=returned if returned < len(param_names) else None,
+        helpers=tuple(dict.fromkeys(state.helpers)),
+        free_names=tuple(sorted((built.forward_reads | built.used | {"torch"}) & module_names)),
+    )
+
+
+def _methods(classdef: cst.ClassDef, info: ModuleInfo, snippets: list[Snippet]) -> _Methods:
     methods = inherited(classdef, info, snippets) | class_methods(classdef)
     if "forward" not in methods:
         raise Unsupported("no-forward", "defines no forward", classdef)
     if "backward" not in methods:
         raise Unsupported("no-backward", "defines no backward", classdef)
-    forward_def, backward_def = methods["forward"], methods["backward"]
-    new_style = "setup_context" in methods
-    params, ctx_name = params_of(forward_def, skip_first=not new_style)
-    param_names = [p.name.value for p in params]
+    setup = methods.get("setup_context")
+    params, ctx_name = params_of(methods["forward"], skip_first=setup is None)
+    return _Methods(methods["forward"], methods["backward"], setup, params, ctx_name)
 
-    # Fresh names avoid everything the generated function reads or binds; the backward's own
-    # locals may be reused, since the generated code rebinds them explicitly.
-    backward_reads = names_in(backward_def) - assigned_names(backward_def.body)
-    backward_reads -= {p.name.value for p in params_of(backward_def, skip_first=False)[0]}
-    taken = names_in(forward_def) | backward_reads | set(info.imports) | set(info.functions)
+
+def _taken(m: _Methods, info: ModuleInfo) -> set[str]:
+    """Names a fresh name must avoid: everything the generated function reads or binds. The
+    backward's own locals may be reused, since the generated code rebinds them explicitly."""
+    backward_reads = names_in(m.backward) - assigned_names(m.backward.body)
+    backward_reads -= {p.name.value for p in params_of(m.backward, skip_first=False)[0]}
+    taken = names_in(m.forward) | backward_reads | set(info.imports) | set(info.functions)
     taken |= set(info.classes) | info.assigned | {"torch", SHIM_BASE, *RUNTIME_NAMES}
-    if new_style:
-        taken |= names_in(methods["setup_context"])
-    names = Names(taken)
-    known = {p.name.value for p in params if annotated_tensor(p)}
-    fwd = read_forward(forward_def, ctx_name, param_names, names, info.imports)
+    if m.setup_context is not None:
+        taken |= names_in(m.setup_context)
+    return taken
 
-    out_name = _output_name(fwd, param_names, names)
-    # A parameter the forward rebinds is read after the forward through a snapshot.
-    snapshots = {p: names.fresh(p + "_0") for p in param_names if p in fwd.assigned}
-    entry = {p: snapshots.get(p, p) for p in param_names}
+
+def _helper_reader(
+    info: ModuleInfo, snippets: list[Snippet]
+) -> Callable[[str], cst.FunctionDef | None]:
+    """Looks up a module-level helper function by name, parsing only its own lines."""
 
     def function(name: str) -> cst.FunctionDef | None:
         node = info.functions.get(name)
@@ -116,100 +183,124 @@ def _extract(
         snippets.append(helper)
         return helper.node if isinstance(helper.node, cst.FunctionDef) else None
 
-    shadowed = fwd.assigned | set(param_names) | {out_name} | set(snapshots.values())
-    state = State(names, info.imports, function, out_name, shadowed)
+    return function
 
+
+def _context(m: _Methods, fwd: Forward, entry: dict[str, str], out_name: str, state: State) -> Ctx:
+    """What the forward (or setup_context) stores on ctx, and which inputs are tensors."""
+    param_names = m.param_names
     ctx = fwd.ctx
-    if new_style:
-        ctx = _setup_context(methods["setup_context"], entry, out_name, state, len(params))
+    if m.setup_context is not None:
+        ctx = _setup_context(m.setup_context, entry, out_name, state, len(m.params))
     if fwd.deferred:
         visible = {
             n: Const(cst.Name(n), simple=True, external=n in entry)
             for n in fwd.assigned | set(param_names)
         }
         for block in fwd.deferred:
-            Evaluator(state, dict(visible), ctx_name, ctx, "setup").block(block)
-    for i, p in enumerate(param_names):
-        if p in known:
-            ctx.tensor_inputs.add(i)
+            Evaluator(state, dict(visible), m.ctx_name, ctx, "setup").block(block)
     saved_names = {c.node.value for c in ctx.saved or [] if isinstance(c.node, cst.Name)}
     for i, p in enumerate(param_names):
-        if entry[p] in saved_names:
+        if annotated_tensor(m.params[i]) or entry[p] in saved_names:
             ctx.tensor_inputs.add(i)
+    return ctx
 
-    back_params, back_ctx = params_of(backward_def, skip_first=True)
+
+def _backward(backward: cst.FunctionDef, state: State, ctx: Ctx) -> tuple[str, object]:
+    """The backward's grad_output parameter, and what it returns, evaluated symbolically."""
+    back_params, back_ctx = params_of(backward, skip_first=True)
     if not back_params:
         raise Unsupported(
-            "unsupported-ctx", "the backward takes no ctx (autograd passes it one)", backward_def
+            "unsupported-ctx", "the backward takes no ctx (autograd passes it one)", backward
         )
     if len(back_params) != 1:
-        raise Unsupported("multiple-outputs", "the backward takes several gradients", backward_def)
+        raise Unsupported("multiple-outputs", "the backward takes several gradients", backward)
     grad_param = back_params[0].name.value
     env = {grad_param: Lin(cst.Name(GRAD), plain=True, external=True)}
-    result = Evaluator(state, dict(env), back_ctx, ctx, "backward").block(backward_def.body.body)
-    scalars = {p.name.value for p in params if _number(p)}
-    optional = {p.name.value for p in params if p.default is not None}
-    returned = len(result.items) if isinstance(result, Seq) else 1
-    gradients = _gradients(
-        result, param_names, backward_def, snippets, path, scalars, out_name, optional
+    return grad_param, Evaluator(state, dict(env), back_ctx, ctx, "backward").block(
+        backward.body.body
     )
 
+
+def _code(
+    m: _Methods,
+    fwd: Forward,
+    out_name: str,
+    state: State,
+    result: object,
+    snippets: list[Snippet],
+    path: str,
+) -> _Code:
+    scalars = {p.name.value for p in m.params if _number(p)}
+    optional = {p.name.value for p in m.params if p.default is not None}
+    gradients = _gradients(
+        result, m.param_names, m.backward, snippets, path, scalars, out_name, optional
+    )
     prelude = _dead_code_eliminated(state.prelude, gradients)
     gradients = [replace(g, derivative=readable(g.derivative, prelude)) for g in gradients]
-    code = cst.Module([])
-    forward_code = code.code_for_node(cst.Module(fwd.statements)) if fwd.statements else ""
+    module = cst.Module([])
+    forward_code = module.code_for_node(cst.Module(fwd.statements)) if fwd.statements else ""
     if not (isinstance(fwd.result, cst.Name) and fwd.result.value == out_name):
-        forward_code += code.code_for_node(
+        forward_code += module.code_for_node(
             cst.SimpleStatementLine(
                 [cst.Assign([cst.AssignTarget(cst.Name(out_name))], fwd.result)]
             )
         )
-    prelude_code = "".join(code.code_for_node(s) for s in prelude)
+    prelude_code = "".join(module.code_for_node(s) for s in prelude)
     used = names_in(cst.parse_module(prelude_code))
     for g in gradients:
         used |= names_in(cst.parse_expression(g.template))
-    used_snapshots = tuple(
-        (snapshots[p], p) for p in param_names if p in snapshots and snapshots[p] in used
-    )
-    # Every input known to be a tensor is detached on entry (the forward and the gradient
-    # code then never record a graph or carry a forward-mode tangent); each differentiable one
-    # keeps its live handle, from which its injected zero is made.
-    differentiable = {g.param for g in gradients}
+    forward_reads = names_in(cst.parse_module(forward_code))
+    return _Code(forward_code, prelude_code, gradients, used, forward_reads)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    snapshots: tuple[tuple[str, str], ...]  # (snapshot, parameter) the gradient code reads
+    live: tuple[tuple[str, str], ...]  # (parameter, its live handle), differentiable ones
+    detach: tuple[str, ...]  # parameters known to be tensors, detached on entry
+    maybe_tensors: tuple[str, ...]  # parameters the gradient code reads that may be tensors
+
+
+def _inputs(
+    m: _Methods,
+    ctx: Ctx,
+    built: _Code,
+    snapshots: dict[str, str],
+    entry: dict[str, str],
+    names: Names,
+) -> _Inputs:
+    """How the generated function treats each parameter. Every input known to be a tensor is
+    detached on entry (the forward and the gradient code then never record a graph or carry a
+    forward-mode tangent); each differentiable one keeps its live handle, from which its
+    injected zero is made."""
+    param_names = m.param_names
+    saved_names = {c.node.value for c in ctx.saved or [] if isinstance(c.node, cst.Name)}
+    differentiable = {g.param for g in built.gradients}
     tensors = {param_names[i] for i in ctx.tensor_inputs} | differentiable
     tensors |= {p for p in param_names if entry[p] in saved_names}
-    detach = tuple(p for p in param_names if p in tensors)
-    numbers = {p.name.value for p in params if _not_a_tensor(p)}
-    maybe_tensors = tuple(
-        p for p in param_names if p in used and p not in tensors and p not in numbers
+    numbers = {p.name.value for p in m.params if _not_a_tensor(p)}
+    used = built.used
+    return _Inputs(
+        snapshots=tuple((snapshots[p], p) for p in param_names if snapshots.get(p) in used),
+        live=tuple((p, names.fresh(p + "_in")) for p in param_names if p in differentiable),
+        detach=tuple(p for p in param_names if p in tensors),
+        maybe_tensors=tuple(
+            p for p in param_names if p in used and p not in tensors and p not in numbers
+        ),
     )
-    live = {p: names.fresh(p + "_in") for p in param_names if p in differentiable}
-    forward_reads = names_in(cst.parse_module(forward_code))
-    bound = shadowed | forward_reads | used | set(live.values())
+
+
+def _with_deltas(
+    gradients: list[Gradient], grad_param: str, bound: set[str], names: Names
+) -> list[Gradient]:
+    """Name each gradient's incoming delta: the backward's own grad_output name when it is
+    the only one and nothing else binds it, fresh names otherwise."""
     if len(gradients) == 1 and grad_param not in bound:
         deltas = [grad_param]
     else:
         deltas = [names.fresh(f"grad_{g.param}") for g in gradients]
-    gradients = [replace(g, delta=d) for g, d in zip(gradients, deltas, strict=True)]
-    module_names = set(info.imports) | set(info.functions) | set(info.classes) | info.assigned
-    free = forward_reads | used
-    return Surrogate(
-        name=site.qualname,
-        location=Location(path, site.line, site.column),
-        style="new" if new_style else "old",
-        params=code.code_for_node(cst.Parameters(params=params)) if params else "",
-        param_names=tuple(param_names),
-        forward=forward_code,
-        output=out_name,
-        prelude=prelude_code,
-        gradients=tuple(gradients),
-        snapshots=used_snapshots,
-        live=tuple(live.items()),
-        detach=detach,
-        maybe_tensors=maybe_tensors,
-        passed=returned if returned < len(param_names) else None,
-        helpers=tuple(dict.fromkeys(state.helpers)),
-        free_names=tuple(sorted((free | {"torch"}) & module_names)),
-    )
+    return [replace(g, delta=d) for g, d in zip(gradients, deltas, strict=True)]
 
 
 def _not_a_tensor(param: cst.Param) -> bool:
