@@ -6,6 +6,7 @@ Every import counts, including those inside functions: a lazy import is still a 
 from __future__ import annotations
 
 import ast
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -142,3 +143,16 @@ def test_the_detector_sees_a_lazy_upward_import(tmp_path):
     path.write_text("def f():\n    from fgirewrite.verify import pair\n")
     assert _imports("fgirewrite.discover", path) == {"fgirewrite.verify.pair"}
     assert layer("fgirewrite.verify.pair") > layer("fgirewrite.discover")
+
+
+def test_the_evaluator_provides_what_the_call_rules_declare():
+    from fgirewrite.extract.calls import CallRules
+    from fgirewrite.extract.symbolic import Evaluator
+
+    declared = [
+        name
+        for name, value in vars(CallRules).items()
+        if callable(value) and "raise NotImplementedError" in inspect.getsource(value)
+    ]
+    assert declared, "CallRules declares what it uses of the Evaluator"
+    assert [n for n in declared if vars(Evaluator).get(n) is None] == []

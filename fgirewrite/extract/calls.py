@@ -3,6 +3,9 @@ in-place ops turned out-of-place, and module-level helpers evaluated inline."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import libcst as cst
 
 from fgirewrite.extract import rules
@@ -11,6 +14,7 @@ from fgirewrite.extract.values import (
     Const,
     Ctx,
     Lin,
+    State,
     Sym,
     Unsupported,
     as_const,
@@ -22,7 +26,42 @@ from fgirewrite.extract.values import (
 
 
 class CallRules:
-    """Mixed into the Evaluator: the rules for calls."""
+    """Mixed into the Evaluator (``symbolic.py``): the rules for calls. What they use of the
+    Evaluator is declared first; the Evaluator provides it."""
+
+    state: State
+    env: dict[str, Sym]
+    ctx: Ctx
+    mode: str  # "backward" reads ctx; "setup" writes it
+
+    def expr(self, node: cst.BaseExpression) -> Sym:
+        raise NotImplementedError
+
+    def e_Name(self, node: cst.Name) -> Sym:
+        raise NotImplementedError
+
+    def const(self, node: cst.BaseExpression) -> Const:
+        raise NotImplementedError
+
+    def qualified(self, node: cst.BaseExpression) -> str | None:
+        raise NotImplementedError
+
+    def is_ctx(self, node: cst.BaseExpression) -> bool:
+        raise NotImplementedError
+
+    def materialize(self, value: Sym, name: str) -> Sym:
+        raise NotImplementedError
+
+    def rebind(self, old: Sym, new: Sym, name: str) -> None:
+        raise NotImplementedError
+
+    def held(self, value: Sym) -> bool:
+        raise NotImplementedError
+
+    def check_inplace(self, target: Sym, label: str, node: cst.CSTNode) -> None:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- calls
 
     def e_Call(self, node: cst.Call) -> Sym:
         for arg in node.args:
@@ -66,6 +105,7 @@ class CallRules:
         ]
 
     def function_call(self, node: cst.Call, qualified: str) -> Sym:
+        """``torch.f(...)`` or a module-level helper ``f(...)``."""
         if rules.is_random_call(qualified, None):
             raise Unsupported("backward-random", f"draws random numbers with `{qualified}`", node)
         if rules.is_inplace(qualified.rsplit(".", 1)[-1]):
@@ -87,39 +127,16 @@ class CallRules:
             self.check_not_random(helper, qualified, node)
         if not lins:
             self.all_const(values, node)
-            is_bool = qualified.rsplit(".", 1)[-1] in BOOL_METHODS
             return Const(
                 node.with_changes(args=self.rebuild_args(node, values)),
-                is_bool=is_bool,
+                is_bool=qualified.rsplit(".", 1)[-1] in BOOL_METHODS,
                 zero=qualified in rules.ZERO_FUNCTIONS,
             )
-        if qualified in rules.SHAPE_FUNCTIONS and isinstance(values[0][1], Lin) and len(lins) == 1:
-            if values[0][1].plain:
-                args = [node.args[0].with_changes(value=cst.Name(self.state.out))]
-                args += self.rebuild_args(node, values)[1:]
-                return Const(node.with_changes(args=args), zero=qualified in rules.ZERO_FUNCTIONS)
-        rebuilt = node.with_changes(args=self.rebuild_args(node, values))
-        first = values[0][1] if values else None
-        if qualified in rules.TORCH_WHERE and len(values) == 3:
-            cond, a, b = (v for _, v in values)
-            if isinstance(cond, Const):
-                return self.where(cond, a, b, node)
-        if qualified in (rules.TORCH_IDENTITY | rules.TORCH_NEGATE) and len(values) == 1:
-            return self.lin_op(first, rebuilt, keep_reduction=True)  # type: ignore[arg-type]
-        if qualified in rules.TORCH_REDUCE and isinstance(first, Lin) and len(lins) == 1:
-            return self.reduce(first, rebuilt, node)
-        rounding = _keyword(node, "rounding_mode")
-        if qualified in rules.TORCH_SCALE and rounding is not None:
-            raise self.not_linear(
-                node, f"`{qualified}` of the gradient with rounding_mode={_code(rounding)}"
-            )
-        if qualified in rules.TORCH_SCALE and len(values) == 2 and len(lins) == 1:
-            if qualified in ("torch.mul", "torch.multiply") or isinstance(first, Lin):
-                return self.lin_op(lins[0], rebuilt, keep_reduction=True)
-        if qualified in rules.TORCH_MASKED_FILL and isinstance(first, Lin) and len(values) == 3:
-            fill = values[2][1]
-            if isinstance(fill, Const) and fill.zero:
-                return self.lin_op(first, rebuilt)
+        call = _GradCall(node, qualified, values, lins, self.rebuild_args(node, values))
+        for family in _FUNCTION_FAMILIES:
+            result = family(self, call)
+            if result is not None:
+                return result
         last = qualified.rsplit(".", 1)[-1]
         if last in rules.NONLINEAR:
             raise self.not_linear(node, f"`{qualified}` of the gradient")
@@ -130,6 +147,66 @@ class CallRules:
             f"the gradient flows through `{qualified}`, not known to be linear in it",
             node,
         )
+
+    # One rule per family of torch functions the gradient may flow through: each returns the
+    # call's value, or None when the call is not of its family (or not in a form it proves).
+
+    def shape_call(self, call: _GradCall) -> Sym | None:
+        """``torch.zeros_like(grad)``: reads only the gradient's shape, the output's."""
+        if call.qualified not in rules.SHAPE_FUNCTIONS or len(call.lins) != 1:
+            return None
+        first = call.first
+        if not (isinstance(first, Lin) and first.plain):
+            return None
+        args = [call.node.args[0].with_changes(value=cst.Name(self.state.out)), *call.args[1:]]
+        zero = call.qualified in rules.ZERO_FUNCTIONS
+        return Const(call.node.with_changes(args=args), zero=zero)
+
+    def where_function(self, call: _GradCall) -> Sym | None:
+        if call.qualified not in rules.TORCH_WHERE or len(call.values) != 3:
+            return None
+        cond, a, b = (v for _, v in call.values)
+        return self.where(cond, a, b, call.node) if isinstance(cond, Const) else None
+
+    def identity_call(self, call: _GradCall) -> Sym | None:
+        """``torch.clone(grad)``, ``torch.neg(grad)``."""
+        if call.qualified not in rules.TORCH_IDENTITY | rules.TORCH_NEGATE:
+            return None
+        if len(call.values) != 1:
+            return None
+        return self.lin_op(call.values[0][1], call.rebuilt, keep_reduction=True)
+
+    def reduce_call(self, call: _GradCall) -> Sym | None:
+        first = call.first
+        if call.qualified not in rules.TORCH_REDUCE or not isinstance(first, Lin):
+            return None
+        return self.reduce(first, call.rebuilt, call.node) if len(call.lins) == 1 else None
+
+    def scale_call(self, call: _GradCall) -> Sym | None:
+        """``torch.mul(grad, k)``, ``torch.div(grad, k)``; rounding division is not linear."""
+        if call.qualified not in rules.TORCH_SCALE:
+            return None
+        rounding = _keyword(call.node, "rounding_mode")
+        if rounding is not None:
+            raise self.not_linear(
+                call.node,
+                f"`{call.qualified}` of the gradient with rounding_mode={_code(rounding)}",
+            )
+        if len(call.values) != 2 or len(call.lins) != 1:
+            return None
+        if call.qualified in ("torch.mul", "torch.multiply") or isinstance(call.first, Lin):
+            return self.lin_op(call.lins[0], call.rebuilt, keep_reduction=True)
+        return None
+
+    def masked_fill_call(self, call: _GradCall) -> Sym | None:
+        """``torch.masked_fill(grad, mask, 0)``: zeroes some elements, linear."""
+        first = call.first
+        if call.qualified not in rules.TORCH_MASKED_FILL or not isinstance(first, Lin):
+            return None
+        if len(call.values) != 3:
+            return None
+        fill = call.values[2][1]
+        return self.lin_op(first, call.rebuilt) if isinstance(fill, Const) and fill.zero else None
 
     def method_call(self, node: cst.Call, method: str, receiver: Sym | None = None) -> Sym:
         """``receiver.method(...)``; ``receiver`` is the receiver's value when known already."""
@@ -402,6 +479,35 @@ class CallRules:
 
     def not_linear(self, node: cst.CSTNode, what: str) -> Unsupported:
         return Unsupported("backward-not-linear", f"{what}", node)
+
+
+@dataclass
+class _GradCall:
+    """A call of a torch function with the gradient among its arguments."""
+
+    node: cst.Call
+    qualified: str
+    values: list[tuple[str | None, Sym]]
+    lins: list[Lin]
+    args: list[cst.Arg]  # the arguments rebuilt from their values
+
+    @property
+    def first(self) -> Sym | None:
+        return self.values[0][1] if self.values else None
+
+    @property
+    def rebuilt(self) -> cst.Call:
+        return self.node.with_changes(args=self.args)
+
+
+_FUNCTION_FAMILIES: tuple[Callable[[CallRules, _GradCall], Sym | None], ...] = (
+    CallRules.shape_call,
+    CallRules.where_function,
+    CallRules.identity_call,
+    CallRules.reduce_call,
+    CallRules.scale_call,
+    CallRules.masked_fill_call,
+)
 
 
 def _code(node: cst.CSTNode) -> str:
