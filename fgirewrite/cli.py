@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from difflib import get_close_matches
 from enum import Enum
 from pathlib import Path
+from typing import NamedTuple
 
 import typer
 
@@ -244,64 +245,93 @@ def rewrite_command(
         _err("fgirewrite: error: choose one of --check, --diff and --write")
         raise typer.Exit(EXIT_ERROR)
     mode = Mode.check if check else Mode.write if write else Mode.diff
-    verified = mode is Mode.write and verify
     errors: list[tuple[str, str]] = []
-    try:
-        found = list(files.python_files(paths, errors))
-        outcomes = runner.process_all(found, jobs, _progress(len(found)), analyse_only=check)
-    except KeyboardInterrupt:
-        _err("fgirewrite: interrupted; no file was written")
-        raise typer.Exit(130) from None
-
-    if mode is Mode.write:
-        try:
-            for outcome in outcomes:
-                if outcome.changed:
-                    runner.verify_and_refuse(outcome, verify)
-                if outcome.changed and outcome.error is None:
-                    runner.write(outcome)
-        except KeyboardInterrupt:
-            _err("fgirewrite: interrupted; files already written are complete, the rest untouched")
-            raise typer.Exit(130) from None
-
+    outcomes = _process(paths, jobs, mode, verify, errors)
     errors = [_hint(path, message) for path, message in errors]
     errors += [(o.path, o.error) for o in outcomes if o.error]
-    rows = []
-    for outcome in outcomes:
-        for finding in outcome.findings:
-            status = _status(finding, mode, outcome)
-            function = outcome.rewrite.function(finding) if outcome.rewrite else None
-            rows.append((outcome, finding, status, function))
-
+    rows = [
+        Row(o, f, _status(f, mode, o), o.rewrite.function(f) if o.rewrite else None)
+        for o in outcomes
+        for f in o.findings
+    ]
     if output_format is Format.json:
+        verified = mode is Mode.write and verify
         typer.echo(json.dumps(_json(rows, outcomes, errors, mode, verified), indent=2))
     else:
-        stream_err = mode is Mode.diff
-        for _outcome, finding, status, function in rows:
-            if quiet and status != "failed":
-                continue
-            typer.echo(_finding_line(finding, status, function), err=stream_err)
-        if mode is Mode.diff:
-            for outcome in outcomes:
-                if outcome.changed:
-                    sys.stdout.write(outcome.diff())
+        _print_findings(rows, outcomes, mode, quiet)
     for path, message in errors:
         _err(f"{path}: error: {message}")
-    if any(row[2] in ("rewritten", "would-rewrite") for row in rows):
-        for outcome in outcomes:
-            for line in outcome.second_order:
-                _err(
-                    f"{outcome.path}:{line}: warning: differentiates through gradients; FGI "
-                    "gradients are first-order, so second derivatives through a rewritten "
-                    "surrogate change"
-                )
+    if any(row.rewrites for row in rows):
+        _warn_second_order(outcomes)
     _err(_summary(rows, outcomes, errors, mode, verify))
 
-    left = any(status in ("skipped", "failed") for _, _, status, _ in rows)
+    left = any(row.status in ("skipped", "failed") for row in rows)
     pending = mode is Mode.check and any(o.changed for o in outcomes)
     if errors:
         raise typer.Exit(EXIT_ERROR)
     raise typer.Exit(EXIT_FINDINGS if left or pending else EXIT_OK)
+
+
+class Row(NamedTuple):
+    """One finding as reported: its file's outcome, the finding, its status and function."""
+
+    outcome: runner.Outcome
+    finding: Surrogate | Skip
+    status: str
+    function: str | None
+
+    @property
+    def rewrites(self) -> bool:
+        return self.status in ("rewritten", "would-rewrite")
+
+
+def _process(
+    paths: list[Path], jobs: int, mode: Mode, verify: bool, errors: list[tuple[str, str]]
+) -> list[runner.Outcome]:
+    """Rewrite every file in memory; with --write, verify and write each changed one."""
+    try:
+        found = list(files.python_files(paths, errors))
+        outcomes = runner.process_all(
+            found, jobs, _progress(len(found)), analyse_only=mode is Mode.check
+        )
+    except KeyboardInterrupt:
+        _err("fgirewrite: interrupted; no file was written")
+        raise typer.Exit(130) from None
+    if mode is not Mode.write:
+        return outcomes
+    try:
+        for outcome in outcomes:
+            if outcome.changed:
+                runner.verify_and_refuse(outcome, verify)
+            if outcome.changed and outcome.error is None:
+                runner.write(outcome)
+    except KeyboardInterrupt:
+        _err("fgirewrite: interrupted; files already written are complete, the rest untouched")
+        raise typer.Exit(130) from None
+    return outcomes
+
+
+def _print_findings(
+    rows: list[Row], outcomes: list[runner.Outcome], mode: Mode, quiet: bool
+) -> None:
+    """One line per finding (on stderr with --diff, whose stdout is the diff), then the diff."""
+    for row in rows:
+        if not quiet or row.status == "failed":
+            typer.echo(_finding_line(row.finding, row.status, row.function), err=mode is Mode.diff)
+    if mode is Mode.diff:
+        for outcome in outcomes:
+            if outcome.changed:
+                sys.stdout.write(outcome.diff())
+
+
+def _warn_second_order(outcomes: list[runner.Outcome]) -> None:
+    for outcome in outcomes:
+        for line in outcome.second_order:
+            _err(
+                f"{outcome.path}:{line}: warning: differentiates through gradients; FGI "
+                "gradients are first-order, so second derivatives through a rewritten "
+                "surrogate change"
+            )
 
 
 _FLAG_VALUES = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
@@ -315,10 +345,10 @@ def _hint(path: str, message: str) -> tuple[str, str]:
 
 
 def _summary(
-    rows: list, outcomes: list[runner.Outcome], errors: list, mode: Mode, verify: bool
+    rows: list[Row], outcomes: list[runner.Outcome], errors: list, mode: Mode, verify: bool
 ) -> str:
-    rewritten = [r for r in rows if r[2] in ("rewritten", "would-rewrite")]
-    files_changed = {r[0].path for r in rewritten}
+    rewritten = [r for r in rows if r.rewrites]
+    files_changed = {r.outcome.path for r in rewritten}
     verb = "rewrote" if mode is Mode.write else "would rewrite"
     text = (
         f"fgirewrite: {verb} {len(rewritten)} surrogate{'s' * (len(rewritten) != 1)} in "
@@ -328,7 +358,7 @@ def _summary(
         text += " (unverified: --write verifies before writing)"
     elif rewritten and not verify:
         text += " (unverified: --no-verify)"
-    skipped = Counter(r[1].code for r in rows if r[2] in ("skipped", "failed"))
+    skipped = Counter(r.finding.code for r in rows if isinstance(r.finding, Skip))
     if skipped:
         reasons = ", ".join(f"{code} ({n})" for code, n in skipped.most_common())
         text += f"; {sum(skipped.values())} left as they are: {reasons}"
@@ -341,7 +371,7 @@ JSON_VERSION = 2  # 2 added "verified", at the top level and on every finding
 
 
 def _json(
-    rows: list, outcomes: list[runner.Outcome], errors: list, mode: Mode, verified: bool
+    rows: list[Row], outcomes: list[runner.Outcome], errors: list, mode: Mode, verified: bool
 ) -> dict:
     findings = []
     for outcome, finding, status, function in rows:
