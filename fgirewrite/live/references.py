@@ -117,55 +117,63 @@ class Rewriter:
         return None
 
     def _children(self, obj: object, kind: str) -> list[tuple[str, object]]:
-        if kind == "function":
-            f: types.FunctionType = obj  # type: ignore[assignment]
-            names = _code_names(f.__code__)
-            found = []
-            for name in sorted(names):
-                if name in f.__globals__:
-                    value = f.__globals__[name]
-                    if isinstance(value, types.ModuleType):
-                        self._module_names.setdefault(id(value), set()).update(names)
-                    found.append((name, value))
-            for var, cell in zip(f.__code__.co_freevars, f.__closure__ or (), strict=True):
-                if var != "__class__":  # zero-argument super() must keep the defining class
-                    try:
-                        found.append((var, cell.cell_contents))
-                    except ValueError:  # an empty cell
-                        continue
-            found += [(f"{f.__name__} default", d) for d in f.__defaults__ or ()]
-            found += [(f"{f.__name__} default {k}", v) for k, v in (f.__kwdefaults__ or {}).items()]
-            return found
-        if kind == "method":
-            return [(obj.__func__.__name__, obj.__func__)]  # type: ignore[attr-defined]
-        if kind == "partial":
-            p: functools.partial = obj  # type: ignore[assignment]
-            return [
-                ("partial", p.func),
-                *(("partial", a) for a in p.args),
-                *(("partial", v) for v in p.keywords.values()),
-            ]
-        if kind == "list" or kind == "tuple":
-            return [(f"[{i}]", v) for i, v in enumerate(obj)]  # type: ignore[arg-type]
-        if kind == "dict":
-            return [(f"[{k!r}]", v) for k, v in obj.items()]  # type: ignore[attr-defined]
-        if kind == "module":
-            names = self._module_names.get(id(obj), set())
-            found = [(name, vars(obj)[name]) for name in sorted(names) if name in vars(obj)]
-            for _, value in found:  # `a.b.gauss`: the same code reads names from `a.b`
+        """What a value of this kind reaches, labelled; dispatched like ``_copy``."""
+        return getattr(self, f"_children_{kind}")(obj)
+
+    def _children_function(self, f: types.FunctionType) -> list[tuple[str, object]]:
+        names = _code_names(f.__code__)
+        found: list[tuple[str, object]] = []
+        for name in sorted(names):
+            if name in f.__globals__:
+                value = f.__globals__[name]
                 if isinstance(value, types.ModuleType):
                     self._module_names.setdefault(id(value), set()).update(names)
-            return found
-        if kind == "class":
-            found = []
-            for name, (how, raw) in _members(obj).items():  # type: ignore[arg-type]
-                label = f"{obj.__name__}.{name}"  # type: ignore[attr-defined]
-                if how == "property":
-                    found += [(label, f) for f in (raw.fget, raw.fset, raw.fdel) if f is not None]
-                else:
-                    found.append((label, raw))
-            return found
-        return []
+                found.append((name, value))
+        for var, cell in zip(f.__code__.co_freevars, f.__closure__ or (), strict=True):
+            if var != "__class__":  # zero-argument super() must keep the defining class
+                try:
+                    found.append((var, cell.cell_contents))
+                except ValueError:  # an empty cell
+                    continue
+        found += [(f"{f.__name__} default", d) for d in f.__defaults__ or ()]
+        found += [(f"{f.__name__} default {k}", v) for k, v in (f.__kwdefaults__ or {}).items()]
+        return found
+
+    def _children_method(self, m: types.MethodType) -> list[tuple[str, object]]:
+        return [(m.__func__.__name__, m.__func__)]
+
+    def _children_partial(self, p: functools.partial) -> list[tuple[str, object]]:
+        return [
+            ("partial", p.func),
+            *(("partial", a) for a in p.args),
+            *(("partial", v) for v in p.keywords.values()),
+        ]
+
+    def _children_list(self, items: list | tuple) -> list[tuple[str, object]]:
+        return [(f"[{i}]", v) for i, v in enumerate(items)]
+
+    _children_tuple = _children_list
+
+    def _children_dict(self, d: dict) -> list[tuple[str, object]]:
+        return [(f"[{k!r}]", v) for k, v in d.items()]
+
+    def _children_module(self, module: types.ModuleType) -> list[tuple[str, object]]:
+        names = self._module_names.get(id(module), set())
+        found = [(name, vars(module)[name]) for name in sorted(names) if name in vars(module)]
+        for _, value in found:  # `a.b.gauss`: the same code reads names from `a.b`
+            if isinstance(value, types.ModuleType):
+                self._module_names.setdefault(id(value), set()).update(names)
+        return found
+
+    def _children_class(self, cls: type) -> list[tuple[str, object]]:
+        found: list[tuple[str, object]] = []
+        for name, (how, raw) in _members(cls).items():
+            label = f"{cls.__name__}.{name}"
+            if how == "property":
+                found += [(label, f) for f in (raw.fget, raw.fset, raw.fdel) if f is not None]
+            else:
+                found.append((label, raw))
+        return found
 
     def _pending(self, obj: object) -> bool:
         """Not explored yet, or a module from which more names are read since."""
