@@ -258,3 +258,37 @@ def test_a_view_of_a_temporary_may_be_mutated():
         "in-place-alias",
         "an in-place op on `g`, which may share memory with a view or alias of it",
     )
+
+
+@pytest.mark.parametrize(
+    ("draw", "import_line"),
+    [
+        ("torch.normal(torch.zeros_like(x), 1.0)", ""),
+        ("F.dropout(torch.ones_like(x), 0.5)", "import torch.nn.functional as F"),
+        ("normal(torch.zeros_like(x), 1.0)", "from torch import normal"),
+    ],
+)
+def test_a_random_value_stored_on_ctx_is_drawn_in_the_forward(draw, import_line):
+    """A forward that stores a random draw on ctx: the draw stays in the forward, where the
+    original makes it, instead of being recomputed for the gradient. ``torch.normal`` and
+    dropout were not recognised as random (a substring test for "rand"), so the rewrite drew
+    again for the gradient: other numbers, and random numbers consumed in another order."""
+    result, found = _only(
+        f"""
+        import torch
+        {import_line}
+
+        class Noisy(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                ctx.noise = {draw}
+                return (x > 0).to(x.dtype)
+
+            @staticmethod
+            def backward(ctx, grad):
+                return grad * ctx.noise
+        """
+    )
+    assert isinstance(found, Surrogate)
+    assert found.forward.splitlines()[0] == f"noise_1 = {draw}"
+    assert found.gradients[0].derivative == "noise_1"

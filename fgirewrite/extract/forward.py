@@ -157,14 +157,18 @@ def read_forward(
         if ctx_name is None or ctx_name not in names_in(stmt):
             forward.statements.append(stmt)
             continue
-        if isinstance(stmt, cst.If) and _only_prepares_backward(stmt, body[i + 1 :], result, after):
+        if isinstance(stmt, cst.If) and _only_prepares_backward(
+            stmt, body[i + 1 :], result, after, imports
+        ):
             forward.deferred.append(list(stmt.body.body))
             continue
         if not isinstance(stmt, cst.SimpleStatementLine):
             raise Unsupported("unsupported-ctx", "the forward uses ctx inside a block", stmt)
         kept: list[cst.BaseSmallStatement] = []
         for small in stmt.body:
-            kept.extend(_ctx_statement(small, ctx_name, forward, after, params, names, assigned))
+            kept.extend(
+                _ctx_statement(small, ctx_name, forward, after, params, names, assigned, imports)
+            )
         if kept:
             forward.statements.append(stmt.with_changes(body=kept))
     if ctx_name is not None:
@@ -240,6 +244,7 @@ def _ctx_statement(
     params: list[str],
     names: Names,
     assigned: set[str],
+    imports: dict[str, str],
 ) -> list[cst.BaseSmallStatement]:
     """Read one small statement that mentions ctx; return what stays in the forward."""
     snapshots: list[cst.BaseSmallStatement] = []
@@ -250,7 +255,7 @@ def _ctx_statement(
             raise Unsupported("unsupported-ctx", "stores a value computed from ctx", expr)
         if isinstance(expr, cst.Name) and expr.value not in after:
             return Const(expr, simple=True, external=expr.value in params)
-        if not (used & assigned) and not _draws_random(expr):
+        if not (used & assigned) and not _draws_random(expr, imports):
             # Only reads inputs the forward never rebinds: compute it when a gradient is needed.
             return Const(expr)
         fresh = names.fresh(label)
@@ -292,7 +297,11 @@ def _ctx_statement(
 
 
 def _only_prepares_backward(
-    stmt: cst.If, rest: list[cst.BaseStatement], result: cst.BaseExpression, after: set[str]
+    stmt: cst.If,
+    rest: list[cst.BaseStatement],
+    result: cst.BaseExpression,
+    after: set[str],
+    imports: dict[str, str],
 ) -> bool:
     """An ``if`` without ``else`` whose body only computes what it stores on ctx: whether it
     runs cannot change the forward value, only what a backward can read."""
@@ -300,27 +309,23 @@ def _only_prepares_backward(
         return False
     if not all(isinstance(s, cst.SimpleStatementLine) for s in stmt.body.body):
         return False
-    if _draws_random(stmt.body) or _contains(stmt.body, cst.Return):
+    if _draws_random(stmt.body, imports) or _contains(stmt.body, cst.Return):
         return False
     bound = assigned_names(stmt.body)
     later_reads = set().union(*(names_in(s) for s in rest)) | names_in(result)
     return not (bound & later_reads) and not ((names_in(stmt.body) - bound) & after)
 
 
-def _draws_random(expr: cst.CSTNode) -> bool:
-    found = False
-
-    class V(cst.CSTVisitor):
-        def visit_Call(self, n: cst.Call) -> None:
-            nonlocal found
-            func = n.func
+def _draws_random(node: cst.CSTNode, imports: dict[str, str]) -> bool:
+    """A call in ``node`` may draw random numbers (``rules.may_draw_random``)."""
+    for call in walk(node):
+        if isinstance(call, cst.Call):
+            func = call.func
             method = func.attr.value if isinstance(func, cst.Attribute) else None
-            name = method or (func.value if isinstance(func, cst.Name) else None)
-            if name and ("rand" in name or name in rules.RANDOM_METHODS or "bernoulli" in name):
-                found = True
-
-    expr.visit(V())
-    return found
+            name = dotted(func)
+            if rules.may_draw_random(qualify(name, imports) if name else None, method):
+                return True
+    return False
 
 
 def _is_name(node: cst.BaseExpression, name: str) -> bool:

@@ -174,6 +174,19 @@ def is_inplace(method: str) -> bool:
     return method.endswith("_") and not method.endswith("__") and len(method) > 1
 
 
+# A callee whose own name says it draws (a helper ``random_mask``, ``numpy.random.rand``).
+RANDOM_NAME_PARTS = ("rand", "bernoulli")
+
+
+def may_draw_random(qualified: str | None, method: str | None) -> bool:
+    """``is_random_call``, or a callee whose name says it draws: whether a forward value may
+    not be recomputed later (when unsure, it may not)."""
+    name = method or (qualified.rsplit(".", 1)[-1] if qualified else None)
+    if name is not None and (name in RANDOM_METHODS or any(p in name for p in RANDOM_NAME_PARTS)):
+        return True
+    return is_random_call(qualified, method)
+
+
 def is_random_call(qualified: str | None, method: str | None) -> bool:
     if method is not None and method in RANDOM_METHODS:
         return True
