@@ -260,10 +260,9 @@ class CallRules:
     def lin_method(
         self, node: cst.Call, lin: Lin, method: str, values: list, rebuilt: cst.Call
     ) -> Sym:
-        consts = all(isinstance(v, Const) for _, v in values)
+        """``grad.method(...)``: the gradient is the receiver."""
         if method in rules.GRAD_DROPPED and not values:
             return lin
-        aliasing = method in rules.MAY_ALIAS_METHODS  # ``.contiguous()``, ``.float()``: maybe self
         if method in rules.GRAD_CAST:
             self.check_cast(node, values)
         rounding = _keyword(node, "rounding_mode")
@@ -271,19 +270,39 @@ class CallRules:
             raise self.not_linear(
                 node, f"`.{method}()` of the gradient with rounding_mode={_code(rounding)}"
             )
+        consts = all(isinstance(v, Const) for _, v in values)
         if method in rules.AFTER_REDUCTION and lin.reduction is not None and consts:
             return Lin(lin.node, reduction=rebuilt)
-        result = None
+        result = self.scaling_method(lin, method, values, rebuilt, consts)
+        if result is None:
+            result = self.selecting_method(node, lin, method, values, rebuilt, consts)
+        if result is not None:
+            return result
+        if method in rules.NOT_ELEMENTWISE:
+            raise _mixes(node, f"`.{method}()`")
+        raise self.not_linear(node, f"`.{method}()` of the gradient")
+
+    def scaling_method(
+        self, lin: Lin, method: str, values: list, rebuilt: cst.Call, consts: bool
+    ) -> Sym | None:
+        """``grad.clone()``, ``grad.float()``, ``grad.mul(k)``, ``grad.neg()``: elementwise."""
+        aliasing = method in rules.MAY_ALIAS_METHODS  # ``.contiguous()``, ``.float()``: maybe self
         if method in rules.GRAD_IDENTITY and not values:
             result = self.lin_op(
                 lin, rebuilt, keep_plain=True, aliasing=aliasing, keep_reduction=True
             )
         elif (method in rules.GRAD_CAST | rules.GRAD_SCALE | rules.GRAD_NEGATE) and consts:
             result = self.lin_op(lin, rebuilt, aliasing=aliasing, keep_reduction=True)
-        if result is not None:
-            if aliasing and self.held(lin):  # the result may be lin itself: both share memory
-                lin.aliased = result.aliased = True
-            return result
+        else:
+            return None
+        if aliasing and self.held(lin):  # the result may be lin itself: both share memory
+            lin.aliased = result.aliased = True
+        return result
+
+    def selecting_method(
+        self, node: cst.Call, lin: Lin, method: str, values: list, rebuilt: cst.Call, consts: bool
+    ) -> Sym | None:
+        """Reductions, zeroing some elements, and reading only the gradient's shape."""
         if method in rules.GRAD_REDUCE and consts:
             return self.reduce(lin, rebuilt, node)
         if method == "masked_fill" and len(values) == 2:
@@ -293,16 +312,11 @@ class CallRules:
         if method == "where" and len(values) == 2:
             return self.where(values[0][1], lin, values[1][1], node)
         if method in rules.SHAPE_METHODS and lin.plain and consts:
-            return Const(
-                rebuilt.with_changes(
-                    func=rebuilt.func.with_changes(  # type: ignore[union-attr]
-                        value=cst.Name(self.state.out)
-                    )
-                )
-            )
-        if method in rules.NOT_ELEMENTWISE:
-            raise _mixes(node, f"`.{method}()`")
-        raise self.not_linear(node, f"`.{method}()` of the gradient")
+            func = rebuilt.func
+            assert isinstance(func, cst.Attribute)
+            out = cst.Name(self.state.out)
+            return Const(rebuilt.with_changes(func=func.with_changes(value=out)))
+        return None
 
     def check_cast(self, node: cst.Call, values: list[tuple[str | None, Sym]]) -> None:
         """A cast of the gradient is linear only to a floating dtype: refuse an integer or

@@ -208,37 +208,11 @@ class Evaluator(CallRules):
         )
 
     def bind(self, target: cst.BaseAssignTargetExpression, value: Sym, source: cst.CSTNode) -> None:
+        """``target = value``: a name, a tuple of names, a masked element, or a ctx attribute."""
         if isinstance(target, cst.Name):
             self.env[target.value] = self.materialize(value, target.value)
         elif isinstance(target, (cst.Tuple, cst.List)):
-            elements = [e.value for e in target.elements]
-            if any(isinstance(e, cst.StarredElement) for e in target.elements):
-                raise Unsupported("unsupported-syntax", "starred assignment", target)
-            if isinstance(value, Const) and not value.simple:
-                # ``a, b = f(x)``: one statement, fresh names for its parts
-                fresh = [
-                    self.state.names.fresh(e.value) if isinstance(e, cst.Name) else None
-                    for e in elements
-                ]
-                if None in fresh:
-                    raise Unsupported("unsupported-syntax", "nested unpacking", target)
-                tup = cst.Tuple([cst.Element(cst.Name(n)) for n in fresh])
-                self.emit(cst.Assign([cst.AssignTarget(tup)], value.node))
-                for e, n in zip(elements, fresh, strict=True):
-                    self.env[e.value] = Const(cst.Name(n), simple=True)
-                return
-            if not isinstance(value, Seq):
-                raise Unsupported(
-                    "unsupported-syntax", "unpacking a value that is not a tuple", source
-                )
-            if len(value.items) != len(elements):
-                raise Unsupported(
-                    "unsupported-syntax",
-                    f"unpacks {len(value.items)} values into {len(elements)} names",
-                    target,
-                )
-            for e, item in zip(elements, value.items, strict=True):
-                self.bind(e, item, source)
+            self.bind_unpacked(target, value, source)
         elif isinstance(target, cst.Subscript):
             self.masked_assign(target, source)
         elif isinstance(target, cst.Attribute) and self.is_ctx(target.value):
@@ -249,6 +223,33 @@ class Evaluator(CallRules):
             self.ctx.attrs[target.attr.value] = self.materialize(value, target.attr.value)
         else:
             raise Unsupported("unsupported-syntax", "assignment to an attribute", target)
+
+    def bind_unpacked(self, target: cst.Tuple | cst.List, value: Sym, source: cst.CSTNode) -> None:
+        """``a, b = value``: a tuple's items one by one, or one statement for a constant."""
+        if any(isinstance(e, cst.StarredElement) for e in target.elements):
+            raise Unsupported("unsupported-syntax", "starred assignment", target)
+        elements = [e.value for e in target.elements]
+        if isinstance(value, Const) and not value.simple:
+            # ``a, b = f(x)``: one statement, fresh names for its parts
+            if not all(isinstance(e, cst.Name) for e in elements):
+                raise Unsupported("unsupported-syntax", "nested unpacking", target)
+            names = [e.value for e in elements if isinstance(e, cst.Name)]
+            fresh = [self.state.names.fresh(n) for n in names]
+            tup = cst.Tuple([cst.Element(cst.Name(n)) for n in fresh])
+            self.emit(cst.Assign([cst.AssignTarget(tup)], value.node))
+            for name, new in zip(names, fresh, strict=True):
+                self.env[name] = Const(cst.Name(new), simple=True)
+            return
+        if not isinstance(value, Seq):
+            raise Unsupported("unsupported-syntax", "unpacking a value that is not a tuple", source)
+        if len(value.items) != len(elements):
+            raise Unsupported(
+                "unsupported-syntax",
+                f"unpacks {len(value.items)} values into {len(elements)} names",
+                target,
+            )
+        for e, item in zip(elements, value.items, strict=True):
+            self.bind(e, item, source)
 
     def materialize(self, value: Sym, name: str) -> Sym:
         """Give a compound constant a statement of its own so repeated uses compute it once."""
