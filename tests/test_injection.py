@@ -196,6 +196,18 @@ def test_unrewritable_surrogate_is_reported_with_its_reason_code():
     assert _run(result.model, X)[2] == [lib.NoisyBackward]  # kept, with its gradient
 
 
+def test_inject_report_is_inject_with_report_and_never_warns(recwarn):
+    result = fgirewrite.inject_report(lib.NoisyNeuron())
+    assert isinstance(result, InjectResult)
+    assert [str(s) for s in result.skipped] == [
+        str(s) for s in inject(lib.NoisyNeuron(), report=True).skipped
+    ]
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+    model = Recurrent(lib.Neuron())
+    assert isinstance(inject(model), nn.Module)
+    assert isinstance(fgirewrite.inject_report(model).model, nn.Module)
+
+
 def test_unrewritable_surrogate_warns_without_report():
     with pytest.warns(UserWarning, match="backward-random: NoisyBackward"):
         inject(lib.NoisyNeuron())

@@ -156,3 +156,36 @@ def test_the_evaluator_provides_what_the_call_rules_declare():
     ]
     assert declared, "CallRules declares what it uses of the Evaluator"
     assert [n for n in declared if vars(Evaluator).get(n) is None] == []
+
+
+def test_the_readme_lists_the_public_api():
+    import re
+
+    import fgirewrite
+
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("### Public API", 1)[1].split("\n\n", 2)[2].split("\n\n", 1)[0]
+    listed = set(re.findall(r"`(\w+)`", table)) - {"fgirewrite"}
+    assert listed == set(fgirewrite.__all__) - {"__version__"}
+    for name in fgirewrite.__all__:
+        assert getattr(fgirewrite, name) is not None
+
+
+@pytest.mark.parametrize(
+    ("old", "name", "new"),
+    [
+        ("fgirewrite.gradients", "per_sample_grads", "fgirewrite.grads.transforms"),
+        ("fgirewrite.gradient_checks", "verify_gradients", "fgirewrite.grads.checks"),
+        ("fgirewrite.private", "for_opacus", "fgirewrite.grads.private"),
+        ("fgirewrite.fx_pass", "trace", "fgirewrite.live.fx"),
+        ("fgirewrite.load", "load_pair", "fgirewrite.execute.load"),
+        ("fgirewrite.live", "fgi_function", "fgirewrite.live.surrogates"),
+        ("fgirewrite.verify", "verify_pair", "fgirewrite.verify.pair"),
+    ],
+)
+def test_documented_old_paths_still_import(old, name, new):
+    import importlib
+
+    assert getattr(importlib.import_module(old), name) is getattr(
+        importlib.import_module(new), name
+    )
