@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 
 from fgirewrite import discover, files
-from fgirewrite.rewrite import Rewrite, analyse, rewrite_source
+from fgirewrite.rewrite.result import Rewrite
 from fgirewrite.source import SourceError, decode, internal_error
 from fgirewrite.surrogate import Skip, Surrogate, key
 
@@ -64,6 +64,9 @@ def process(
     path: Path, refused: dict[str, str] | None = None, analyse_only: bool = False
 ) -> Outcome:
     """Read and rewrite one file (or only analyse it); never raises for a bad file."""
+    # Imported here: the main process of ``--check`` forks its workers before it needs libcst.
+    from fgirewrite.rewrite.edit import analyse, rewrite_source
+
     outcome = Outcome(str(path))
     try:
         snapshot = files.read(path)
@@ -197,6 +200,7 @@ def verify_and_refuse(outcome: Outcome, verify: bool = True) -> None:
     """Verify a changed file's rewrites through the module as it will be written; rewrite it
     again without any that fail, until what is left verifies. Then check that a second run
     would change nothing; if it would, the file is not written."""
+    from fgirewrite.rewrite.edit import rewrite_source
     from fgirewrite.verify.written import instability, verify_rewrite
 
     assert outcome.rewrite is not None and outcome.snapshot is not None

@@ -11,45 +11,18 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, ScopeProvider
 
 from fgirewrite import codegen, discover
 from fgirewrite.extract import PROTOCOL, extract
-from fgirewrite.extract.symbolic import dotted
+from fgirewrite.extract.values import dotted
 from fgirewrite.rewrite import uses
+from fgirewrite.rewrite.result import Rewrite
 from fgirewrite.source import SourceError, decode, first_line
 from fgirewrite.surrogate import SHIM_BASE, Skip, Surrogate, key
-
-
-@dataclass
-class Rewrite:
-    """What fgirewrite found in one source, and the rewritten source if anything changed."""
-
-    path: str
-    source: bytes
-    findings: list[Surrogate | Skip] = field(default_factory=list)
-    new_source: bytes | None = None
-    names: dict[str, str] = field(default_factory=dict)  # key(surrogate) -> generated function
-    helpers: dict[str, str] = field(default_factory=dict)  # runtime helper -> its name here
-
-    @property
-    def surrogates(self) -> list[Surrogate]:
-        return [f for f in self.findings if isinstance(f, Surrogate)]
-
-    @property
-    def skipped(self) -> list[Skip]:
-        return [f for f in self.findings if isinstance(f, Skip)]
-
-    @property
-    def changed(self) -> bool:
-        return self.new_source is not None and self.new_source != self.source
-
-    def function(self, finding: Surrogate | Skip) -> str | None:
-        """The name of the FGI function written for a surrogate."""
-        return self.names.get(key(finding))
 
 
 def analyse(data: bytes, path: str) -> tuple[Rewrite, discover.ModuleInfo | None]:
