@@ -146,17 +146,53 @@ def _compare(
     except Exception as exc:  # noqa: BLE001
         found.failures.append(f"{label}: the rewrite raises {type(exc).__name__}: {exc}")
         return
+    if not _same_outputs(found, label, expected, actual, actual_nograd, x):
+        return
+    pair = (original, rewritten, args, spec)
+    _compare_gradients(found, label, expected_grads, actual_grads, expected.dtype, x, pair)
+    first = spec.names[0]
+    if label == "grid" and x.dtype in (torch.float32, torch.float64):
+        exp = expected_grads.get(first) if first in spec.differentiable else None
+        if exp is not None:
+            found.failures.extend(
+                _forward_mode(rewritten, args, spec, actual_grads, x, torch.isfinite(exp))
+            )
+
+
+def _same_outputs(
+    found: _Found,
+    label: str,
+    expected: torch.Tensor,
+    actual: torch.Tensor,
+    actual_nograd: torch.Tensor,
+    x: torch.Tensor,
+) -> bool:
+    """Same dtype and shape (else the gradients are not compared), then the values bitwise."""
     if actual.dtype != expected.dtype:
         found.failures.append(f"{label}: output dtype {actual.dtype} != original {expected.dtype}")
-        return
+        return False
     if actual.shape != expected.shape:
         found.failures.append(
             f"{label}: output shape {tuple(actual.shape)} != original {tuple(expected.shape)}"
         )
-        return
+        return False
     for what, value in (("forward", actual), ("forward without grad", actual_nograd)):
         if (m := bitwise_mismatch(f"{label} {what}", value, expected, x)) is not None:
             found.failures.append(str(m))
+    return True
+
+
+def _compare_gradients(
+    found: _Found,
+    label: str,
+    expected_grads: dict,
+    actual_grads: dict,
+    output: torch.dtype,
+    x: torch.Tensor,
+    pair: tuple,
+) -> None:
+    """Every input's gradient; for a non-differentiable input, only whether ``.grad`` is set."""
+    _, _, args, spec = pair
     for name, exp in expected_grads.items():
         act = actual_grads.get(name)
         if name not in spec.differentiable:
@@ -170,20 +206,7 @@ def _compare(
         arg = args[spec.names.index(name)]
         exp = torch.zeros_like(arg) if exp is None else exp
         act = torch.zeros_like(arg) if act is None else act
-        _compare_gradient(
-            found, label, name, act, exp, expected.dtype, x, (original, rewritten, args, spec)
-        )
-    first = spec.names[0]
-    if (
-        label == "grid"
-        and x.dtype in (torch.float32, torch.float64)
-        and first in spec.differentiable
-    ):
-        exp = expected_grads.get(first)
-        if exp is not None:
-            found.failures.extend(
-                _forward_mode(rewritten, args, spec, actual_grads, x, torch.isfinite(exp))
-            )
+        _compare_gradient(found, label, name, act, exp, output, x, pair)
 
 
 def _compare_gradient(
