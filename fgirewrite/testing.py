@@ -65,15 +65,8 @@ def assert_equivalent(
     expected, expected_grads, leaves, touched = _grads(original, inputs, seed)
     actual, actual_grads, _, changed = _grads(rewritten, inputs, seed)
     first = leaves[0].detach() if leaves else torch.zeros(())
-    if actual.dtype != expected.dtype:
-        raise AssertionError(f"output dtype {actual.dtype} != original {expected.dtype}")
-    if (m := bitwise_mismatch("forward", actual, expected, first)) is not None:
-        raise AssertionError(str(m))
-    quiet = _forward(rewritten, inputs, seed)
-    if quiet.dtype != expected.dtype:
-        raise AssertionError(f"under no_grad: output dtype {quiet.dtype} != {expected.dtype}")
-    if (m := bitwise_mismatch("forward under no_grad", quiet, expected, first)) is not None:
-        raise AssertionError(str(m))
+    _assert_same_output("", actual, expected, first)
+    _assert_same_output("under no_grad", _forward(rewritten, inputs, seed), expected, first)
     for i, (before, after) in enumerate(zip(touched, changed, strict=True)):
         if before != after:
             verb = "changes" if after else "leaves"
@@ -82,14 +75,33 @@ def assert_equivalent(
                 f"{'does' if before else 'does not'}"
             )
     for i, (a, e) in enumerate(zip(actual_grads, expected_grads, strict=True)):
-        if e is None and a is None:
-            continue
-        if e is None or a is None:
-            raise AssertionError(
-                f"gradient {i}: original {'has' if e is not None else 'has no'} "
-                f"gradient, rewrite {'has' if a is not None else 'has no'}"
-            )
-        rtol, atol = tolerance(e.dtype)
-        x = leaves[i].detach() if i < len(leaves) and leaves[i].shape == e.shape else e * 0
-        if m := close_mismatch(f"gradient {i}", a, e, x, rtol, atol, torch.isfinite(e)):
-            raise AssertionError(str(m))
+        x = leaves[i].detach() if i < len(leaves) else None
+        _assert_close_gradient(i, a, e, x)
+
+
+def _assert_same_output(
+    when: str, actual: torch.Tensor, expected: torch.Tensor, first: torch.Tensor
+) -> None:
+    if actual.dtype != expected.dtype:
+        prefix = f"{when}: output dtype" if when else "output dtype"
+        suffix = f"{expected.dtype}" if when else f"original {expected.dtype}"
+        raise AssertionError(f"{prefix} {actual.dtype} != {suffix}")
+    what = f"forward {when}" if when else "forward"
+    if (m := bitwise_mismatch(what, actual, expected, first)) is not None:
+        raise AssertionError(str(m))
+
+
+def _assert_close_gradient(
+    i: int, a: torch.Tensor | None, e: torch.Tensor | None, leaf: torch.Tensor | None
+) -> None:
+    if e is None and a is None:
+        return
+    if e is None or a is None:
+        raise AssertionError(
+            f"gradient {i}: original {'has' if e is not None else 'has no'} "
+            f"gradient, rewrite {'has' if a is not None else 'has no'}"
+        )
+    rtol, atol = tolerance(e.dtype)
+    x = leaf if leaf is not None and leaf.shape == e.shape else e * 0
+    if m := close_mismatch(f"gradient {i}", a, e, x, rtol, atol, torch.isfinite(e)):
+        raise AssertionError(str(m))
