@@ -119,27 +119,7 @@ def read_forward(
     body = _hoisted_torch(_without_no_grad(body, imports))
     if ctx_name is not None:
         _refuse_marks(function, ctx_name)
-    if not body:
-        raise Unsupported("forward-control-flow", "the forward has no body", function)
-    last = body[-1]
-    if not (
-        isinstance(last, cst.SimpleStatementLine)
-        and isinstance(last.body[-1], cst.Return)
-        and last.body[-1].value is not None
-    ):
-        raise Unsupported("forward-control-flow", "the forward does not end by returning", last)
-    result = last.body[-1].value
-    assert result is not None
-    if isinstance(result, (cst.Tuple, cst.List)):
-        raise Unsupported("multiple-outputs", "the forward returns a tuple", result)
-    if len(last.body) > 1:
-        body[-1] = last.with_changes(body=last.body[:-1])
-    else:
-        body.pop()
-    for stmt in body:
-        if _contains(stmt, cst.Return):
-            raise Unsupported("forward-control-flow", "the forward returns from a branch", stmt)
-
+    body, result = _split_return(body, function)
     later: list[set[str]] = []  # names bound at or after each statement
     acc: set[str] = set()
     for stmt in reversed(body):
@@ -178,6 +158,31 @@ def read_forward(
                 "unsupported-ctx", "the forward returns something built from ctx", result
             )
     return forward
+
+
+def _split_return(
+    body: list[cst.BaseStatement], function: cst.FunctionDef
+) -> tuple[list[cst.BaseStatement], cst.BaseExpression]:
+    """The statements before the final ``return``, and the returned expression: a forward
+    returns once, at its end, one tensor."""
+    if not body:
+        raise Unsupported("forward-control-flow", "the forward has no body", function)
+    last = body[-1]
+    if not (
+        isinstance(last, cst.SimpleStatementLine)
+        and isinstance(last.body[-1], cst.Return)
+        and last.body[-1].value is not None
+    ):
+        raise Unsupported("forward-control-flow", "the forward does not end by returning", last)
+    result = last.body[-1].value
+    assert result is not None
+    if isinstance(result, (cst.Tuple, cst.List)):
+        raise Unsupported("multiple-outputs", "the forward returns a tuple", result)
+    body = body[:-1] + ([last.with_changes(body=last.body[:-1])] if len(last.body) > 1 else [])
+    for stmt in body:
+        if _contains(stmt, cst.Return):
+            raise Unsupported("forward-control-flow", "the forward returns from a branch", stmt)
+    return body, result
 
 
 def _refuse_marks(function: cst.FunctionDef, ctx_name: str) -> None:
