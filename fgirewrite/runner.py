@@ -61,7 +61,9 @@ class Outcome:
 
 
 def process(
-    path: Path, refused: dict[str, str] | None = None, analyse_only: bool = False
+    path: Path,
+    refused: dict[str, tuple[str, str]] | None = None,
+    analyse_only: bool = False,
 ) -> Outcome:
     """Read and rewrite one file (or only analyse it); never raises for a bad file."""
     outcome = Outcome(str(path))
