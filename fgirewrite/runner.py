@@ -11,6 +11,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 from fgirewrite import discover, files
 from fgirewrite.rewrite import Rewrite, analyse, rewrite_source
@@ -137,7 +138,7 @@ def process_all(
         outcome = results[index]
         assert outcome is not None
         outcome.second_order = lines
-    return results  # type: ignore[return-value]
+    return cast(list[Outcome], results)  # every path has its outcome now
 
 
 def _collect(

@@ -136,7 +136,7 @@ class CallRules:
             if isinstance(cond, Const):
                 return self.where(cond, a, b, node)
         if qualified in (rules.TORCH_IDENTITY | rules.TORCH_NEGATE) and len(values) == 1:
-            return self.lin_op(first, rebuilt, keep_reduction=True)  # type: ignore[arg-type]
+            return self.lin_op(values[0][1], rebuilt, keep_reduction=True)
         if qualified in rules.TORCH_REDUCE and isinstance(first, Lin) and len(lins) == 1:
             return self.reduce(first, rebuilt, node)
         rounding = _keyword(node, "rounding_mode")

@@ -68,9 +68,8 @@ class Evaluator(CallRules):
         self.ctx_name = ctx_name
         self.ctx = ctx
         self.mode = mode  # "backward" reads ctx; "setup" writes it
-        self.mask: Sequence[cst.SubscriptElement] | None = (
-            None  # the index of a masked assignment in progress
-        )
+        # the index of a masked assignment in progress
+        self.mask: Sequence[cst.SubscriptElement] | None = None
 
     # ---------------------------------------------------------------- statements
 

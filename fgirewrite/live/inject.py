@@ -15,7 +15,7 @@ import copy
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import torch
 from torch import nn
@@ -183,13 +183,13 @@ def inject_report(
     return result
 
 
-def _named(value: object) -> str:
+def _named(value: Any) -> str:
     """`` (qualname)`` of a function-like attribute value, for reports."""
     if isinstance(value, type):
         return ""
     owner = getattr(value, "__self__", None)
     if isinstance(owner, type):  # a bound classmethod: Function.apply
-        return f" ({owner.__qualname__}.{value.__name__})"  # type: ignore[attr-defined]
+        return f" ({owner.__qualname__}.{value.__name__})"
     function = getattr(value, "__func__", getattr(value, "func", value))
     name = getattr(function, "__qualname__", None)
     return f" ({name})" if isinstance(name, str) else ""
