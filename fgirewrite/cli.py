@@ -20,7 +20,8 @@ from typing import NamedTuple
 
 import typer
 
-# typer (0.29+) vendors click: its exceptions live here, and there is no click to import.
+# typer (0.29+) vendors click: its Context and exceptions live here; there is no click to import.
+from typer._click.core import Context
 from typer._click.exceptions import (
     BadParameter,
     ClickException,
@@ -80,7 +81,7 @@ def _argument_name(param) -> str:
 class _Command(TyperCommand):
     """Usage lines without typer's braces, arguments without a type (the help says it)."""
 
-    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+    def collect_usage_pieces(self, ctx: Context) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
             if param.param_type_name == "argument":
@@ -88,7 +89,7 @@ class _Command(TyperCommand):
                 pieces.append(name if param.required else f"[{name}]")
         return pieces
 
-    def format_options(self, ctx: typer.Context, formatter) -> None:
+    def format_options(self, ctx: Context, formatter) -> None:
         arguments, options = [], []
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)
@@ -107,16 +108,16 @@ class _Command(TyperCommand):
 class _Commands(TyperGroup):
     """``fgirewrite PATH...`` is ``fgirewrite rewrite PATH...``; usage errors are one line."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = ["rewrite", *args]
         return super().parse_args(ctx, args)
 
-    def make_context(self, *args, **kwargs) -> typer.Context:
+    def make_context(self, *args, **kwargs) -> Context:
         with _one_line_usage_errors():
             return super().make_context(*args, **kwargs)
 
-    def invoke(self, ctx: typer.Context):
+    def invoke(self, ctx: Context):
         with _one_line_usage_errors():
             return super().invoke(ctx)
 

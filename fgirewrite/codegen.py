@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import re
 import textwrap
+import types
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -53,10 +54,12 @@ class _Substitute(cst.CSTTransformer):
 def injected_terms(s: Surrogate) -> list[str]:
     """Each gradient's template applied to its input's zero."""
     module = cst.Module([])
-    return [
-        module.code_for_node(cst.parse_expression(g.template).visit(_Substitute(g.delta)))
-        for g in s.gradients
-    ]
+    terms = []
+    for g in s.gradients:
+        term = cst.parse_expression(g.template).visit(_Substitute(g.delta))
+        assert isinstance(term, cst.BaseExpression)  # names replaced by names
+        terms.append(module.code_for_node(term))
+    return terms
 
 
 def _annotated(params: str) -> str:
@@ -65,7 +68,7 @@ def _annotated(params: str) -> str:
         return params
     node = cst.parse_statement(f"def _({params}): pass\n")
     assert isinstance(node, cst.FunctionDef)
-    kinds = {cst.Float: "float", cst.Integer: "int"}
+    kinds: dict[type, str] = {cst.Float: "float", cst.Integer: "int"}
     changed = []
     for param in node.params.params:
         kind = kinds.get(type(param.default)) if param.annotation is None else None
@@ -126,7 +129,7 @@ def function_source(s: Surrogate, name: str, helpers: Mapping[str, str] | None =
     return "\n".join(lines) + "\n"
 
 
-def compile_surrogate(s: Surrogate, namespace: dict, name: str | None = None):
+def compile_surrogate(s: Surrogate, namespace: dict, name: str | None = None) -> types.FunctionType:
     """Execute the generated function in ``namespace`` (with the runtime helpers) and return it."""
     from fgirewrite import _runtime
 

@@ -112,7 +112,9 @@ class ModuleInfo:
     source: str
     lines: list[str]
     imports: dict[str, str]  # local name -> qualified name
-    functions: dict[str, ast.FunctionDef] = field(default_factory=dict)  # module level
+    functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = field(
+        default_factory=dict
+    )  # module level
     classes: dict[str, ast.ClassDef] = field(default_factory=dict)  # module level
     assigned: set[str] = field(default_factory=set)  # module-level names bound by code
 

@@ -11,6 +11,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 from fgirewrite import discover, files
 from fgirewrite.rewrite.result import Rewrite
@@ -61,7 +62,9 @@ class Outcome:
 
 
 def process(
-    path: Path, refused: dict[str, str] | None = None, analyse_only: bool = False
+    path: Path,
+    refused: dict[str, tuple[str, str]] | None = None,
+    analyse_only: bool = False,
 ) -> Outcome:
     """Read and rewrite one file (or only analyse it); never raises for a bad file."""
     # Imported here: the main process of ``--check`` forks its workers before it needs libcst.
@@ -138,7 +141,7 @@ def process_all(
         outcome = results[index]
         assert outcome is not None
         outcome.second_order = lines
-    return results  # type: ignore[return-value]
+    return cast(list[Outcome], results)  # every path has its outcome now
 
 
 def _collect(

@@ -35,7 +35,7 @@ def _grads(fn: Callable, inputs: tuple, seed: int):
     generator = torch.Generator().manual_seed(seed)
     go = torch.randn(out.shape, generator=generator, dtype=torch.float64).to(out.dtype)
     differentiable = [x for x in leaves if torch.is_tensor(x) and x.requires_grad]
-    params = list(fn.parameters()) if isinstance(fn, torch.nn.Module) else []
+    params: list[torch.Tensor] = list(fn.parameters()) if isinstance(fn, torch.nn.Module) else []
     grads = (
         torch.autograd.grad(out, differentiable + params, go.to(out.device), allow_unused=True)
         if out.requires_grad

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,7 +55,7 @@ def run(config: BenchConfig, device: torch.device, progress: Progress) -> dict:
     """Cold and warm compile seconds per variant, with the caches' hit/miss/bypass counts."""
     length = config.compile_cache_length or config.lengths[0]
     kwargs = config.entry_kwargs(length)
-    out = {
+    out: dict[str, Any] = {
         "status": "ok",
         "length": length,
         "kwargs": kwargs,

@@ -65,6 +65,7 @@ def _prepare(
         return None
     if mode == "script":
         try:
+            assert isinstance(run, torch.jit.ScriptModule)  # torch.jit.script of a module
             models.jit_save(run)
             result["checks"]["jit_save"] = {"status": "ok"}
         except Exception as exc:

@@ -97,9 +97,9 @@ def validate(doc: dict) -> list[str]:
     expected = {(n, m, v) for n in settings["lengths"] for m in settings["modes"] for v in VARIANTS}
     seen = set()
     for result in doc["results"]:
-        key = (result.get("length"), result.get("mode"), result.get("variant"))
-        where = "/".join(map(str, key))
-        seen.add(key)
+        combination = (result.get("length"), result.get("mode"), result.get("variant"))
+        where = "/".join(map(str, combination))
+        seen.add(combination)
         if result.get("mode") not in MODES or result.get("variant") not in VARIANTS:
             problems.append(f"{where}: unknown mode or variant")
         if result.get("status") not in STATUSES:
@@ -111,6 +111,6 @@ def validate(doc: dict) -> list[str]:
         for name, check in result.get("checks", {}).items():
             if check.get("status") == "failed" and not check.get("error"):
                 problems.append(f"{where}/{name}: failed without an error")
-    for key in sorted(expected - seen, key=str):
-        problems.append(f"missing result {'/'.join(map(str, key))}")
+    for missing in sorted(expected - seen, key=str):
+        problems.append(f"missing result {'/'.join(map(str, missing))}")
     return problems

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import sys
 import traceback
+from collections.abc import Collection
 from pathlib import Path
 from types import ModuleType
 
@@ -247,7 +248,7 @@ def evaluate(
     tree: ast.Module,
     info: ModuleInfo,
     site: ClassSite,
-    extra: set[str] = frozenset(),
+    extra: Collection[str] = frozenset(),
     first_line: int | None = None,
 ) -> dict:
     """Execute the slice a class needs; its namespace, with the class under its own name."""

@@ -32,6 +32,8 @@ from fgirewrite.extract.values import (
     Names,
     Seq,
     State,
+    Sym,
+    Unbound,
     Unsupported,
     as_const,
     names_in,
@@ -206,7 +208,7 @@ def _context(m: _Methods, fwd: Forward, entry: dict[str, str], out_name: str, st
     return ctx
 
 
-def _backward(backward: cst.FunctionDef, state: State, ctx: Ctx) -> tuple[str, object]:
+def _backward(backward: cst.FunctionDef, state: State, ctx: Ctx) -> tuple[str, Sym | None]:
     """The backward's grad_output parameter, and what it returns, evaluated symbolically."""
     back_params, back_ctx = params_of(backward, skip_first=True)
     if not back_params:
@@ -227,7 +229,7 @@ def _code(
     fwd: Forward,
     out_name: str,
     state: State,
-    result: object,
+    result: Sym | None,
     snippets: list[Snippet],
     path: str,
 ) -> _Code:
@@ -340,14 +342,14 @@ def _setup_context(
         )
     inputs = Seq([Const(cst.Name(name), simple=True, external=True) for name in entry.values()])
     output = Const(cst.Name(out_name), simple=True)
-    env = {params[0].name.value: inputs, params[1].name.value: output}
+    env: dict[str, Sym | Unbound] = {params[0].name.value: inputs, params[1].name.value: output}
     ctx = Ctx(n_inputs=n_inputs)
     Evaluator(state, env, ctx_name, ctx, "setup").block(function.body.body)
     return ctx
 
 
 def _gradients(
-    result: object,
+    result: Sym | None,
     params: list[str],
     backward: cst.FunctionDef,
     snippets: list[Snippet],
@@ -366,12 +368,9 @@ def _gradients(
             *items,
             *(Const(cst.Name("None"), simple=True, value=None) for _ in params[len(items) :]),
         ]
-    if (
-        len(items) < len(params)
-        or any(
-            as_const(extra) is None or as_const(extra).value is not None  # type: ignore[union-attr]
-            for extra in items[len(params) :]
-        )
+    if len(items) < len(params) or any(
+        (const := as_const(extra)) is None or const.value is not None
+        for extra in items[len(params) :]
     ):
         raise Unsupported(
             "gradient-count",
@@ -382,6 +381,7 @@ def _gradients(
     location = next(
         (loc for s in snippets if (loc := s.method_location(backward, path))), None
     ) or locate(snippets, backward, path)
+    assert location is not None  # the backward is a method of one of the snippets
     gradients = []
     for param, item in zip(params, items, strict=False):
         if isinstance(item, Lin):
@@ -389,7 +389,7 @@ def _gradients(
             template = code(item.node)
         elif isinstance(item, Const) and item.zero:
             reduction, template = None, f"{GRAD} * 0"
-        elif as_const(item) is not None and as_const(item).value is None:  # type: ignore[union-attr]
+        elif (const := as_const(item)) is not None and const.value is None:
             continue
         else:
             raise Unsupported(
@@ -407,11 +407,11 @@ def _gradients(
 
 def _dead_code_eliminated(
     prelude: list[cst.BaseStatement], gradients: list[Gradient]
-) -> list[cst.BaseSmallStatement]:
+) -> list[cst.BaseStatement]:
     needed: set[str] = set()
     for g in gradients:
         needed |= names_in(cst.parse_expression(g.template))
-    kept: list[cst.BaseSmallStatement] = []
+    kept: list[cst.BaseStatement] = []
     for stmt in reversed(prelude):
         if assigned_names(stmt) & needed:
             kept.append(stmt)

@@ -66,6 +66,7 @@ def const_block(evaluator, stmt: cst.BaseCompoundStatement) -> None:
     for name in used - set(mapping) - {evaluator.ctx_name}:
         evaluator.e_Name(cst.Name(name))  # a global: record it, refuse if shadowed
     rewritten = stmt.visit(_Rename(evaluator, mapping))
+    assert isinstance(rewritten, cst.BaseCompoundStatement)  # names renamed, nothing removed
     _refuse_mutation(evaluator, rewritten, mapping, code)
     evaluator.emit(rewritten)
     for name in assigned:

@@ -7,7 +7,16 @@ from __future__ import annotations
 
 import libcst as cst
 
-from fgirewrite.extract.values import UNKNOWN, Const, Lin, Seq, Sym, Unbound, Unsupported
+from fgirewrite.extract.values import (
+    UNKNOWN,
+    Const,
+    Lin,
+    Seq,
+    Statements,
+    Sym,
+    Unbound,
+    Unsupported,
+)
 
 SHAPES = frozenset({"shape", "ndim", "dtype", "device"})
 SHAPE_CALLS = frozenset({"dim", "size", "numel", "len"})
@@ -63,12 +72,12 @@ def gradient_branch(evaluator, stmt: cst.If, test: Const) -> Sym | None:
         )
     condition = evaluator.materialize(test, "branch")
     assert isinstance(condition, Const)
-    orelse: list[cst.BaseStatement] = []
+    orelse: Statements = []
     if isinstance(stmt.orelse, cst.If):
         orelse = [stmt.orelse]
     elif stmt.orelse is not None:
-        orelse = list(stmt.orelse.body.body)
-    taken = _evaluate(evaluator, list(stmt.body.body))
+        orelse = stmt.orelse.body.body
+    taken = _evaluate(evaluator, stmt.body.body)
     other = _evaluate(evaluator, orelse)
     (env_a, prelude_a, result_a), (env_b, prelude_b, result_b) = taken, other
     if (result_a is None) != (result_b is None):
@@ -76,7 +85,7 @@ def gradient_branch(evaluator, stmt: cst.If, test: Const) -> Sym | None:
             "backward-control-flow", "returns from one branch of a runtime condition only", stmt
         )
     names = evaluator.state.names
-    merged: dict[str, object] = {}
+    merged: dict[str, Sym | Unbound] = {}
     for name in sorted(set(env_a) | set(env_b)):
         a, b = env_a.get(name), env_b.get(name)
         if a is b:
@@ -99,7 +108,7 @@ def gradient_branch(evaluator, stmt: cst.If, test: Const) -> Sym | None:
     return result
 
 
-def _evaluate(evaluator, body: list[cst.BaseStatement]):
+def _evaluate(evaluator, body: Statements):
     """A branch on its own: its environment, the statements it emits, what it returns."""
     state = evaluator.state
     saved = state.prelude
@@ -118,7 +127,7 @@ def _merge(a: Sym, b: Sym, condition: Const, names, prelude_a, prelude_b, stmt) 
     if isinstance(a, Seq) and isinstance(b, Seq) and len(a.items) == len(b.items):
         return Seq(
             [
-                _merge(x, y, condition, names, prelude_a, prelude_b, stmt)  # type: ignore[arg-type]
+                _merge(x, y, condition, names, prelude_a, prelude_b, stmt)
                 for x, y in zip(a.items, b.items, strict=True)
             ]
         )

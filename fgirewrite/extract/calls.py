@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import libcst as cst
 
@@ -15,7 +16,9 @@ from fgirewrite.extract.values import (
     Ctx,
     Lin,
     State,
+    Statements,
     Sym,
+    Unbound,
     Unsupported,
     as_const,
     dotted,
@@ -27,39 +30,34 @@ from fgirewrite.extract.values import (
 
 class CallRules:
     """Mixed into the Evaluator (``symbolic.py``): the rules for calls. What they use of the
-    Evaluator is declared first; the Evaluator provides it."""
+    Evaluator is declared first (for the type checker; ``tests/test_layers.py`` checks that
+    the Evaluator defines it)."""
 
-    state: State
-    env: dict[str, Sym]
-    ctx: Ctx
-    mode: str  # "backward" reads ctx; "setup" writes it
+    if TYPE_CHECKING:
+        # What the Evaluator (fgirewrite.extract.symbolic) provides.
+        state: State
+        env: dict[str, Sym | Unbound]
+        ctx: Ctx
+        mode: str
 
-    def expr(self, node: cst.BaseExpression) -> Sym:
-        raise NotImplementedError
-
-    def e_Name(self, node: cst.Name) -> Sym:
-        raise NotImplementedError
-
-    def const(self, node: cst.BaseExpression) -> Const:
-        raise NotImplementedError
-
-    def qualified(self, node: cst.BaseExpression) -> str | None:
-        raise NotImplementedError
-
-    def is_ctx(self, node: cst.BaseExpression) -> bool:
-        raise NotImplementedError
-
-    def materialize(self, value: Sym, name: str) -> Sym:
-        raise NotImplementedError
-
-    def rebind(self, old: Sym, new: Sym, name: str) -> None:
-        raise NotImplementedError
-
-    def held(self, value: Sym) -> bool:
-        raise NotImplementedError
-
-    def check_inplace(self, target: Sym, label: str, node: cst.CSTNode) -> None:
-        raise NotImplementedError
+        def __init__(
+            self,
+            state: State,
+            env: dict[str, Sym | Unbound],
+            ctx_name: str | None,
+            ctx: Ctx,
+            mode: str,
+        ) -> None: ...
+        def block(self, body: Statements) -> Sym | None: ...
+        def expr(self, node: cst.BaseExpression) -> Sym: ...
+        def e_Name(self, node: cst.Name) -> Sym: ...
+        def const(self, node: cst.BaseExpression) -> Const: ...
+        def qualified(self, node: cst.BaseExpression) -> str | None: ...
+        def is_ctx(self, node: cst.BaseExpression) -> bool: ...
+        def held(self, value: Sym) -> bool: ...
+        def materialize(self, value: Const, name: str) -> Const: ...
+        def rebind(self, old: Sym, new: Sym, name: str) -> None: ...
+        def check_inplace(self, target: Sym, label: str, node: cst.CSTNode) -> None: ...
 
     # ---------------------------------------------------------------- calls
 
@@ -77,8 +75,8 @@ class CallRules:
                     node, self.ctx.attrs[func.attr.value], f"ctx.{func.attr.value}"
                 )
             raise Unsupported("unsupported-ctx", f"calls ctx.{func.attr.value}()", node)
-        if isinstance(func, cst.Name) and isinstance(self.env.get(func.value), Const):
-            return self.value_call(node, self.env[func.value], func.value)
+        if isinstance(func, cst.Name) and isinstance(callee := self.env.get(func.value), Const):
+            return self.value_call(node, callee, func.value)
         if isinstance(func, cst.Attribute):
             return self.method_call(node, func.attr.value)
         raise Unsupported("unknown-call", "calls a computed callable", node)
@@ -232,7 +230,7 @@ class CallRules:
             if method in ("mul", "multiply") and len(values) == 1:
                 return self.lin_op(lins[0], rebuilt)
             if method == "where" and len(values) == 2:
-                return self.where(values[0][1], receiver, values[1][1], node)  # type: ignore[arg-type]
+                return self.where(values[0][1], receiver, values[1][1], node)
             if method in ("to", "type_as") and all(lin.plain for lin in lins):
                 # ``mask.to(grad_output)`` reads only its dtype and device: the output's.
                 out = cst.Name(self.state.out)
@@ -378,7 +376,7 @@ class CallRules:
         holders = [name for name, value in self.env.items() if value is receiver]
         if holders:
             self.rebind(receiver, new, holders[0])
-            return self.env[holders[0]]
+            return cast(Sym, self.env[holders[0]])  # rebind bound it to a value
         if isinstance(target, (cst.Name, cst.Attribute, cst.Subscript)):
             raise Unsupported("in-place-alias", f"an in-place op on `{label}`", node)
         return new
@@ -550,12 +548,12 @@ def bind_parameters(
     values: list[tuple[str | None, Sym]],
     node: cst.CSTNode,
     caller: CallRules,
-) -> dict[str, Sym]:
+) -> dict[str, Sym | Unbound]:
     """Bind call arguments to a helper's parameters, defaults included."""
     if params.star_arg not in (cst.MaybeSentinel.DEFAULT, None) or params.star_kwarg:
         raise Unsupported("unsupported-syntax", "a helper with *args or **kwargs", node)
     ordered = list(params.posonly_params) + list(params.params) + list(params.kwonly_params)
-    env: dict[str, Sym] = {}
+    env: dict[str, Sym | Unbound] = {}
     positional = [v for k, v in values if k is None]
     keywords = {k: v for k, v in values if k is not None}
     for i, param in enumerate(ordered):

@@ -4,9 +4,11 @@ file), its methods (inherited from the module's own base classes too) and their 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import cast
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
+from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from fgirewrite.discover import ModuleInfo
 from fgirewrite.extract.values import Unsupported, dotted
@@ -22,13 +24,16 @@ class Snippet:
             text, self.offset = "if 1:\n" + text, self.offset - 1
         self.text = text
         self.module = cst.parse_module(text)
-        self._positions = None
+        self._positions: Mapping[cst.CSTNode, CodeRange] | None = None
         self.lines = text.splitlines()
         body = self.module.body[0]
-        self.node = body.body.body[0] if indented else body  # type: ignore[union-attr]
+        # A class or function definition (the one statement under ``if 1:`` when indented).
+        self.node = cast(
+            cst.BaseCompoundStatement, cast(cst.If, body).body.body[0] if indented else body
+        )
 
     @property
-    def positions(self):
+    def positions(self) -> Mapping[cst.CSTNode, CodeRange]:
         """Computed on first use only: most classes never need a location inside them."""
         if self._positions is None:
             wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
@@ -37,7 +42,7 @@ class Snippet:
 
     def method_location(self, function: cst.FunctionDef, path: str) -> Location | None:
         """Where a method of this snippet's class starts, found without a position pass."""
-        if function not in getattr(self.node.body, "body", ()):  # type: ignore[union-attr]
+        if function not in getattr(self.node.body, "body", ()):
             return None
         name = function.name.value
         for i, line in enumerate(self.text.splitlines()):

@@ -9,6 +9,7 @@ library calls included, happens exactly as before. Only the ``ctx`` statements a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import libcst as cst
 
@@ -16,18 +17,21 @@ from fgirewrite.discover import qualify
 from fgirewrite.extract import rules
 from fgirewrite.extract.values import Const, Ctx, Names, Unsupported, dotted, names_in, walk
 
+# A statement of a module or an indented block: what cst.Module takes.
+Statement = cst.SimpleStatementLine | cst.BaseCompoundStatement
+
 
 @dataclass
 class Forward:
     """The forward of a Function, ready for code generation."""
 
-    statements: list[cst.BaseStatement]  # verbatim, ctx statements removed or replaced
+    statements: list[Statement]  # verbatim, ctx statements removed or replaced
     result: cst.BaseExpression  # the returned expression
     ctx: Ctx
     assigned: set[str]  # every name the forward binds
     # ``if x.requires_grad: ctx.save_for_backward(...)``: blocks that only prepare the backward,
     # evaluated with it, when a gradient is needed.
-    deferred: list[list[cst.BaseStatement]] = field(default_factory=list)
+    deferred: list[list[Statement]] = field(default_factory=list)
 
 
 def assigned_names(node: cst.CSTNode) -> set[str]:
@@ -66,12 +70,10 @@ def _contains(node: cst.CSTNode, kind: type) -> bool:
 NO_GRAD = frozenset({"torch.no_grad", "torch.autograd.no_grad", "torch.autograd.grad_mode.no_grad"})
 
 
-def _without_no_grad(
-    body: list[cst.BaseStatement], imports: dict[str, str]
-) -> list[cst.BaseStatement]:
+def _without_no_grad(body: list[Statement], imports: dict[str, str]) -> list[Statement]:
     """``with torch.no_grad():`` blocks opened into their statements: the generated code runs
     the whole forward without grad (as autograd runs it), so they change nothing."""
-    flat: list[cst.BaseStatement] = []
+    flat: list[Statement] = []
     for stmt in body:
         if (
             isinstance(stmt, cst.With)
@@ -84,13 +86,13 @@ def _without_no_grad(
                 for item in stmt.items
             )
         ):
-            flat.extend(_without_no_grad(list(stmt.body.body), imports))
+            flat.extend(_without_no_grad(_statements(stmt.body), imports))
         else:
             flat.append(stmt)
     return flat
 
 
-def _hoisted_torch(body: list[cst.BaseStatement]) -> list[cst.BaseStatement]:
+def _hoisted_torch(body: list[Statement]) -> list[Statement]:
     """``import torch`` statements dropped: the rewritten module imports torch at its top,
     and an import inside the generated function would make ``torch`` local to all of it."""
     kept = []
@@ -113,7 +115,7 @@ def read_forward(
     imports: dict[str, str],
 ) -> Forward:
     """Split a forward body into kept statements, the returned expression and ctx contents."""
-    body = list(function.body.body)
+    body = _statements(function.body)
     if body and _is_docstring(body[0]):
         body = body[1:]
     body = _hoisted_torch(_without_no_grad(body, imports))
@@ -133,14 +135,17 @@ def read_forward(
     for i, stmt in enumerate(body):
         after = later[i + 1] if i + 1 < len(later) else set()
         if ctx_name is not None and not _writes_ctx(stmt, ctx_name):
-            stmt = stmt.visit(_CtxReads(ctx_name, forward.ctx))
+            visited = stmt.visit(_CtxReads(ctx_name, forward.ctx))
+            # reads replaced, nothing removed
+            assert isinstance(visited, (cst.SimpleStatementLine, cst.BaseCompoundStatement))
+            stmt = visited
         if ctx_name is None or ctx_name not in names_in(stmt):
             forward.statements.append(stmt)
             continue
         if isinstance(stmt, cst.If) and _only_prepares_backward(
             stmt, body[i + 1 :], result, after, imports
         ):
-            forward.deferred.append(list(stmt.body.body))
+            forward.deferred.append(_statements(stmt.body))
             continue
         if not isinstance(stmt, cst.SimpleStatementLine):
             raise Unsupported("unsupported-ctx", "the forward uses ctx inside a block", stmt)
@@ -152,7 +157,9 @@ def read_forward(
         if kept:
             forward.statements.append(stmt.with_changes(body=kept))
     if ctx_name is not None:
-        forward.result = result.visit(_CtxReads(ctx_name, forward.ctx))
+        read = result.visit(_CtxReads(ctx_name, forward.ctx))
+        assert isinstance(read, cst.BaseExpression)
+        forward.result = read
         if ctx_name in names_in(forward.result):
             raise Unsupported(
                 "unsupported-ctx", "the forward returns something built from ctx", result
@@ -161,8 +168,8 @@ def read_forward(
 
 
 def _split_return(
-    body: list[cst.BaseStatement], function: cst.FunctionDef
-) -> tuple[list[cst.BaseStatement], cst.BaseExpression]:
+    body: list[Statement], function: cst.FunctionDef
+) -> tuple[list[Statement], cst.BaseExpression]:
     """The statements before the final ``return``, and the returned expression: a forward
     returns once, at its end, one tensor."""
     if not body:
@@ -284,7 +291,7 @@ def _ctx_statement(
             raise Unsupported("unsupported-ctx", f"calls ctx.{method}()", call)
     if isinstance(small, cst.Assign) and len(small.targets) == 1:
         target, value = small.targets[0].target, small.value
-        pairs = [(target, value)]
+        pairs: list[tuple[cst.BaseExpression, cst.BaseExpression]] = [(target, value)]
         if (
             isinstance(target, cst.Tuple)
             and isinstance(value, cst.Tuple)
@@ -303,7 +310,7 @@ def _ctx_statement(
 
 def _only_prepares_backward(
     stmt: cst.If,
-    rest: list[cst.BaseStatement],
+    rest: list[Statement],
     result: cst.BaseExpression,
     after: set[str],
     imports: dict[str, str],
@@ -335,6 +342,12 @@ def _draws_random(node: cst.CSTNode, imports: dict[str, str]) -> bool:
 
 def _is_name(node: cst.BaseExpression, name: str) -> bool:
     return isinstance(node, cst.Name) and node.value == name
+
+
+def _statements(suite: cst.BaseSuite) -> list[Statement]:
+    """A suite's statements, as a list. Those of a one-line suite are small statements,
+    which the checks on a forward refuse (it must end by returning from a statement line)."""
+    return cast(list[Statement], list(suite.body))
 
 
 def _is_docstring(stmt: cst.BaseStatement) -> bool:

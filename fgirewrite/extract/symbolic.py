@@ -16,7 +16,9 @@ that may share memory with something else is refused.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import overload
 
 import libcst as cst
 
@@ -35,6 +37,7 @@ from fgirewrite.extract.values import (
     Lin,
     Seq,
     State,
+    Statements,
     Sym,
     Unbound,
     Unsupported,
@@ -55,7 +58,7 @@ class Evaluator(CallRules):
     def __init__(
         self,
         state: State,
-        env: dict[str, Sym],
+        env: dict[str, Sym | Unbound],
         ctx_name: str | None,
         ctx: Ctx,
         mode: str,
@@ -65,11 +68,12 @@ class Evaluator(CallRules):
         self.ctx_name = ctx_name
         self.ctx = ctx
         self.mode = mode  # "backward" reads ctx; "setup" writes it
-        self.mask: cst.BaseSlice | None = None  # the index of a masked assignment in progress
+        # the index of a masked assignment in progress
+        self.mask: Sequence[cst.SubscriptElement] | None = None
 
     # ---------------------------------------------------------------- statements
 
-    def block(self, body: list[cst.BaseStatement] | tuple) -> Sym | None:
+    def block(self, body: Statements) -> Sym | None:
         """Evaluate statements; the returned value, or None if the block falls through."""
         for stmt in body:
             if isinstance(stmt, cst.SimpleStatementLine):
@@ -91,7 +95,8 @@ class Evaluator(CallRules):
         if isinstance(stmt, (cst.Pass, cst.Assert)):
             return None
         if isinstance(stmt, cst.Expr):
-            return self.expression_statement(stmt)
+            self.expression_statement(stmt)
+            return None
         if isinstance(stmt, cst.Assign):
             if len(stmt.targets) == 1 and isinstance(stmt.targets[0].target, cst.Subscript):
                 self.masked_assign(stmt.targets[0].target, stmt.value)
@@ -105,7 +110,8 @@ class Evaluator(CallRules):
                 self.bind(stmt.target, self.expr(stmt.value), stmt.value)
             return None
         if isinstance(stmt, cst.AugAssign):
-            return self.aug_assign(stmt)
+            self.aug_assign(stmt)
+            return None
         if isinstance(stmt, cst.Del):
             return None
         if isinstance(stmt, (cst.Import, cst.ImportFrom)):
@@ -117,7 +123,7 @@ class Evaluator(CallRules):
             "unsupported-syntax", f"`{type(stmt).__name__}` statement in the body", stmt
         )
 
-    def compound(self, stmt: cst.BaseCompoundStatement) -> Sym | None:
+    def compound(self, stmt: cst.BaseStatement | cst.BaseSmallStatement) -> Sym | None:
         if isinstance(stmt, cst.If):
             test = self.expr(stmt.test)
             if not isinstance(test, Const):
@@ -127,7 +133,8 @@ class Evaluator(CallRules):
             if test.value is UNKNOWN:
                 if touches_gradient(self, stmt):
                     return gradient_branch(self, stmt, test)
-                return const_block(self, stmt)
+                const_block(self, stmt)
+                return None
             if test.value:
                 return self.block(stmt.body.body)
             if stmt.orelse is None:
@@ -136,7 +143,8 @@ class Evaluator(CallRules):
                 return self.compound(stmt.orelse)
             return self.block(stmt.orelse.body.body)
         if isinstance(stmt, (cst.For, cst.While)):
-            return const_block(self, stmt)
+            const_block(self, stmt)
+            return None
         if isinstance(stmt, cst.With):
             for item in stmt.items:
                 name = self.qualified(item.item.func) if isinstance(item.item, cst.Call) else None
@@ -207,7 +215,7 @@ class Evaluator(CallRules):
             stmt,
         )
 
-    def bind(self, target: cst.BaseAssignTargetExpression, value: Sym, source: cst.CSTNode) -> None:
+    def bind(self, target: cst.BaseExpression, value: Sym, source: cst.BaseExpression) -> None:
         """``target = value``: a name, a tuple of names, a masked element, or a ctx attribute."""
         if isinstance(target, cst.Name):
             self.env[target.value] = self.materialize(value, target.value)
@@ -224,7 +232,9 @@ class Evaluator(CallRules):
         else:
             raise Unsupported("unsupported-syntax", "assignment to an attribute", target)
 
-    def bind_unpacked(self, target: cst.Tuple | cst.List, value: Sym, source: cst.CSTNode) -> None:
+    def bind_unpacked(
+        self, target: cst.Tuple | cst.List, value: Sym, source: cst.BaseExpression
+    ) -> None:
         """``a, b = value``: a tuple's items one by one, or one statement for a constant."""
         if any(isinstance(e, cst.StarredElement) for e in target.elements):
             raise Unsupported("unsupported-syntax", "starred assignment", target)
@@ -251,6 +261,10 @@ class Evaluator(CallRules):
         for e, item in zip(elements, value.items, strict=True):
             self.bind(e, item, source)
 
+    @overload
+    def materialize(self, value: Const, name: str) -> Const: ...
+    @overload
+    def materialize(self, value: Sym, name: str) -> Sym: ...
     def materialize(self, value: Sym, name: str) -> Sym:
         """Give a compound constant a statement of its own so repeated uses compute it once."""
         if isinstance(value, Const) and not value.simple:
@@ -268,7 +282,7 @@ class Evaluator(CallRules):
             )
         return value
 
-    def emit(self, stmt: cst.BaseSmallStatement | cst.BaseCompoundStatement) -> None:
+    def emit(self, stmt: cst.BaseSmallStatement | cst.BaseStatement) -> None:
         if isinstance(stmt, cst.Assign):
             stmt = stmt.with_changes(value=standalone(stmt.value))
         if isinstance(stmt, cst.BaseSmallStatement):
@@ -354,14 +368,15 @@ class Evaluator(CallRules):
         return name
 
     def e_Name(self, node: cst.Name) -> Sym:
-        if isinstance(self.env.get(node.value), Unbound):
+        bound = self.env.get(node.value)
+        if isinstance(bound, Unbound):
             raise Unsupported(
                 "backward-control-flow",
                 f"`{node.value}` is bound in one branch of a runtime condition only",
                 node,
             )
-        if node.value in self.env:
-            return self.env[node.value]
+        if bound is not None:
+            return bound
         if self.is_ctx(node):
             return CTX
         value = literal_value(node)
@@ -422,7 +437,7 @@ class Evaluator(CallRules):
             # the caller holds: an in-place op on it is never taken for a private update.
             return Seq([replace(c, external=True) for c in self.ctx.saved], saved=True)
         if attr == "needs_input_grad":
-            items: list[object] = []
+            items: list[Sym] = []
             for i in range(self.ctx.n_inputs):
                 # The first input is the surrogate's argument: a tensor whenever its gradient
                 # is asked for. Others may be plain numbers, for which autograd says False.
@@ -442,9 +457,10 @@ class Evaluator(CallRules):
         if isinstance(base, Seq):
             if len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index):
                 index = self.expr(node.slice[0].slice.value)
-                if isinstance(index.value if isinstance(index, Const) else None, int):
+                position = index.value if isinstance(index, Const) else None
+                if isinstance(position, int):
                     try:
-                        return base.items[index.value]  # type: ignore[union-attr,index]
+                        return base.items[position]
                     except IndexError:
                         raise Unsupported(
                             "unsupported-ctx", "indexes past the saved values", node
@@ -491,15 +507,15 @@ class Evaluator(CallRules):
                 )
             raise self.not_linear(node, "a non-linear unary operator on the gradient")
         c = self.const(node.expression)
-        value = UNKNOWN
+        known: object = UNKNOWN
         if isinstance(node.operator, cst.Not) and c.value is not UNKNOWN:
-            value = not c.value
+            known = not c.value
         if isinstance(node.operator, cst.Minus) and isinstance(c.value, (int, float)):
-            value = -c.value
+            known = -c.value
         return Const(
             node.with_changes(expression=operand(node.expression, c.node)),
             simple=c.simple,
-            value=value,
+            value=known,
             is_bool=isinstance(node.operator, cst.BitInvert) and c.is_bool,
             zero=c.zero,
         )
@@ -584,7 +600,7 @@ class Evaluator(CallRules):
             raise self.not_linear(node, "a gradient in one branch of a conditional only")
         return Const(rebuilt)
 
-    def e_Tuple(self, node: cst.Tuple) -> Sym:
+    def e_Tuple(self, node: cst.Tuple | cst.List) -> Sym:
         items = []
         for element in node.elements:
             if isinstance(element, cst.StarredElement):
@@ -593,7 +609,7 @@ class Evaluator(CallRules):
         return Seq(items)
 
     def e_List(self, node: cst.List) -> Sym:
-        return self.e_Tuple(node)  # type: ignore[arg-type]
+        return self.e_Tuple(node)
 
 
 def _replace_in(seq: Seq, old: Sym, new: Sym) -> None:

@@ -9,7 +9,7 @@ give the expression people see in reports (``GRAD = 1``, temporaries written out
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import libcst as cst
 
@@ -139,7 +139,7 @@ def _grouped(node: cst.BaseExpression) -> cst.BaseExpression:
 
 
 def backward_order(
-    template: cst.BaseExpression, scalars: set[str] = frozenset(), out: str | None = None
+    template: cst.BaseExpression, scalars: Collection[str] = frozenset(), out: str | None = None
 ) -> cst.BaseExpression:
     """A chain of unary linear steps on the gradient, nested in reverse.
 
@@ -162,7 +162,7 @@ def backward_order(
 def _reordered(
     template: cst.BaseExpression,
     seed: cst.BaseExpression,
-    scalars: set[str],
+    scalars: Collection[str],
     out: str | None,
     top: bool = False,
 ) -> cst.BaseExpression | None:
@@ -179,23 +179,23 @@ def _reordered(
         return None
     cond, chosen, other = branches
     inner = _chain(steps, seed, set(), None, False) or seed
-    masked = [
+    left, right = (
         _reordered(chosen, _where(cond, inner, cst.Integer("0")), scalars, None),
         _reordered(other, _where(cond, cst.Integer("0"), inner), scalars, None),
-    ]
-    if None in masked:
+    )
+    if left is None or right is None:
         return None
     return cst.BinaryOperation(
-        left=_grouped(masked[0]),
+        left=_grouped(left),
         operator=cst.Add(),
-        right=_grouped(masked[1]),  # type: ignore[arg-type]
+        right=_grouped(right),
     )
 
 
 def _chain(
     steps: list[tuple[Step, object]],
     seed: cst.BaseExpression,
-    scalars: set[str],
+    scalars: Collection[str],
     out: str | None,
     top: bool,
 ) -> cst.BaseExpression | None:
@@ -208,10 +208,12 @@ def _chain(
     node = seed
     for i, (step, _) in enumerate(steps):  # the original's last step first: innermost here
         if i == first and numbers:
-            node = _cast(node, out)  # type: ignore[arg-type]
+            assert out is not None  # ``numbers`` implies it
+            node = _cast(node, out)
         node = step(node)
     if first == len(steps) and numbers:
-        node = _cast(node, out)  # type: ignore[arg-type]
+        assert out is not None
+        node = _cast(node, out)
     return node
 
 
@@ -239,7 +241,7 @@ def _where(cond: cst.BaseExpression, a: cst.BaseExpression, b: cst.BaseExpressio
     )
 
 
-def _neutral(factor: object, scalars: set[str]) -> bool:
+def _neutral(factor: object, scalars: Collection[str]) -> bool:
     """A step that keeps the dtype: no factor (a mask, a negation) or a number."""
     if factor is None:
         return True
@@ -255,7 +257,9 @@ def _cast(node: cst.BaseExpression, out: str) -> cst.BaseExpression:
 
 
 def derivative(template: str) -> str:
-    return code(cst.parse_expression(template).visit(_One()))
+    node = cst.parse_expression(template).visit(_One())
+    assert isinstance(node, cst.BaseExpression)  # _One replaces expressions by expressions
+    return code(node)
 
 
 class _Inline(cst.CSTTransformer):
@@ -281,8 +285,11 @@ def readable(derivative: str, prelude: list[cst.BaseStatement]) -> str:
             and len(stmt.targets) == 1
             and isinstance(stmt.targets[0].target, cst.Name)
         ):
-            values[stmt.targets[0].target.value] = stmt.value.visit(_Inline(values))
+            value = stmt.value.visit(_Inline(values))
+            assert isinstance(value, cst.BaseExpression)  # _Inline replaces names only
+            values[stmt.targets[0].target.value] = value
     result = cst.parse_expression(derivative).visit(_Inline(values))
+    assert isinstance(result, cst.BaseExpression)
     text = cst.Module([]).code_for_node(result.with_changes(lpar=[], rpar=[]))
     text = text.replace("\\\n", " ")
     return re.sub(r"\(\s+", "(", re.sub(r"\s+\)", ")", " ".join(text.split())))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -45,7 +45,7 @@ class Lin:
 
 @dataclass(eq=False)
 class Seq:
-    items: list[object]
+    items: list[Sym]
     saved: bool = False  # ctx.saved_tensors itself
 
 
@@ -62,6 +62,8 @@ class CtxRef:
 
 CTX = CtxRef()
 Sym = Const | Lin | Seq | CtxRef
+# The statements of a suite: an indented block's, or a one-line suite's small statements.
+Statements = Sequence[cst.BaseStatement] | Sequence[cst.BaseSmallStatement]
 
 
 @dataclass
@@ -104,7 +106,9 @@ class State:
     depth: int = 0
 
 
-def walk(node: cst.CSTNode, into: Callable[[cst.CSTNode], bool] | None = None):
+def walk(
+    node: cst.CSTNode, into: Callable[[cst.CSTNode], bool] | None = None
+) -> Iterator[cst.CSTNode]:
     """Every node of a tree in source order, not below a node for which ``into`` is false.
 
     A walk over the dataclass fields: a CSTVisitor copies every node it visits, which made
@@ -115,7 +119,7 @@ def walk(node: cst.CSTNode, into: Callable[[cst.CSTNode], bool] | None = None):
         yield current
         if into is not None and not into(current):
             continue
-        children = []
+        children: list[cst.CSTNode] = []
         for name in _child_fields(type(current)):
             value = getattr(current, name)
             if isinstance(value, cst.CSTNode):
@@ -170,7 +174,7 @@ def operand(original: cst.BaseExpression, new: cst.BaseExpression) -> cst.BaseEx
     if isinstance(new, _ATOMIC) or new.lpar:
         return new
     same = type(new) is type(original) and (
-        not hasattr(new, "operator") or type(new.operator) is type(original.operator)
+        type(getattr(new, "operator", None)) is type(getattr(original, "operator", None))
     )
     if same:
         return new
@@ -223,7 +227,7 @@ BOOL_METHODS = frozenset(
 )
 
 
-def same_slice(a: tuple | list, b: tuple | list) -> bool:
+def same_slice(a: Sequence[cst.SubscriptElement], b: Sequence[cst.SubscriptElement]) -> bool:
     return len(a) == len(b) and all(x.deep_equals(y) for x, y in zip(a, b, strict=True))
 
 
@@ -238,9 +242,9 @@ def as_const(sym: Sym) -> Const | None:
                 "uses ctx.saved_tensors, a tuple, as a value "
                 "(unpack it: `(x,) = ctx.saved_tensors`)",
             )
-        items = [as_const(i) for i in sym.items]  # type: ignore[arg-type]
+        items = [as_const(i) for i in sym.items]
         if all(i is not None for i in items):
-            return Const(cst.Tuple([cst.Element(i.node) for i in items]))  # type: ignore[union-attr]
+            return Const(cst.Tuple([cst.Element(i.node) for i in items if i is not None]))
     return None
 
 
@@ -264,7 +268,7 @@ def op_text(op: cst.BaseBinaryOp) -> str:
     return cst.Module([]).code_for_node(op).strip()
 
 
-AUG_TO_BIN = {
+AUG_TO_BIN: dict[type[cst.BaseAugOp], Callable[[], cst.BaseBinaryOp]] = {
     cst.AddAssign: cst.Add,
     cst.SubtractAssign: cst.Subtract,
     cst.MultiplyAssign: cst.Multiply,

@@ -73,6 +73,8 @@ class _Shared:
 class OpacusModel(nn.Module):
     """``model`` as one Opacus layer that takes the batch first; made by ``for_opacus``."""
 
+    _model: nn.Module  # set in __init__ past nn.Module's __setattr__
+
     def __init__(self, model: nn.Module, batch_dim: int = 0, output_batch_dim: int = 0):
         super().__init__()
         _validate(model)
@@ -182,7 +184,7 @@ class OpacusModel(nn.Module):
         self._model.train(mode)
         return self
 
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
         """The model's state dict, under the model's names."""
         return self._model.state_dict(*args, **kwargs)
 

@@ -12,7 +12,7 @@ Parameters are the model's trainable ones (``requires_grad``), by name, as in
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch.func import functional_call, grad, jvp, vmap
@@ -145,7 +145,11 @@ def directional_derivatives(
     loss = _loss(model, loss_fn)
 
     def along(tangent: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        return jvp(lambda p: loss(p, inputs, targets), (params,), (tangent,))
+        # jvp's annotation covers has_aux=True too: without it, a (primal, tangent) pair
+        return cast(
+            tuple[torch.Tensor, torch.Tensor],
+            jvp(lambda p: loss(p, inputs, targets), (params,), (tangent,)),
+        )
 
     transform = vmap(along, randomness="same", chunk_size=chunk_size)
     with explain_blocked("forward_gradient", _eager(model, loss_fn, inputs, targets)):

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.fx.node import Node, map_aggregate
+from torch.fx.node import Argument, Node, map_aggregate
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 from torch.fx.proxy import GraphAppendingTracer, Proxy
 
@@ -37,10 +37,10 @@ from fgirewrite.live.replacement import (
 from fgirewrite.surrogate import Skip, Surrogate
 
 
-def _has_proxy(value: object) -> bool:
+def _has_proxy(value: Argument) -> bool:
     found = False
 
-    def visit(v: object) -> object:
+    def visit(v: Argument) -> Argument:
         nonlocal found
         found = found or isinstance(v, Proxy)
         return v
@@ -50,7 +50,7 @@ def _has_proxy(value: object) -> bool:
 
 
 @functools.cache
-def function_call(cls: type) -> Callable[..., Any]:
+def function_call(cls: type[torch.autograd.Function]) -> Callable[..., Any]:
     """The node target for a call to ``cls.apply``: a plain function that calls it.
 
     fx prints, and looks up, a bound ``apply`` as ``torch.autograd.function.apply``; this one
@@ -75,7 +75,7 @@ class SurrogateTracer(fx.Tracer):
         # the MRO, while tracing only, catches every call, also through ``apply`` methods bound
         # before tracing (``spike = Spike.apply`` at module level), which a patch of
         # Function.apply itself would miss.
-        base = torch.autograd.Function.__mro__[1]
+        base: Any = torch.autograd.Function.__mro__[1]  # its ``apply`` is patched below
         saved = base.__dict__.get("apply")
         tracer = self
 
@@ -86,14 +86,14 @@ class SurrogateTracer(fx.Tracer):
                 )
             return super(base, cls).apply(*args, **kwargs)  # type: ignore[misc]
 
-        base.apply = classmethod(apply)  # type: ignore[attr-defined]
+        base.apply = classmethod(apply)
         try:
             return super().trace(root, concrete_args)
         finally:
             if saved is None:
-                del base.apply  # type: ignore[attr-defined]
+                del base.apply
             else:
-                base.apply = saved  # type: ignore[attr-defined]
+                base.apply = saved
 
 
 def trace(

@@ -15,7 +15,7 @@ import copy
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import torch
 from torch import nn
@@ -68,7 +68,9 @@ def autograd_functions(outputs: object) -> list[type]:
     """The custom ``autograd.Function`` classes in the autograd graph of ``outputs``."""
     tensors = [t for t in tree_flatten(outputs)[0] if isinstance(t, torch.Tensor)]
     seen: set = set()
-    stack = [t.grad_fn for t in tensors if t.grad_fn is not None]
+    stack: list[torch.autograd.graph.Node | None] = [
+        t.grad_fn for t in tensors if t.grad_fn is not None
+    ]
     found: dict[type, None] = {}
     while stack:
         node = stack.pop()
@@ -76,7 +78,7 @@ def autograd_functions(outputs: object) -> list[type]:
             continue
         seen.add(node)
         if isinstance(node, torch.autograd.function.BackwardCFunction):
-            found[node._forward_cls] = None  # type: ignore[attr-defined]
+            found[node._forward_cls] = None
         stack.extend(f for f, _ in node.next_functions)
     return list(found)
 
@@ -174,20 +176,20 @@ def inject_report(
         record(f"{prefix} ({cls.__name__})", cls)
         new_cls = rewriter.rewrite(cls)
         if new_cls is not cls:
-            module.__class__ = new_cls  # type: ignore[assignment]
+            module.__class__ = new_cls
 
     if example_inputs is not None:
         result.skipped += _still_called(model, example_inputs, resolver)
     return result
 
 
-def _named(value: object) -> str:
+def _named(value: Any) -> str:
     """`` (qualname)`` of a function-like attribute value, for reports."""
     if isinstance(value, type):
         return ""
     owner = getattr(value, "__self__", None)
     if isinstance(owner, type):  # a bound classmethod: Function.apply
-        return f" ({owner.__qualname__}.{value.__name__})"  # type: ignore[attr-defined]
+        return f" ({owner.__qualname__}.{value.__name__})"
     function = getattr(value, "__func__", getattr(value, "func", value))
     name = getattr(function, "__qualname__", None)
     return f" ({name})" if isinstance(name, str) else ""

@@ -20,6 +20,7 @@ import sys
 import types
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from fgirewrite.live.namespaces import module_globals
 from fgirewrite.live.replacement import function_class
@@ -47,9 +48,9 @@ def _code_names(code: types.CodeType) -> frozenset[str]:
     return frozenset(names)
 
 
-def _members(cls: type) -> dict[str, tuple[str, object]]:
+def _members(cls: type) -> dict[str, tuple[str, Any]]:
     """A user class's methods as (wrapper kind, raw function), most derived first."""
-    found: dict[str, tuple[str, object]] = {}
+    found: dict[str, tuple[str, Any]] = {}
     for klass in cls.__mro__:
         if klass is object or _package(klass) in SKIPPED_PACKAGES:
             continue
@@ -67,11 +68,11 @@ def _members(cls: type) -> dict[str, tuple[str, object]]:
     return found
 
 
-def _rewrap(kind: str, value: object) -> object:
+def _rewrap(kind: str, value: Callable[..., Any]) -> object:
     if kind == "staticmethod":
-        return staticmethod(value)  # type: ignore[arg-type]
+        return staticmethod(value)
     if kind == "classmethod":
-        return classmethod(value)  # type: ignore[arg-type]
+        return classmethod(value)
     return value
 
 
@@ -88,7 +89,7 @@ class Rewriter:
         self._edges: dict[int, list[tuple[str, int]]] = {}
         self._module_names: dict[int, set[str]] = {}  # module -> attribute names read from it
         self._module_explored: dict[int, int] = {}  # module -> names seen when last explored
-        self._replacements: dict[type, Callable | None] = {}
+        self._replacements: dict[type | None, Callable | None] = {}
         self._reaching: set[int] = set()
         self._copies: dict[int, object] = {}
         self._globals: dict[int, dict] = {}
@@ -116,7 +117,7 @@ class Rewriter:
             return "class"
         return None
 
-    def _children(self, obj: object, kind: str) -> list[tuple[str, object]]:
+    def _children(self, obj: Any, kind: str) -> list[tuple[str, object]]:
         """What a value of this kind reaches, labelled; dispatched like ``_copy``."""
         return getattr(self, f"_children_{kind}")(obj)
 
@@ -261,7 +262,7 @@ class Rewriter:
         self._explore(value)
         return self._copy(value)
 
-    def _copy(self, obj: object) -> object:
+    def _copy(self, obj: object) -> Any:  # a copy of the same kind, or a replacement
         key = id(obj)
         if key not in self._reaching:
             return obj
@@ -314,14 +315,14 @@ class Rewriter:
         return new
 
     def _copy_method(self, m: types.MethodType) -> types.MethodType:
-        new = types.MethodType(self._copy(m.__func__), m.__self__)  # type: ignore[arg-type]
+        new = types.MethodType(self._copy(m.__func__), m.__self__)
         self._copies[id(m)] = new
         return new
 
     def _copy_partial(self, p: functools.partial) -> functools.partial:
         new = functools.partial(
             self._copy(p.func),
-            *(self._copy(a) for a in p.args),  # type: ignore[arg-type]
+            *(self._copy(a) for a in p.args),
             **{k: self._copy(v) for k, v in p.keywords.items()},
         )
         self._copies[id(p)] = new
@@ -370,9 +371,10 @@ class Rewriter:
         self._copies[id(cls)] = new
         for name, (how, raw) in _members(cls).items():
             if how == "property":
-                parts = [raw.fget, raw.fset, raw.fdel]  # type: ignore[attr-defined]
+                parts = [raw.fget, raw.fset, raw.fdel]
                 if any(id(p) in self._reaching for p in parts if p is not None):
-                    setattr(new, name, property(*(self._copy(p) for p in parts), raw.__doc__))  # type: ignore[attr-defined]
+                    fget, fset, fdel = (self._copy(p) for p in parts)
+                    setattr(new, name, property(fget, fset, fdel, raw.__doc__))
             elif id(raw) in self._reaching:
                 setattr(new, name, _rewrap(how, self._copy(raw)))
         return new

@@ -102,7 +102,9 @@ class Resolver:
         self.verify = verify
         self._cache: dict[tuple, Resolution] = {}
 
-    def resolve(self, cls: type, call_args: Sequence[object] = ()) -> Resolution:
+    def resolve(
+        self, cls: type[torch.autograd.Function], call_args: Sequence[object] = ()
+    ) -> Resolution:
         """The FGI function for ``cls.apply``, verified on ``call_args`` literals if given."""
         numbers = _numbers(call_args) if call_args else None
         key = (cls, tuple(numbers or ()))
@@ -110,7 +112,9 @@ class Resolver:
             self._cache[key] = self._resolve(cls, numbers)
         return self._cache[key]
 
-    def _resolve(self, cls: type, numbers: list[object] | None) -> Resolution:
+    def _resolve(
+        self, cls: type[torch.autograd.Function], numbers: list[object] | None
+    ) -> Resolution:
         function, found = _fgi_function(cls)
         if function is None or isinstance(found, Skip):
             return Resolution(None, found)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
-from collections.abc import Callable
+import types
 
 from fgirewrite import codegen, discover
 from fgirewrite.extract import extract
@@ -63,7 +63,7 @@ def _namespace(cls: type) -> dict:
 
 
 @functools.cache
-def fgi_function(cls: type) -> tuple[Callable | None, Surrogate | Skip]:
+def fgi_function(cls: type) -> tuple[types.FunctionType | None, Surrogate | Skip]:
     """The FGI replacement of ``cls.apply`` (None if there is none) and its description."""
     found = extract_class(cls)
     if isinstance(found, Skip):

@@ -281,7 +281,7 @@ def _shim(classdef: cst.ClassDef, apply: cst.BaseStatement, bases: _Bases) -> cs
     return classdef.with_changes(body=classdef.body.with_changes(body=body), bases=kept)
 
 
-def _is_docstring(stmt: cst.BaseStatement) -> bool:
+def _is_docstring(stmt: cst.BaseStatement | cst.BaseSmallStatement) -> bool:
     return (
         isinstance(stmt, cst.SimpleStatementLine)
         and isinstance(stmt.body[0], cst.Expr)
@@ -310,7 +310,8 @@ def _runtime_names(text: str, tree: ast.Module) -> tuple[dict[str, str], list[st
                 names[helper] = name
                 break
             if name not in taken:
-                names[helper], _ = name, insert.append(helper)
+                insert.append(helper)
+                names[helper] = name
                 break
     return names, insert
 
@@ -364,7 +365,7 @@ def _is_import_block(stmt: cst.BaseStatement) -> bool:
     return False
 
 
-def _is_import(stmt: cst.BaseStatement) -> bool:
+def _is_import(stmt: cst.BaseStatement | cst.BaseSmallStatement) -> bool:
     return isinstance(stmt, cst.SimpleStatementLine) and all(
         isinstance(s, (cst.Import, cst.ImportFrom)) for s in stmt.body
     )

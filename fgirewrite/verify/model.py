@@ -14,6 +14,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -60,12 +61,13 @@ def _loss(out, seed: int) -> torch.Tensor:
     """A fixed random projection of every floating output: gradients see every element."""
     outs = [out] if isinstance(out, torch.Tensor) else [o for o in out if torch.is_tensor(o)]
     generator = torch.Generator().manual_seed(seed)
-    total = 0
+    total: torch.Tensor | int = 0
     for o in outs:
         if o.is_floating_point():
             w = torch.randn(o.shape, generator=generator, dtype=torch.float64).to(o.dtype)
             total = total + (o * w.to(o.device)).sum()
-    return total
+    # 0 only for a model without a floating output, which autograd then refuses
+    return cast(torch.Tensor, total)
 
 
 def _inputs(inputs: tuple, grad: bool) -> tuple:
@@ -246,7 +248,9 @@ def _cap_vmap(model, inputs, batch_dim, backend):
     per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=dims)(params, *inputs)
     first = tuple(x.narrow(batch_dim, 0, 1) if torch.is_tensor(x) else x for x in inputs)
     reference = torch.autograd.grad(
-        sum(o.sum() for o in _outputs(model(*first))), list(model.parameters()), allow_unused=True
+        cast(torch.Tensor, sum(o.sum() for o in _outputs(model(*first)))),
+        list(model.parameters()),
+        allow_unused=True,
     )
     for (name, g), r in zip(per_sample.items(), reference, strict=True):
         if r is not None and (m := _close(name, g[0], r)) is not None:
@@ -270,7 +274,10 @@ def _jvp_check(model, inputs, tangent_out: torch.Tensor) -> tuple[str, str]:
 def _cap_jvp(model, inputs, batch_dim, backend):
     x = inputs[0]
     t = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=x.dtype)
-    _, tangent = torch.func.jvp(lambda v: model(v, *inputs[1:]), (x,), (t,))
+    _, tangent = cast(
+        tuple[torch.Tensor, torch.Tensor],  # jvp's annotation covers has_aux=True too
+        torch.func.jvp(lambda v: model(v, *inputs[1:]), (x,), (t,)),
+    )
     return _jvp_check(model, inputs, tangent)
 
 

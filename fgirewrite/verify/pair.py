@@ -6,6 +6,7 @@ import contextlib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import Any, cast
 
 import torch
 
@@ -90,7 +91,7 @@ def probe_sets(spec: Spec, dtype: torch.dtype) -> list[tuple[str, torch.Tensor, 
     if spec.domain != probes.DOMAINS[0]:
         centers = []
     grid = probes.grid(dtype, centers, spec.domain)
-    sets = [
+    sets: list[tuple[str, torch.Tensor, dict]] = [
         ("grid", probes.as_matrix(grid), {}),
         ("edges", probes.as_matrix(probes.edges(dtype)), {}),
     ]
@@ -217,7 +218,7 @@ def _compare_gradient(
     exp: torch.Tensor,
     output: torch.dtype,
     x: torch.Tensor,
-    call: tuple,
+    call: tuple[Callable, Callable, list, Spec],
 ) -> None:
     """One input's gradient, within its dtype's tolerance (or the coarser precision the
     original's backward computed in) wherever the original's is finite."""
@@ -318,7 +319,10 @@ def _reduced(
     parameter = wide[index]
     torch.manual_seed(0)
     try:
-        _, coefficient = torch.func.jvp(along, (parameter,), (torch.ones_like(parameter),))
+        _, coefficient = cast(
+            tuple[torch.Tensor, torch.Tensor],  # jvp's annotation covers has_aux=True too
+            torch.func.jvp(along, (parameter,), (torch.ones_like(parameter),)),
+        )
         go = probes.incoming(coefficient.shape, torch.float64)
         magnitude = (go.to(coefficient.device) * coefficient).abs().sum_to_size(exp.shape)
     except RuntimeError:  # a forward torch.func refuses (it mutates its input in place)
@@ -352,7 +356,10 @@ def _forward_mode(
     tangent = go.to(args[0].dtype).to(args[0].device)
     torch.manual_seed(0)
     try:
-        _, jvp = torch.func.jvp(lambda v: fn(v, *args[1:]), (args[0],), (tangent,))
+        _, jvp = cast(
+            tuple[torch.Tensor, torch.Tensor],
+            torch.func.jvp(lambda v: fn(v, *args[1:]), (args[0],), (tangent,)),
+        )
     except Exception as exc:  # noqa: BLE001
         if "mutate a captured Tensor" in str(exc):
             return []  # the forward writes into its input: torch.func refuses the original too
@@ -416,7 +423,9 @@ def _filled(on: bool) -> Iterator[None]:
     if not on:
         yield
         return
-    import torch.utils.deterministic as deterministic
+    import torch.utils.deterministic as settings
+
+    deterministic: Any = settings  # its attribute is a property of the module's own class
 
     previous = (
         torch.are_deterministic_algorithms_enabled(),

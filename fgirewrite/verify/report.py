@@ -156,19 +156,21 @@ def to_junit(files: list[FileVerification]) -> str:
                     counts["failures"] += 1
                 if c.notes:
                     ET.SubElement(element, "system-out").text = "\n".join(c.notes)
-        for s in f.skipped:
-            element = case(f"{f.path}::{s.name}", "rewrite")
-            ET.SubElement(element, "skipped", message=f"{s.code}: {s.message}")
+        for skip in f.skipped:
+            element = case(f"{f.path}::{skip.name}", "rewrite")
+            ET.SubElement(element, "skipped", message=f"{skip.code}: {skip.message}")
             counts["skipped"] += 1
         if f.model is not None:
             classname = f"{f.path}::model:{f.model.entry}"
             if f.model.error is not None:
                 ET.SubElement(case(classname, "build"), "error", message=f.model.error)
                 counts["errors"] += 1
-            for c in f.model.checks:
-                element = case(classname, c.name)
-                if not c.ok:
-                    ET.SubElement(element, "failure", message=c.detail[:500]).text = c.detail
+            for check in f.model.checks:
+                element = case(classname, check.name)
+                if not check.ok:
+                    ET.SubElement(
+                        element, "failure", message=check.detail[:500]
+                    ).text = check.detail
                     counts["failures"] += 1
             if f.model.capabilities:
                 out = ET.SubElement(suite, "system-out")
@@ -270,8 +272,10 @@ def terminal_lines(files: list[FileVerification], width: int | None = None) -> l
         for failure in [] if r.ok else r.failures():
             lines += _wrap(failure, width, "      ")
     for f in files:
-        for s in f.skipped:
-            lines.append(f"{s.location}: left as it is: {s.name} [{s.code}] {s.message}")
+        for skip in f.skipped:
+            lines.append(
+                f"{skip.location}: left as it is: {skip.name} [{skip.code}] {skip.message}"
+            )
         if f.model is not None:
             lines += _model_lines(f.path, f.model, width)
     return lines
@@ -285,11 +289,11 @@ def _model_lines(path: str, m: ModelReport, width: int) -> list[str]:
         lines += _wrap(f"{'ok' if c.ok else 'FAILED'}: {c.name}: {c.detail}", width, "  ")
     if m.capabilities:
         lines.append("Capabilities, measured on both models")
-    for c in m.capabilities:
-        lines.append(f"  {c.name}")
+    for capability in m.capabilities:
+        lines.append(f"  {capability.name}")
         for label, status, detail in (
-            ("original: ", c.original, c.original_detail),
-            ("rewritten:", c.rewritten, c.rewritten_detail),
+            ("original: ", capability.original, capability.original_detail),
+            ("rewritten:", capability.rewritten, capability.rewritten_detail),
         ):
             lines += _wrap(f"{status}: {detail}", width, f"    {label} ", 0)
     lines += [f"warning: {w}" for w in m.warnings]

@@ -14,6 +14,7 @@ import ast
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from fgirewrite import discover
 from fgirewrite.execute.sandbox import (
@@ -100,10 +101,10 @@ def _resolve(namespace: dict, expression: str):
     return getattr(value, "__func__", value) if isinstance(value, staticmethod) else value
 
 
-def _identity(value: object) -> tuple:
+def _identity(value: Any) -> tuple:
     """Bound methods are made afresh on each access: compare what they bind."""
     bound = getattr(value, "__self__", None)
-    return (id(bound), id(value.__func__)) if bound is not None else (id(value),)  # type: ignore[attr-defined]
+    return (id(bound), id(value.__func__)) if bound is not None else (id(value),)
 
 
 def pair(original: Module, written: Module, surrogate: Surrogate, function: str) -> Pair:
