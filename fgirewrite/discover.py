@@ -98,7 +98,6 @@ class ClassSite:
     end_line: int
     scope: str  # "module", "class" or "function"
     occurrence: int  # how many earlier classes share this qualname
-    local_bases: tuple[str, ...] = ()  # bases that are Function subclasses of this module
     unresolved: str | None = None  # set when the base only looks like a Function
     # (line, column) of its own ``forward`` when that takes *args or **kwargs and the class
     # defines ``backward`` too: refused without parsing the class with libcst.
@@ -109,7 +108,6 @@ class ClassSite:
 class ModuleInfo:
     """What extraction needs to know about the module around a class."""
 
-    source: str
     lines: list[str]
     imports: dict[str, str]  # local name -> qualified name
     functions: dict[str, ast.FunctionDef] = field(default_factory=dict)  # module level
@@ -172,7 +170,7 @@ def qualify(name: str, imports: dict[str, str]) -> str:
 
 
 def module_info(source: str, tree: ast.Module) -> ModuleInfo:
-    info = ModuleInfo(source, source.splitlines(keepends=True), _imports(tree))
+    info = ModuleInfo(source.splitlines(keepends=True), _imports(tree))
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             info.functions[node.name] = node
@@ -229,7 +227,6 @@ def _site(
     known: set[str],
     seen: dict[str, int],
 ) -> ClassSite | None:
-    local: list[str] = []
     unresolved = None
     is_function = False
     for base in node.bases:
@@ -240,7 +237,6 @@ def _site(
             is_function = True
         elif name in known:
             is_function = True
-            local.append(name)
         elif (name == "Function" or name.endswith("autograd.Function")) and (
             name.split(".")[0] not in imports
         ):
@@ -259,7 +255,6 @@ def _site(
         end_line=node.end_lineno or node.lineno,
         scope=scope,
         occurrence=occurrence,
-        local_bases=tuple(local),
         unresolved=None if is_function else unresolved,
         star_forward=_star_forward(node),
     )

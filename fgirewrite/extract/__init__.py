@@ -195,7 +195,6 @@ def _extract(
     return Surrogate(
         name=site.qualname,
         location=Location(path, site.line, site.column),
-        style="new" if new_style else "old",
         params=code.code_for_node(cst.Parameters(params=params)) if params else "",
         param_names=tuple(param_names),
         forward=forward_code,
