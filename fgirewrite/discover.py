@@ -19,6 +19,9 @@ FUNCTION_BASES = frozenset(
         "torch.autograd.function.InplaceFunction",
     }
 )
+# The methods that make a class a Function: a rewritten class drops them, and code that reads
+# only these does not rely on it staying one.
+PROTOCOL = frozenset({"forward", "backward", "setup_context", "jvp", "vjp", "vmap"})
 
 # Identifiers may be non-ASCII (``class ΣSpike``): any byte >= 0x80 can be part of one.
 _NAME = rb"[\w\x80-\xff]+"

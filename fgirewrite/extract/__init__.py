@@ -38,8 +38,6 @@ from fgirewrite.extract.values import (
 from fgirewrite.source import first_line
 from fgirewrite.surrogate import GRAD, RUNTIME_NAMES, SHIM_BASE, Gradient, Location, Skip, Surrogate
 
-PROTOCOL = frozenset({"forward", "backward", "setup_context", "jvp", "vmap"})
-
 
 def extract(site: ClassSite, info: ModuleInfo, path: str) -> Surrogate | Skip:
     """Extract the surrogate a Function class implements, or say why not."""

@@ -14,7 +14,17 @@ import libcst as cst
 
 from fgirewrite.discover import qualify
 from fgirewrite.extract import rules
-from fgirewrite.extract.values import Const, Ctx, Names, Unsupported, dotted, names_in, walk
+from fgirewrite.extract.values import (
+    Const,
+    Ctx,
+    Names,
+    Unsupported,
+    contains,
+    dotted,
+    is_docstring,
+    names_in,
+    walk,
+)
 
 
 @dataclass
@@ -55,12 +65,6 @@ def assigned_names(node: cst.CSTNode) -> set[str]:
         elif isinstance(n, cst.ImportAlias) and n.asname is None:
             found.add(cst.Module([]).code_for_node(n.name).split(".")[0])
     return found
-
-
-def _contains(node: cst.CSTNode, kind: type) -> bool:
-    """A ``kind`` node in the tree, not looking into nested scopes."""
-    scopes = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
-    return any(isinstance(n, kind) for n in walk(node, lambda n: not isinstance(n, scopes)))
 
 
 NO_GRAD = frozenset({"torch.no_grad", "torch.autograd.no_grad", "torch.autograd.grad_mode.no_grad"})
@@ -114,7 +118,7 @@ def read_forward(
 ) -> Forward:
     """Split a forward body into kept statements, the returned expression and ctx contents."""
     body = list(function.body.body)
-    if body and _is_docstring(body[0]):
+    if body and is_docstring(body[0]) and len(body[0].body) == 1:  # alone on its line
         body = body[1:]
     body = _hoisted_torch(_without_no_grad(body, imports))
     if ctx_name is not None:
@@ -137,7 +141,7 @@ def read_forward(
     else:
         body.pop()
     for stmt in body:
-        if _contains(stmt, cst.Return):
+        if contains(stmt, cst.Return, nested_scopes=False):
             raise Unsupported("forward-control-flow", "the forward returns from a branch", stmt)
 
     later: list[set[str]] = []  # names bound at or after each statement
@@ -300,7 +304,7 @@ def _only_prepares_backward(
         return False
     if not all(isinstance(s, cst.SimpleStatementLine) for s in stmt.body.body):
         return False
-    if _draws_random(stmt.body) or _contains(stmt.body, cst.Return):
+    if _draws_random(stmt.body) or contains(stmt.body, cst.Return, nested_scopes=False):
         return False
     bound = assigned_names(stmt.body)
     later_reads = set().union(*(names_in(s) for s in rest)) | names_in(result)
@@ -325,12 +329,3 @@ def _draws_random(expr: cst.CSTNode) -> bool:
 
 def _is_name(node: cst.BaseExpression, name: str) -> bool:
     return isinstance(node, cst.Name) and node.value == name
-
-
-def _is_docstring(stmt: cst.BaseStatement) -> bool:
-    return (
-        isinstance(stmt, cst.SimpleStatementLine)
-        and len(stmt.body) == 1
-        and isinstance(stmt.body[0], cst.Expr)
-        and isinstance(stmt.body[0].value, (cst.SimpleString, cst.ConcatenatedString))
-    )

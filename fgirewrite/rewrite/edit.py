@@ -17,8 +17,8 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, ScopeProvider
 
 from fgirewrite import codegen, discover
-from fgirewrite.extract import PROTOCOL, extract
-from fgirewrite.extract.symbolic import dotted
+from fgirewrite.extract import extract
+from fgirewrite.extract.values import dotted, is_docstring, names_in
 from fgirewrite.rewrite import uses
 from fgirewrite.source import SourceError, decode, first_line
 from fgirewrite.surrogate import SHIM_BASE, Skip, Surrogate, key
@@ -164,17 +164,6 @@ def _fresh(base: str, taken: set[str]) -> str:
     return name
 
 
-def _identifiers(module: cst.CSTNode) -> set[str]:
-    found: set[str] = set()
-
-    class V(cst.CSTVisitor):
-        def visit_Name(self, n: cst.Name) -> None:
-            found.add(n.value)
-
-    module.visit(V())
-    return found
-
-
 class _Rewriter(cst.CSTTransformer):
     """Replaces understood classes and their ``.apply`` uses in the same scope."""
 
@@ -276,7 +265,7 @@ def _shim(classdef: cst.ClassDef, apply: cst.BaseStatement, bases: _Bases) -> cs
     """The class stripped of its Function protocol, with ``apply`` added."""
     body = []
     for stmt in classdef.body.body:
-        if isinstance(stmt, cst.FunctionDef) and stmt.name.value in PROTOCOL:
+        if isinstance(stmt, cst.FunctionDef) and stmt.name.value in discover.PROTOCOL:
             continue
         if isinstance(stmt, cst.SimpleStatementLine) and any(
             isinstance(s, cst.Assign)
@@ -288,7 +277,7 @@ def _shim(classdef: cst.ClassDef, apply: cst.BaseStatement, bases: _Bases) -> cs
         ):
             continue
         body.append(stmt)
-    if body and not _is_docstring(body[0]) or not body:
+    if body and not is_docstring(body[0]) or not body:
         body.insert(
             0,
             cst.parse_statement(
@@ -306,14 +295,6 @@ def _shim(classdef: cst.ClassDef, apply: cst.BaseStatement, bases: _Bases) -> cs
         for i, b in enumerate(kept)
     ]
     return classdef.with_changes(body=classdef.body.with_changes(body=body), bases=kept)
-
-
-def _is_docstring(stmt: cst.BaseStatement) -> bool:
-    return (
-        isinstance(stmt, cst.SimpleStatementLine)
-        and isinstance(stmt.body[0], cst.Expr)
-        and isinstance(stmt.body[0].value, (cst.SimpleString, cst.ConcatenatedString))
-    )
 
 
 def _runtime_names(text: str, tree: ast.Module) -> tuple[dict[str, str], list[str]]:
@@ -353,10 +334,10 @@ def _insert_runtime(
     text = "\n\n".join(codegen.renamed(sources[h], h, names[h]) for h in insert)
     body = list(module.body)
     used = set(names.values())
-    limit = next((i for i, stmt in enumerate(body) if used & _identifiers(stmt)), len(body))
+    limit = next((i for i, stmt in enumerate(body) if used & names_in(stmt)), len(body))
     index = 0
     for i, stmt in enumerate(body[:limit]):
-        if _is_import_block(stmt) or (i == 0 and _is_docstring(stmt)):
+        if _is_import_block(stmt) or (i == 0 and is_docstring(stmt)):
             index = i + 1
     first_line = tree.body[index].lineno if index < len(tree.body) else 10**9
     if not uses.torch_imported(tree, first_line):

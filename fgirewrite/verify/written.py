@@ -302,7 +302,7 @@ def instability(rewrite: Rewrite) -> str | None:
     return None
 
 
-def verify_written(rewrite: Rewrite, path: Path | None = None) -> list[SurrogateReport]:
+def verify_rewrite(rewrite: Rewrite, path: Path | None = None) -> list[SurrogateReport]:
     """Verify every rewritten surrogate of a file through the module as it will be written."""
     path = Path(path or rewrite.path)
     if not rewrite.surrogates or rewrite.new_source is None:
@@ -367,8 +367,3 @@ def evaluate_surrogate(rewrite: Rewrite, surrogate: Surrogate, path: Path | None
     )
     _, original, rewritten = found.reached[0]
     return original, rewritten, found.call_args, found.closure
-
-
-def verify_rewrite(rewrite: Rewrite, path: Path | None = None) -> list[SurrogateReport]:
-    """Verify every surrogate of a rewritten file, through the module as written."""
-    return verify_written(rewrite, path)
