@@ -258,3 +258,34 @@ def test_a_view_of_a_temporary_may_be_mutated():
         "in-place-alias",
         "an in-place op on `g`, which may share memory with a view or alias of it",
     )
+
+
+def test_a_plain_class_of_the_same_name_before_the_function_is_left_alone():
+    """The rewriter counted every class of a name, discovery only Function classes: the plain
+    ``class F`` before the Function ``F`` was the one rewritten."""
+    source = textwrap.dedent(
+        """
+        import torch
+
+
+        class F:
+            pass
+
+
+        class F(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                ctx.save_for_backward(x)
+                return (x > 0).float()
+
+            @staticmethod
+            def backward(ctx, grad_output):
+                (x,) = ctx.saved_tensors
+                return grad_output * torch.sigmoid(x)
+        """
+    )
+    result = rewrite_source(source.encode(), "m.py")
+    assert result.new_source is not None
+    new = result.new_source.decode()
+    assert "class F:\n    pass\n\n\ndef f(x):" in new
+    assert "class F(torch.autograd.Function)" not in new
