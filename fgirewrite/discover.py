@@ -4,6 +4,10 @@ A byte-level scan decides cheaply which files could define one; only those are p
 the standard ``ast`` module, to resolve each base class by its qualified name
 (``torch.autograd.Function`` however it is imported or aliased). libcst only ever sees the
 classes found here, never whole trees of unrelated files.
+
+``parse`` is the one way a module's bytes become its text, tree and Function classes (for the
+rewriter, the verifier and the live path alike); ``class_statements`` is the one walk over
+its classes, and ``Occurrences`` the one count of a name's redefinitions.
 """
 
 from __future__ import annotations
