@@ -258,7 +258,7 @@ def run_compile_cache(plan: Plan, step: Step, timeout: float) -> Record:
     try:
         progress = Progress(compile_cache.UNITS, enabled=False)
         result = compile_cache.run(config, torch.device(plan.device), progress)
-    except Exception as exc:  # a broken experiment must not lose the other steps
+    except Exception as exc:  # noqa: BLE001 - a broken experiment must not lose the other steps
         record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
     else:
         record.doc = {"compile_cache": result}

@@ -33,7 +33,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from fgirewrite import __version__, files, runner
 from fgirewrite.reasons import REASONS
-from fgirewrite.surrogate import Skip, Surrogate
+from fgirewrite.surrogate import Skip, Surrogate, key
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -368,7 +368,7 @@ def _summary(
     return text
 
 
-JSON_VERSION = 2  # 2 added "verified", at the top level and on every finding
+JSON_VERSION = 3  # 2 added "verified", at the top level and on every finding; 3 "verification"
 
 
 def _json(
@@ -389,6 +389,11 @@ def _json(
             item["function"] = function
             item["gradients"] = {g.param: g.derivative for g in finding.gradients}
             item["verified"] = verified
+        report = outcome.verification.get(key(finding))
+        if report is not None and status != "skipped":  # --write verified it (kept or refused)
+            from fgirewrite.verify.report import verification_json
+
+            item["verification"] = verification_json(report)
         findings.append(item)
     return {
         "version": JSON_VERSION,

@@ -4,13 +4,21 @@ A byte-level scan decides cheaply which files could define one; only those are p
 the standard ``ast`` module, to resolve each base class by its qualified name
 (``torch.autograd.Function`` however it is imported or aliased). libcst only ever sees the
 classes found here, never whole trees of unrelated files.
+
+``parse`` is the one way a module's bytes become its text, tree and Function classes (for the
+rewriter, the verifier and the live path alike); ``class_statements`` is the one walk over
+its classes, and ``Occurrences`` the one count of a name's redefinitions.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from fgirewrite.source import SourceError, decode
 
 FUNCTION_BASES = frozenset(
     {
@@ -19,6 +27,9 @@ FUNCTION_BASES = frozenset(
         "torch.autograd.function.InplaceFunction",
     }
 )
+# The methods that make a class a Function: a rewritten class drops them, and code that reads
+# only these does not rely on it staying one.
+PROTOCOL = frozenset({"forward", "backward", "setup_context", "jvp", "vjp", "vmap"})
 
 # Identifiers may be non-ASCII (``class ΣSpike``): any byte >= 0x80 can be part of one.
 _NAME = rb"[\w\x80-\xff]+"
@@ -97,8 +108,7 @@ class ClassSite:
     first_line: int  # the first decorator, or the class line
     end_line: int
     scope: str  # "module", "class" or "function"
-    occurrence: int  # how many earlier classes share this qualname
-    local_bases: tuple[str, ...] = ()  # bases that are Function subclasses of this module
+    occurrence: int  # see ``Occurrences``
     unresolved: str | None = None  # set when the base only looks like a Function
     # (line, column) of its own ``forward`` when that takes *args or **kwargs and the class
     # defines ``backward`` too: refused without parsing the class with libcst.
@@ -109,7 +119,6 @@ class ClassSite:
 class ModuleInfo:
     """What extraction needs to know about the module around a class."""
 
-    source: str
     lines: list[str]
     imports: dict[str, str]  # local name -> qualified name
     functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = field(
@@ -174,7 +183,7 @@ def qualify(name: str, imports: dict[str, str]) -> str:
 
 
 def module_info(source: str, tree: ast.Module) -> ModuleInfo:
-    info = ModuleInfo(source, source.splitlines(keepends=True), _imports(tree))
+    info = ModuleInfo(source.splitlines(keepends=True), _imports(tree))
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             info.functions[node.name] = node
@@ -183,6 +192,34 @@ def module_info(source: str, tree: ast.Module) -> ModuleInfo:
         for target in _bound_names(node):
             info.assigned.add(target)
     return info
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A module's text, ``ast`` tree and facts: where every reader of its classes starts."""
+
+    text: str
+    tree: ast.Module
+    info: ModuleInfo
+
+    @functools.cached_property
+    def sites(self) -> list[ClassSite]:
+        """Its Function subclasses (``find_classes``)."""
+        return find_classes(self.tree, self.info.imports)
+
+
+def parse(data: bytes, path: str) -> Parsed:
+    """A module's bytes decoded (``source.decode``), parsed and read; SourceError, one line,
+    if they cannot be."""
+    text = decode(data, path)
+    try:
+        tree = ast.parse(data, filename=path)
+    except SyntaxError as exc:
+        where = f" at line {exc.lineno}" if exc.lineno else ""  # null bytes: no line
+        raise SourceError(f"syntax error{where}: {exc.msg}") from None
+    except (ValueError, RecursionError, MemoryError) as exc:
+        raise SourceError(f"cannot parse: {exc}") from None
+    return Parsed(text, tree, module_info(text, tree))
 
 
 def _bound_names(node: ast.stmt) -> list[str]:
@@ -194,44 +231,75 @@ def _bound_names(node: ast.stmt) -> list[str]:
     return []
 
 
+class Occurrences:
+    """Which of several classes of one qualified name (a redefinition) each is: 0 for the
+    first class statement of that name in source order, 1 for the next, and so on. Every
+    class counts, a Function or not, so a class has the same count in a module and in its
+    rewrite (which keeps each class, under its name)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def __call__(self, qualname: str) -> int:
+        """The count of the class statement of ``qualname`` met now."""
+        count = self._seen.get(qualname, 0)
+        self._seen[qualname] = count + 1
+        return count
+
+
+@dataclass(frozen=True)
+class ClassStatement:
+    """A class statement of a module, a Function or not, and where it stands."""
+
+    node: ast.ClassDef
+    qualname: str
+    scope: str  # "module", "class" or "function"
+    occurrence: int  # see ``Occurrences``
+    block: list[ast.stmt]  # the statements it stands among
+
+
+# The blocks of a compound statement, in source order.
+_BLOCKS = ("body", "handlers", "orelse", "finalbody", "cases")
+
+
+def class_statements(tree: ast.Module) -> Iterator[ClassStatement]:
+    """Every class statement of the module, outermost first, in source order."""
+    occurrences = Occurrences()
+
+    def visit(block: list[ast.stmt], prefix: str, scope: str) -> Iterator[ClassStatement]:
+        for node in block:
+            if isinstance(node, ast.ClassDef):
+                qualname = prefix + node.name
+                yield ClassStatement(node, qualname, scope, occurrences(qualname), block)
+                yield from visit(node.body, qualname + ".", "class")
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield from visit(node.body, f"{prefix}{node.name}.<locals>.", "function")
+            else:
+                for name in _BLOCKS:
+                    children = getattr(node, name, None) or []
+                    if name in ("handlers", "cases"):
+                        for child in children:
+                            yield from visit(child.body, prefix, scope)
+                    else:
+                        yield from visit(children, prefix, scope)
+
+    return visit(tree.body, "", "module")
+
+
 def find_classes(tree: ast.Module, imports: dict[str, str]) -> list[ClassSite]:
     """Every Function subclass in the module, outermost first, in source order."""
     sites: list[ClassSite] = []
     known: set[str] = set()  # local class names known to be Function subclasses
-    seen: dict[str, int] = {}
-
-    def visit(body: list[ast.stmt], prefix: str, scope: str) -> None:
-        for node in body:
-            if isinstance(node, ast.ClassDef):
-                qualname = prefix + node.name
-                site = _site(node, qualname, scope, imports, known, seen)
-                if site is not None:
-                    sites.append(site)
-                    known.add(node.name)
-                visit(node.body, qualname + ".", "class")
-            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                visit(node.body, f"{prefix}{node.name}.<locals>.", "function")
-            else:
-                for field in ("body", "orelse", "finalbody", "handlers", "cases"):
-                    for child in getattr(node, field, None) or ():
-                        if isinstance(child, (ast.ExceptHandler, ast.match_case)):
-                            visit(child.body, prefix, scope)
-                        else:
-                            visit([child], prefix, scope)
-
-    visit(tree.body, "", "module")
+    for statement in class_statements(tree):
+        site = _site(statement, imports, known)
+        if site is not None:
+            sites.append(site)
+            known.add(statement.node.name)
     return sites
 
 
-def _site(
-    node: ast.ClassDef,
-    qualname: str,
-    scope: str,
-    imports: dict[str, str],
-    known: set[str],
-    seen: dict[str, int],
-) -> ClassSite | None:
-    local: list[str] = []
+def _site(statement: ClassStatement, imports: dict[str, str], known: set[str]) -> ClassSite | None:
+    node = statement.node
     unresolved = None
     is_function = False
     for base in node.bases:
@@ -242,26 +310,22 @@ def _site(
             is_function = True
         elif name in known:
             is_function = True
-            local.append(name)
         elif (name == "Function" or name.endswith("autograd.Function")) and (
             name.split(".")[0] not in imports
         ):
             unresolved = name
     if not is_function and unresolved is None:
         return None
-    occurrence = seen.get(qualname, 0)
-    seen[qualname] = occurrence + 1
     first = min([node.lineno] + [d.lineno for d in node.decorator_list])
     return ClassSite(
-        qualname=qualname,
+        qualname=statement.qualname,
         name=node.name,
         line=node.lineno,
         column=node.col_offset + 1,
         first_line=first,
         end_line=node.end_lineno or node.lineno,
-        scope=scope,
-        occurrence=occurrence,
-        local_bases=tuple(local),
+        scope=statement.scope,
+        occurrence=statement.occurrence,
         unresolved=None if is_function else unresolved,
         star_forward=_star_forward(node),
     )

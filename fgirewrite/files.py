@@ -41,12 +41,10 @@ class FileError(Exception):
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A file's content and identity when it was read."""
+    """A file's content and mode when it was read."""
 
     path: Path
     data: bytes
-    mtime_ns: int
-    size: int
     mode: int
 
 
@@ -120,7 +118,7 @@ def _walk(root: Path, errors: list[tuple[str, str]]) -> Iterator[tuple[Path, Pat
 
 
 def read(path: Path) -> Snapshot:
-    """The file's content and identity; FileError with a one-line reason if it cannot be read.
+    """The file's content and mode; FileError with a one-line reason if it cannot be read.
 
     Opened without blocking, so a FIFO (or a device) named ``*.py`` is refused rather than
     waited on forever.
@@ -136,7 +134,7 @@ def read(path: Path) -> Snapshot:
             data = handle.read()
     except OSError as exc:
         raise FileError(exc.strerror or str(exc)) from None
-    return Snapshot(path, data, info.st_mtime_ns, info.st_size, stat.S_IMODE(info.st_mode))
+    return Snapshot(path, data, stat.S_IMODE(info.st_mode))
 
 
 def write(snapshot: Snapshot, data: bytes) -> None:

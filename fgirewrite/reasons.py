@@ -34,8 +34,3 @@ REASONS: dict[str, str] = {
     "(issubclass, its forward called, an apply of its own, a subclass kept as one)",
     "name-collision": "the module binds a name the rewrite needs (torch) to something else",
 }
-
-
-def describe(code: str) -> str:
-    """The one-line description of a reason code."""
-    return REASONS[code]

@@ -29,7 +29,9 @@ class Outcome:
     error: str | None = None
     written: bool = False
     analysed_only: bool = False  # --check: extraction only, no rewritten source
-    verification: list = field(default_factory=list)  # SurrogateReport per rewritten surrogate
+    # --write: key(surrogate) -> its SurrogateReport, for each surrogate verified (refused
+    # ones too: a Skip has the key of the surrogate it was)
+    verification: dict = field(default_factory=dict)
     second_order: list[int] = field(default_factory=list)  # lines: see second_order_lines
 
     @property
@@ -210,7 +212,9 @@ def verify_and_refuse(outcome: Outcome, verify: bool = True) -> None:
     refused: dict[str, tuple[str, str]] = {}
     while verify and outcome.rewrite.changed:
         reports = verify_rewrite(outcome.rewrite, Path(outcome.path))
-        outcome.verification = reports
+        outcome.verification.update(
+            (key(s), r) for s, r in zip(outcome.rewrite.surrogates, reports, strict=True)
+        )
         failed = {
             key(s): (
                 "cannot-verify" if r.cannot_run else "verification-failed",

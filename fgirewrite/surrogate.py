@@ -55,7 +55,6 @@ class Surrogate:
 
     name: str  # qualified name inside its module, e.g. "LIF.ATan"
     location: Location
-    style: str  # "old" (forward takes ctx) or "new" (setup_context)
     params: str  # the forward's parameter list without ctx, as source
     param_names: tuple[str, ...]
     forward: str  # statements that compute the output, run without grad

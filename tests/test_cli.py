@@ -94,7 +94,7 @@ def test_json_lists_every_finding(tmp_path):
     result = run("--check", "--output-format", "json", str(tmp_path))
     assert result.exit_code == 1
     report = json.loads(result.stdout)
-    assert report["version"] == 2 and report["mode"] == "check"
+    assert report["version"] == 3 and report["mode"] == "check"
     assert report["verified"] is False
     statuses = {(f["class"], f["status"], f["verified"]) for f in report["findings"]}
     assert statuses == {
@@ -115,6 +115,42 @@ def test_json_says_which_rewrites_were_verified(good, flags, verified):
     report = json.loads(result.stdout)
     assert report["verified"] is verified
     assert [(f["status"], f["verified"]) for f in report["findings"]] == [("rewritten", verified)]
+
+
+NAN_BACKWARD = """
+
+class NaNs(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return (x > 0).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return grad_output * float("nan")
+"""
+
+
+def test_write_json_carries_each_surrogates_verification(good):
+    """What --write verified, kept or refused: the report of each surrogate, as `fgirewrite
+    verify` has it; the refused one's report survives the rewrite without it."""
+    good.write_text(good.read_text() + NAN_BACKWARD)
+    result = run("--write", "--output-format", "json", str(good))
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["version"] == 3 and report["verified"] is True
+    found = {f["class"]: f for f in report["findings"]}
+    assert found["GaussianSpike"]["status"] == "rewritten"
+    assert found["NaNs"]["status"] == "failed"
+    kept, refused = found["GaussianSpike"]["verification"], found["NaNs"]["verification"]
+    assert kept["ok"] is True and kept["error"] is None and kept["reached"]
+    assert {(c["dtype"], c["device"]) for c in kept["checks"]} >= {("float32", "cpu")}
+    assert all(c["ok"] and c["compared"] and not c["failures"] for c in kept["checks"])
+    assert refused["ok"] is False
+    assert any(
+        "not finite at any probe input" in f for c in refused["checks"] for f in c["failures"]
+    )
+    check = run("--check", "--output-format", "json", str(good))
+    assert all("verification" not in f for f in json.loads(check.stdout)["findings"])
 
 
 def test_errors_exit_2_and_do_not_stop_other_files(tmp_path, good):

@@ -152,3 +152,34 @@ def test_the_prefilter_rejects_what_cannot_resolve_to_torch(source):
     that spells ``autograd``; a base must be the word ``Function``."""
     assert not discover.may_define_function(source.encode())
     assert sites(source) == []
+
+
+def test_occurrences_count_every_class_of_a_name_in_source_order():
+    """Which of several same-named classes one is: every class statement counts, a Function
+    or not (the rewrite keeps them all, so the count is the same in the rewritten module), in
+    source order (``except`` blocks before ``else`` and ``finally``)."""
+    source = (
+        "import torch\n"
+        "class F: pass\n"
+        "try:\n"
+        "    pass\n"
+        "except ImportError:\n"
+        "    class F(torch.autograd.Function): pass\n"
+        "finally:\n"
+        "    class F(torch.autograd.Function): pass\n"
+        "def make():\n"
+        "    if True:\n"
+        "        class G(torch.autograd.Function): pass\n"
+        "    class G(torch.autograd.Function): pass\n"
+    )
+    tree = ast.parse(source)
+    found = [(c.qualname, c.occurrence, c.node.lineno) for c in discover.class_statements(tree)]
+    assert found == [
+        ("F", 0, 2),
+        ("F", 1, 6),
+        ("F", 2, 8),
+        ("make.<locals>.G", 0, 11),
+        ("make.<locals>.G", 1, 12),
+    ]
+    sites = discover.find_classes(tree, discover.module_info(source, tree).imports)
+    assert [(s.qualname, s.occurrence, s.line) for s in sites] == found[1:]

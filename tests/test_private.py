@@ -23,15 +23,15 @@ pytest.importorskip(
     "opacus", reason="Opacus is optional: pip install --no-deps opacus (see .ci/run)"
 )
 
-from opacus import PrivacyEngine  # noqa: E402
-from opacus.grad_sample import GradSampleModule  # noqa: E402
-from opacus.validators import ModuleValidator  # noqa: E402
+from opacus import PrivacyEngine
+from opacus.grad_sample import GradSampleModule
+from opacus.validators import ModuleValidator
 
-from fgirewrite import inject  # noqa: E402
-from fgirewrite.execute.load import load_pair  # noqa: E402
-from fgirewrite.grads.blockers import TransformBlockedError  # noqa: E402
-from fgirewrite.grads.private import PrivateTrainingError, for_opacus  # noqa: E402
-from fgirewrite.grads.transforms import per_sample_grads  # noqa: E402
+from fgirewrite import inject
+from fgirewrite.execute.load import load_pair
+from fgirewrite.grads.blockers import TransformBlockedError
+from fgirewrite.grads.private import PrivateTrainingError, for_opacus
+from fgirewrite.grads.transforms import per_sample_grads
 
 ALIF = ROOT / "examples" / "alif.py"
 library = load_module("library_models", FIXTURES / "library_models.py")

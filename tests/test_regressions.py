@@ -292,3 +292,34 @@ def test_a_random_value_stored_on_ctx_is_drawn_in_the_forward(draw, import_line)
     assert isinstance(found, Surrogate)
     assert found.forward.splitlines()[0] == f"noise_1 = {draw}"
     assert found.gradients[0].derivative == "noise_1"
+
+
+def test_a_plain_class_of_the_same_name_before_the_function_is_left_alone():
+    """The rewriter counted every class of a name, discovery only Function classes: the plain
+    ``class F`` before the Function ``F`` was the one rewritten."""
+    source = textwrap.dedent(
+        """
+        import torch
+
+
+        class F:
+            pass
+
+
+        class F(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                ctx.save_for_backward(x)
+                return (x > 0).float()
+
+            @staticmethod
+            def backward(ctx, grad_output):
+                (x,) = ctx.saved_tensors
+                return grad_output * torch.sigmoid(x)
+        """
+    )
+    result = rewrite_source(source.encode(), "m.py")
+    assert result.new_source is not None
+    new = result.new_source.decode()
+    assert "class F:\n    pass\n\n\ndef f(x):" in new
+    assert "class F(torch.autograd.Function)" not in new

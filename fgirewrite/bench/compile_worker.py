@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
     spec = json.loads(argv[1])
     try:
         result = measure(spec)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure is reported to the parent
         result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:2000]}
     sys.stdout.write(json.dumps(result) + "\n")
     return 0

@@ -115,7 +115,7 @@ def _first_output(variants: list[nn.Module], inputs: tuple) -> object:
         try:
             with torch.no_grad():
                 return model(*inputs)
-        except Exception as exc:  # the model may raise anything
+        except Exception as exc:  # noqa: BLE001 - the model may raise anything
             errors.append(exc)
     raise errors[0]
 
@@ -157,7 +157,7 @@ def equivalence(work: Workload) -> dict:
         try:
             out = model(*work.inputs)
             work.loss(out).backward()
-        except Exception as exc:  # the model may raise anything
+        except Exception as exc:  # noqa: BLE001 - the model may raise anything
             return {"error": f"{variant}: {described(exc)}"}
         grads = [
             p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)

@@ -60,7 +60,7 @@ def _prepare(
         options = compiler.options(config.compile_backend, config.compile_mode)
         run = models.wrap(model, mode, options)
         result["warmup"]["wrap_s"] = time.perf_counter() - start
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a failure is a result, never an exception
         result.update(failure(exc))
         return None
     if mode == "script":
@@ -68,14 +68,14 @@ def _prepare(
             assert isinstance(run, torch.jit.ScriptModule)  # torch.jit.script of a module
             models.jit_save(run)
             result["checks"]["jit_save"] = {"status": "ok"}
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - likewise
             result["checks"]["jit_save"] = failure(exc)
     parameters = list(model.parameters())
     fns = models.steps(run, work, parameters)
     for measure in MEASURES:
         try:
             result["warmup"][f"first_{measure}_s"] = dev.wall(fns[measure], device)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - likewise
             result["timings"][measure] = failure(exc)
     start = time.perf_counter()
     for _ in range(config.warmup):
@@ -151,7 +151,7 @@ def run_mode(
                                 f"{mode}/{variant}/{measure}",
                             )
                         )
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - a failure is a result
                         results[variant]["timings"][measure] = failure(exc)
         for variant, measured in rounds.items():
             if measure not in results[variant]["timings"]:
@@ -162,7 +162,7 @@ def run_mode(
                 if variant in fns and results[variant]["timings"]["train"]["status"] == "ok":
                     try:
                         results[variant]["memory"] = memory.peak(fns[variant]["train"], device)
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - a failure is a result
                         results[variant]["memory"] = failure(exc)
         _status(results[variant])
     progress.done += (len(VARIANTS) - len(fns)) * len(MEASURES) * config.rounds

@@ -41,8 +41,6 @@ from fgirewrite.extract.values import (
 from fgirewrite.source import first_line
 from fgirewrite.surrogate import GRAD, RUNTIME_NAMES, SHIM_BASE, Gradient, Location, Skip, Surrogate
 
-PROTOCOL = frozenset({"forward", "backward", "setup_context", "jvp", "vmap"})
-
 
 def extract(site: ClassSite, info: ModuleInfo, path: str) -> Surrogate | Skip:
     """Extract the surrogate a Function class implements, or say why not."""
@@ -131,7 +129,6 @@ def _extract(
     return Surrogate(
         name=site.qualname,
         location=Location(path, site.line, site.column),
-        style="new" if m.setup_context is not None else "old",
         params=cst.Module([]).code_for_node(cst.Parameters(params=m.params)) if m.params else "",
         param_names=tuple(param_names),
         forward=built.forward,

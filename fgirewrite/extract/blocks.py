@@ -12,7 +12,7 @@ import libcst as cst
 
 from fgirewrite.extract import rules
 from fgirewrite.extract.forward import assigned_names
-from fgirewrite.extract.values import Const, Lin, Seq, Unsupported, walk
+from fgirewrite.extract.values import Const, Lin, Seq, Unsupported, contains
 
 REASON = {cst.For: "backward-loop", cst.While: "backward-loop", cst.If: "backward-control-flow"}
 
@@ -21,7 +21,7 @@ def const_block(evaluator, stmt: cst.BaseCompoundStatement) -> None:
     """Emit a gradient-free compound statement into the prelude; rebind what it assigns."""
     code = REASON[type(stmt)]
     what = "a branch on a value known only at run time" if code != "backward-loop" else "a loop"
-    if _contains(stmt, (cst.Return, cst.Yield)):
+    if contains(stmt, (cst.Return, cst.Yield)):
         raise Unsupported(code, f"returns from inside {what}", stmt)
     scopes = (
         cst.FunctionDef,
@@ -34,7 +34,7 @@ def const_block(evaluator, stmt: cst.BaseCompoundStatement) -> None:
         cst.Global,
         cst.Nonlocal,
     )
-    if _contains(stmt, scopes):
+    if contains(stmt, scopes):
         raise Unsupported(code, f"a nested scope inside {what}", stmt)
     env = evaluator.env
     assigned = assigned_names(stmt)
@@ -166,7 +166,3 @@ def _refuse_mutation(evaluator, stmt: cst.CSTNode, mapping: dict[str, str], code
                 )
 
     stmt.visit(V())
-
-
-def _contains(node: cst.CSTNode, kinds: tuple) -> bool:
-    return any(isinstance(n, kinds) for n in walk(node))

@@ -15,7 +15,17 @@ import libcst as cst
 
 from fgirewrite.discover import qualify
 from fgirewrite.extract import rules
-from fgirewrite.extract.values import Const, Ctx, Names, Unsupported, dotted, names_in, walk
+from fgirewrite.extract.values import (
+    Const,
+    Ctx,
+    Names,
+    Unsupported,
+    contains,
+    dotted,
+    is_docstring,
+    names_in,
+    walk,
+)
 
 # A statement of a module or an indented block: what cst.Module takes.
 Statement = cst.SimpleStatementLine | cst.BaseCompoundStatement
@@ -59,12 +69,6 @@ def assigned_names(node: cst.CSTNode) -> set[str]:
         elif isinstance(n, cst.ImportAlias) and n.asname is None:
             found.add(cst.Module([]).code_for_node(n.name).split(".")[0])
     return found
-
-
-def _contains(node: cst.CSTNode, kind: type) -> bool:
-    """A ``kind`` node in the tree, not looking into nested scopes."""
-    scopes = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
-    return any(isinstance(n, kind) for n in walk(node, lambda n: not isinstance(n, scopes)))
 
 
 NO_GRAD = frozenset({"torch.no_grad", "torch.autograd.no_grad", "torch.autograd.grad_mode.no_grad"})
@@ -116,7 +120,8 @@ def read_forward(
 ) -> Forward:
     """Split a forward body into kept statements, the returned expression and ctx contents."""
     body = _statements(function.body)
-    if body and _is_docstring(body[0]):
+    first = body[0] if body else None
+    if isinstance(first, cst.SimpleStatementLine) and len(first.body) == 1 and is_docstring(first):
         body = body[1:]
     body = _hoisted_torch(_without_no_grad(body, imports))
     if ctx_name is not None:
@@ -187,7 +192,7 @@ def _split_return(
         raise Unsupported("multiple-outputs", "the forward returns a tuple", result)
     body = body[:-1] + ([last.with_changes(body=last.body[:-1])] if len(last.body) > 1 else [])
     for stmt in body:
-        if _contains(stmt, cst.Return):
+        if contains(stmt, cst.Return, nested_scopes=False):
             raise Unsupported("forward-control-flow", "the forward returns from a branch", stmt)
     return body, result
 
@@ -321,7 +326,7 @@ def _only_prepares_backward(
         return False
     if not all(isinstance(s, cst.SimpleStatementLine) for s in stmt.body.body):
         return False
-    if _draws_random(stmt.body, imports) or _contains(stmt.body, cst.Return):
+    if _draws_random(stmt.body, imports) or contains(stmt.body, cst.Return, nested_scopes=False):
         return False
     bound = assigned_names(stmt.body)
     later_reads = set().union(*(names_in(s) for s in rest)) | names_in(result)
@@ -348,12 +353,3 @@ def _statements(suite: cst.BaseSuite) -> list[Statement]:
     """A suite's statements, as a list. Those of a one-line suite are small statements,
     which the checks on a forward refuse (it must end by returning from a statement line)."""
     return cast(list[Statement], list(suite.body))
-
-
-def _is_docstring(stmt: cst.BaseStatement) -> bool:
-    return (
-        isinstance(stmt, cst.SimpleStatementLine)
-        and len(stmt.body) == 1
-        and isinstance(stmt.body[0], cst.Expr)
-        and isinstance(stmt.body[0].value, (cst.SimpleString, cst.ConcatenatedString))
-    )

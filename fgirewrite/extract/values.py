@@ -134,6 +134,25 @@ def names_in(node: cst.CSTNode) -> set[str]:
     return {n.value for n in walk(node) if isinstance(n, cst.Name)}
 
 
+_SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
+
+
+def contains(node: cst.CSTNode, kinds: type | tuple[type, ...], nested_scopes: bool = True) -> bool:
+    """A node of one of ``kinds`` in the tree; with ``nested_scopes=False``, not looking into
+    nested functions, classes and lambdas."""
+    into = None if nested_scopes else (lambda n: not isinstance(n, _SCOPES))
+    return any(isinstance(n, kinds) for n in walk(node, into))
+
+
+def is_docstring(stmt: cst.BaseStatement | cst.BaseSmallStatement) -> bool:
+    """A statement line that starts with a string: a docstring where it comes first."""
+    return (
+        isinstance(stmt, cst.SimpleStatementLine)
+        and isinstance(stmt.body[0], cst.Expr)
+        and isinstance(stmt.body[0].value, (cst.SimpleString, cst.ConcatenatedString))
+    )
+
+
 @functools.cache
 def _child_fields(kind: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(kind) if not _whitespace(f.name))

@@ -22,13 +22,13 @@ from typing import Any
 import torch
 
 from fgirewrite.grads.transforms import (
+    Batch,
     Inputs,
     LossFn,
     Params,
     aggregate,
-    as_tuple,
-    directional_derivatives,
-    per_sample_grads,
+    directional,
+    per_sample,
     sample_tangents,
     trainable_parameters,
 )
@@ -81,8 +81,12 @@ def backprop_gradient(
     model: torch.nn.Module, loss_fn: LossFn, inputs: Inputs, targets: Any
 ) -> Params:
     """``∇f`` of the batch loss by an ordinary backward pass."""
+    return _backprop(model, Batch.of(loss_fn, inputs, targets))
+
+
+def _backprop(model: torch.nn.Module, batch: Batch) -> Params:
     params = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
-    loss = loss_fn(model(*as_tuple(inputs)), targets)
+    loss = batch.loss(model)
     grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
     return {
         n: torch.zeros_like(p) if g is None else g
@@ -99,14 +103,11 @@ def per_sample_loop(
     target_batch_dim: int = 0,
 ) -> Params:
     """Per-sample gradients the slow way: one backward pass per sample."""
-    inputs = as_tuple(inputs)
-    rows: list[Params] = []
-    for i in range(inputs[0].shape[batch_dim]):
-        sample = tuple(x.narrow(batch_dim, i, 1) for x in inputs)
-        target = (
-            targets.narrow(target_batch_dim, i, 1) if isinstance(targets, torch.Tensor) else targets
-        )
-        rows.append(backprop_gradient(model, loss_fn, sample, target))
+    return _per_sample_loop(model, Batch.of(loss_fn, inputs, targets, batch_dim, target_batch_dim))
+
+
+def _per_sample_loop(model: torch.nn.Module, batch: Batch) -> Params:
+    rows = [_backprop(model, sample) for sample in batch.samples()]
     return {n: torch.stack([row[n] for row in rows]) for n in rows[0]}
 
 
@@ -121,11 +122,16 @@ def check_per_sample_grads(
     rtol: float | None = None,
 ) -> GradientCheck:
     """``per_sample_grads`` on the rewritten model against a backward loop on the original."""
+    batch = Batch.of(loss_fn, inputs, targets, batch_dim, target_batch_dim)
+    return _check_per_sample(original, rewritten, batch, rtol)
+
+
+def _check_per_sample(
+    original: torch.nn.Module, rewritten: torch.nn.Module, batch: Batch, rtol: float | None
+) -> GradientCheck:
     params = _same_parameters(original, rewritten)
-    expected = per_sample_loop(original, loss_fn, inputs, targets, batch_dim, target_batch_dim)
-    actual = per_sample_grads(
-        rewritten, loss_fn, inputs, targets, batch_dim, target_batch_dim, params=params
-    )
+    expected = _per_sample_loop(original, batch)
+    actual = per_sample(rewritten, batch, params=params)
     failures = []
     for name, exp in expected.items():
         scale = float(exp.abs().max())
@@ -156,15 +162,25 @@ def check_forward_gradient(
     rtol: float | None = None,
 ) -> list[GradientCheck]:
     """Forward-mode directional derivatives and their aggregates against backprop."""
+    batch = Batch.of(loss_fn, inputs, targets)
+    return _check_forward(original, rewritten, batch, num_tangents, generator, rtol)
+
+
+def _check_forward(
+    original: torch.nn.Module,
+    rewritten: torch.nn.Module,
+    batch: Batch,
+    num_tangents: int,
+    generator: torch.Generator | None,
+    rtol: float | None,
+) -> list[GradientCheck]:
     params = _same_parameters(original, rewritten)
     tangents = sample_tangents(params, num_tangents, generator)
     k = num_tangents
-    gradient = backprop_gradient(original, loss_fn, inputs, targets)
+    gradient = _backprop(original, batch)
     g = _flat(gradient).double()
     v = _flat(tangents, k).double()  # k × n
-    _, derivatives = directional_derivatives(
-        rewritten, loss_fn, inputs, targets, tangents, params=params
-    )
+    _, derivatives = directional(rewritten, batch, tangents, params=params)
 
     # A dot product's rounding error scales with Σ|g_i v_i|, not with its (cancelling) value.
     scales = v.abs() @ g.abs()
@@ -239,14 +255,9 @@ def check_gradients(
     ``original`` and ``rewritten`` must have the same trainable parameter names; the
     original's values are used for both.
     """
-    checks = [
-        check_per_sample_grads(
-            original, rewritten, loss_fn, inputs, targets, batch_dim, target_batch_dim, rtol
-        )
-    ]
-    checks += check_forward_gradient(
-        original, rewritten, loss_fn, inputs, targets, num_tangents, generator, rtol
-    )
+    batch = Batch.of(loss_fn, inputs, targets, batch_dim, target_batch_dim)
+    checks = [_check_per_sample(original, rewritten, batch, rtol)]
+    checks += _check_forward(original, rewritten, batch, num_tangents, generator, rtol)
     return checks
 
 

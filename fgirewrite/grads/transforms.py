@@ -11,7 +11,8 @@ Parameters are the model's trainable ones (``requires_grad``), by name, as in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import torch
@@ -47,17 +48,49 @@ def as_tuple(inputs: Inputs) -> tuple[torch.Tensor, ...]:
     return (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
 
 
-def _loss(model: torch.nn.Module, loss_fn: LossFn) -> Callable[..., torch.Tensor]:
-    def loss(params: Params, inputs: tuple[torch.Tensor, ...], targets: Any) -> torch.Tensor:
-        return loss_fn(functional_call(model, params, inputs), targets)
+@dataclass(frozen=True)
+class Batch:
+    """What every transform and check computes a loss on: ``loss_fn(model(*inputs),
+    targets)``, samples indexed by ``batch_dim`` of the inputs and ``target_batch_dim`` of
+    the targets (when they are a tensor)."""
 
-    return loss
+    loss_fn: LossFn
+    inputs: tuple[torch.Tensor, ...]
+    targets: Any
+    batch_dim: int = 0
+    target_batch_dim: int = 0
 
+    @classmethod
+    def of(
+        cls,
+        loss_fn: LossFn,
+        inputs: Inputs,
+        targets: Any,
+        batch_dim: int = 0,
+        target_batch_dim: int = 0,
+    ) -> Batch:
+        return cls(loss_fn, as_tuple(inputs), targets, batch_dim, target_batch_dim)
 
-def _eager(
-    model: torch.nn.Module, loss_fn: LossFn, inputs: tuple[torch.Tensor, ...], targets: Any
-) -> Callable[[], torch.Tensor]:
-    return lambda: loss_fn(model(*inputs), targets)
+    def loss(self, model: torch.nn.Module) -> torch.Tensor:
+        """The loss by an ordinary call of the model."""
+        return self.loss_fn(model(*self.inputs), self.targets)
+
+    def functional(self, model: torch.nn.Module) -> Callable[..., torch.Tensor]:
+        """``loss(params, inputs, targets)`` through ``functional_call``."""
+
+        def loss(params: Params, inputs: tuple[torch.Tensor, ...], targets: Any) -> torch.Tensor:
+            return self.loss_fn(functional_call(model, params, inputs), targets)
+
+        return loss
+
+    def samples(self) -> Iterator[Batch]:
+        """Each sample, narrowed to a batch of one."""
+        for i in range(self.inputs[0].shape[self.batch_dim]):
+            targets = self.targets
+            if isinstance(targets, torch.Tensor):
+                targets = targets.narrow(self.target_batch_dim, i, 1)
+            inputs = tuple(x.narrow(self.batch_dim, i, 1) for x in self.inputs)
+            yield Batch(self.loss_fn, inputs, targets, self.batch_dim, self.target_batch_dim)
 
 
 def per_sample_grads(
@@ -81,25 +114,36 @@ def per_sample_grads(
     training mode, is the exception). Computed as ``vmap(grad(loss))``; ``chunk_size`` bounds
     how many samples ``vmap`` runs at once.
     """
-    inputs = as_tuple(inputs)
+    batch = Batch.of(loss_fn, inputs, targets, batch_dim, target_batch_dim)
+    return per_sample(model, batch, params=params, chunk_size=chunk_size)
+
+
+def per_sample(
+    model: torch.nn.Module,
+    batch: Batch,
+    *,
+    params: Params | None = None,
+    chunk_size: int | None = None,
+) -> Params:
+    """``per_sample_grads`` on a ``Batch``."""
     params = trainable_parameters(model) if params is None else dict(params)
-    loss = _loss(model, loss_fn)
+    loss = batch.functional(model)
 
     def sample_loss(params: Params, sample: tuple[torch.Tensor, ...], target: Any):
-        batch_of_one = tuple(x.unsqueeze(batch_dim) for x in sample)
+        batch_of_one = tuple(x.unsqueeze(batch.batch_dim) for x in sample)
         if isinstance(target, torch.Tensor):
-            target = target.unsqueeze(target_batch_dim)
+            target = target.unsqueeze(batch.target_batch_dim)
         return loss(params, batch_of_one, target)
 
-    target_dim = target_batch_dim if isinstance(targets, torch.Tensor) else None
+    target_dim = batch.target_batch_dim if isinstance(batch.targets, torch.Tensor) else None
     transform = vmap(
         grad(sample_loss),
-        in_dims=(None, (batch_dim,) * len(inputs), target_dim),
+        in_dims=(None, (batch.batch_dim,) * len(batch.inputs), target_dim),
         randomness="different",
         chunk_size=chunk_size,
     )
-    with explain_blocked("per_sample_grads", _eager(model, loss_fn, inputs, targets)):
-        return transform(params, inputs, targets)
+    with explain_blocked("per_sample_grads", lambda: batch.loss(model)):
+        return transform(params, batch.inputs, batch.targets)
 
 
 def sample_tangents(
@@ -136,23 +180,35 @@ def directional_derivatives(
     ``torch.func.jvp`` per tangent, vmapped over the ``k`` tangents (``chunk_size`` at a
     time); all of them see the same random draws, if the model draws any. No backward pass.
     """
-    inputs = as_tuple(inputs)
+    batch = Batch.of(loss_fn, inputs, targets)
+    return directional(model, batch, tangents, params=params, chunk_size=chunk_size)
+
+
+def directional(
+    model: torch.nn.Module,
+    batch: Batch,
+    tangents: Mapping[str, torch.Tensor],
+    *,
+    params: Params | None = None,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``directional_derivatives`` on a ``Batch``."""
     params = trainable_parameters(model) if params is None else dict(params)
     if set(tangents) != set(params):
         raise ValueError(
             f"tangents are for {sorted(tangents)}, the trainable parameters are {sorted(params)}"
         )
-    loss = _loss(model, loss_fn)
+    loss = batch.functional(model)
 
     def along(tangent: Params) -> tuple[torch.Tensor, torch.Tensor]:
         # jvp's annotation covers has_aux=True too: without it, a (primal, tangent) pair
         return cast(
             tuple[torch.Tensor, torch.Tensor],
-            jvp(lambda p: loss(p, inputs, targets), (params,), (tangent,)),
+            jvp(lambda p: loss(p, batch.inputs, batch.targets), (params,), (tangent,)),
         )
 
     transform = vmap(along, randomness="same", chunk_size=chunk_size)
-    with explain_blocked("forward_gradient", _eager(model, loss_fn, inputs, targets)):
+    with explain_blocked("forward_gradient", lambda: batch.loss(model)):
         values, derivatives = transform(dict(tangents))
     return values[0], derivatives
 

@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from fgirewrite.discover import PROTOCOL
 from fgirewrite.live.namespaces import module_globals
 from fgirewrite.live.replacement import function_class
 
@@ -31,7 +32,7 @@ SKIPPED_PACKAGES = frozenset({"torch", "fgirewrite", "numpy", "typing", *sys.std
 # the exact class (spikingjelly picks a fused kernel with the surrogate built in by class name
 # and module) must not take a copy for the original and bypass its rewritten methods.
 INJECTED_MODULE = "fgirewrite.injected"
-_PROTOCOL = frozenset({"forward", "backward", "setup_context", "jvp", "vmap", "apply"})
+_PROTOCOL = PROTOCOL | {"apply"}
 
 
 def _package(obj: object) -> str:

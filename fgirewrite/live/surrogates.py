@@ -7,7 +7,6 @@ the helpers and constants the original backward reads.
 
 from __future__ import annotations
 
-import ast
 import functools
 import inspect
 import types
@@ -15,7 +14,6 @@ import types
 from fgirewrite import codegen, discover
 from fgirewrite.extract import extract
 from fgirewrite.live.namespaces import module_globals
-from fgirewrite.source import decode
 from fgirewrite.surrogate import Location, Skip, Surrogate
 
 
@@ -37,12 +35,10 @@ def extract_class(cls: type) -> Surrogate | Skip:
             "no-source",
             f"the class's source is not available: {exc}",
         )
-    text = decode(data, path)
-    tree = ast.parse(data, filename=path)
-    info = discover.module_info(text, tree)
-    for site in discover.find_classes(tree, info.imports):
+    module = discover.parse(data, path)
+    for site in module.sites:
         if site.name == cls.__name__ and site.first_line <= first + 1 and first <= site.line:
-            return extract(site, info, path)
+            return extract(site, module.info, path)
     return Skip(
         name,
         Location(path, first, 1),

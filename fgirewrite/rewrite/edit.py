@@ -17,36 +17,27 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, ScopeProvider
 
 from fgirewrite import codegen, discover
-from fgirewrite.extract import PROTOCOL, extract
-from fgirewrite.extract.values import dotted
+from fgirewrite.extract import extract
+from fgirewrite.extract.values import dotted, is_docstring, names_in
 from fgirewrite.rewrite import uses
 from fgirewrite.rewrite.result import Rewrite
-from fgirewrite.source import SourceError, decode, first_line
+from fgirewrite.source import SourceError, first_line
 from fgirewrite.surrogate import SHIM_BASE, Skip, Surrogate, key
 
 
-def analyse(data: bytes, path: str) -> tuple[Rewrite, discover.ModuleInfo | None]:
+def analyse(data: bytes, path: str) -> tuple[Rewrite, discover.Parsed | None]:
     """Find and extract every Function subclass; no libcst parse of the whole file."""
     result = Rewrite(path, data)
     if not discover.may_define_function(data):
         return result, None
-    text = decode(data, path)
-    try:
-        tree = ast.parse(data, filename=path)
-    except SyntaxError as exc:
-        where = f" at line {exc.lineno}" if exc.lineno else ""  # null bytes: no line
-        raise SourceError(f"syntax error{where}: {exc.msg}") from None
-    except (ValueError, RecursionError, MemoryError) as exc:
-        raise SourceError(f"cannot parse: {exc}") from None
-    info = discover.module_info(text, tree)
-    sites = discover.find_classes(tree, info.imports)
-    result.findings = [extract(site, info, path) for site in sites]
-    _refuse_reliance(result, tree, info, sites)
+    module = discover.parse(data, path)
+    result.findings = [extract(site, module.info, path) for site in module.sites]
+    _refuse_reliance(result, module.tree, module.info, module.sites)
     if result.surrogates:  # every word of the file is taken, comments included: conservative
-        taken = set(_IDENTIFIER.findall(text))
+        taken = set(_IDENTIFIER.findall(module.text))
         for s in result.surrogates:
             result.names[key(s)] = _fresh(_snake(s.name.split(".")[-1]), taken)
-    return result, info
+    return result, module
 
 
 def _refuse_reliance(
@@ -88,7 +79,7 @@ def rewrite_source(
     ``refused`` maps the ``key`` of each surrogate that must stay untouched (verification
     failed, or could not run) to a reason code and why.
     """
-    result, info = analyse(data, path)
+    result, parsed = analyse(data, path)
     for name, (code, why) in (refused or {}).items():
         result.findings = [
             Skip(f.name, f.location, code, why)
@@ -98,19 +89,20 @@ def rewrite_source(
         ]
     if not result.surrogates:
         return result
-    assert info is not None
+    assert parsed is not None
     try:
         module = cst.parse_module(data)
     except (cst.ParserSyntaxError, cst.CSTValidationError) as exc:
         raise SourceError(f"libcst cannot parse: {first_line(exc)}") from None
     if module.bytes != data:  # libcst 1.0 drops a trailing bare \r, for one
         raise SourceError("libcst does not reproduce this file byte for byte; left as it is")
-    tree = ast.parse(data)
-    text = decode(data, path)
-    result.helpers, insert = _runtime_names(text, tree)
+    result.helpers, insert = _runtime_names(parsed.text, parsed.tree)
+    occurrences = {  # the findings stand in the order of the sites
+        key(f): site.occurrence for site, f in zip(parsed.sites, result.findings, strict=True)
+    }
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-    transformer = _Rewriter(result, wrapper.resolve(ScopeProvider), info)
-    new = _insert_runtime(wrapper.module.visit(transformer), tree, result.helpers, insert)
+    transformer = _Rewriter(result, wrapper.resolve(ScopeProvider), parsed.info, occurrences)
+    new = _insert_runtime(wrapper.module.visit(transformer), parsed.tree, result.helpers, insert)
     result.new_source = new.bytes
     try:
         ast.parse(result.new_source)
@@ -137,26 +129,18 @@ def _fresh(base: str, taken: set[str]) -> str:
     return name
 
 
-def _identifiers(module: cst.CSTNode) -> set[str]:
-    found: set[str] = set()
-
-    class V(cst.CSTVisitor):
-        def visit_Name(self, n: cst.Name) -> None:
-            found.add(n.value)
-
-    module.visit(V())
-    return found
-
-
 class _Rewriter(cst.CSTTransformer):
     """Replaces understood classes and their ``.apply`` uses in the same scope."""
 
-    def __init__(self, result: Rewrite, scopes, info: discover.ModuleInfo):
+    def __init__(
+        self, result: Rewrite, scopes, info: discover.ModuleInfo, occurrences: dict[str, int]
+    ):
         self.result = result
         self.scopes = scopes
-        self.by_site = {(s.name, _occurrence(result, s)): s for s in result.surrogates}
+        self.by_site = {(s.name, occurrences[key(s)]): s for s in result.surrogates}
         self.path: list[str] = []
-        self.seen: dict[str, int] = {}
+        self.occurrences = discover.Occurrences()
+        self.found: list[Surrogate | None] = []  # the surrogate of each class being visited
         self.apply_refs: dict[int, str] = {}  # id(Name node) -> function name
         self.info = info
         kept = {f.name.split(".")[-1] for f in result.skipped}
@@ -165,9 +149,8 @@ class _Rewriter(cst.CSTTransformer):
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         self.path.append(node.name.value)
         qualname = ".".join(self.path)
-        occurrence = self.seen.get(qualname, 0)
-        self.seen[qualname] = occurrence + 1
-        surrogate = self.by_site.get((qualname, occurrence))
+        surrogate = self.by_site.get((qualname, self.occurrences(qualname)))
+        self.found.append(surrogate)
         if surrogate is not None and not self._nested_in_class():
             name = self.result.names[key(surrogate)]
             for assignment in self.scopes[node].assignments[node.name.value]:
@@ -194,11 +177,9 @@ class _Rewriter(cst.CSTTransformer):
         return updated
 
     def leave_ClassDef(self, original: cst.ClassDef, updated: cst.ClassDef):
-        qualname = ".".join(self.path)
         nested = self._nested_in_class()
         self.path.pop()
-        occurrence = self.seen[qualname] - 1
-        surrogate = self.by_site.get((qualname, occurrence))
+        surrogate = self.found.pop()
         if surrogate is None:
             return updated
         name = self.result.names[key(surrogate)]
@@ -219,12 +200,6 @@ class _Rewriter(cst.CSTTransformer):
         shim = _shim(updated, alias, self.bases).with_changes(leading_lines=blank)
         function = function.with_changes(leading_lines=updated.leading_lines)
         return cst.FlattenSentinel([function, shim])
-
-
-def _occurrence(result: Rewrite, s: Surrogate) -> int:
-    """Which of several same-named classes (redefinitions) this surrogate is."""
-    same = [f for f in result.findings if f.name == s.name]
-    return same.index(s)
 
 
 @dataclass(frozen=True)
@@ -249,7 +224,7 @@ def _shim(classdef: cst.ClassDef, apply: cst.BaseStatement, bases: _Bases) -> cs
     """The class stripped of its Function protocol, with ``apply`` added."""
     body = []
     for stmt in classdef.body.body:
-        if isinstance(stmt, cst.FunctionDef) and stmt.name.value in PROTOCOL:
+        if isinstance(stmt, cst.FunctionDef) and stmt.name.value in discover.PROTOCOL:
             continue
         if isinstance(stmt, cst.SimpleStatementLine) and any(
             isinstance(s, cst.Assign)
@@ -261,7 +236,7 @@ def _shim(classdef: cst.ClassDef, apply: cst.BaseStatement, bases: _Bases) -> cs
         ):
             continue
         body.append(stmt)
-    if body and not _is_docstring(body[0]) or not body:
+    if body and not is_docstring(body[0]) or not body:
         body.insert(
             0,
             cst.parse_statement(
@@ -279,14 +254,6 @@ def _shim(classdef: cst.ClassDef, apply: cst.BaseStatement, bases: _Bases) -> cs
         for i, b in enumerate(kept)
     ]
     return classdef.with_changes(body=classdef.body.with_changes(body=body), bases=kept)
-
-
-def _is_docstring(stmt: cst.BaseStatement | cst.BaseSmallStatement) -> bool:
-    return (
-        isinstance(stmt, cst.SimpleStatementLine)
-        and isinstance(stmt.body[0], cst.Expr)
-        and isinstance(stmt.body[0].value, (cst.SimpleString, cst.ConcatenatedString))
-    )
 
 
 def _runtime_names(text: str, tree: ast.Module) -> tuple[dict[str, str], list[str]]:
@@ -327,10 +294,10 @@ def _insert_runtime(
     text = "\n\n".join(codegen.renamed(sources[h], h, names[h]) for h in insert)
     body = list(module.body)
     used = set(names.values())
-    limit = next((i for i, stmt in enumerate(body) if used & _identifiers(stmt)), len(body))
+    limit = next((i for i, stmt in enumerate(body) if used & names_in(stmt)), len(body))
     index = 0
     for i, stmt in enumerate(body[:limit]):
-        if _is_import_block(stmt) or (i == 0 and _is_docstring(stmt)):
+        if _is_import_block(stmt) or (i == 0 and is_docstring(stmt)):
             index = i + 1
     first_line = tree.body[index].lineno if index < len(tree.body) else 10**9
     if not uses.torch_imported(tree, first_line):

@@ -13,13 +13,12 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
-from fgirewrite.discover import FUNCTION_BASES, ClassSite, dotted, qualify
+from fgirewrite.discover import FUNCTION_BASES, PROTOCOL, ClassSite, dotted, qualify
 
 INTROSPECTION = frozenset(
     {"issubclass", "isinstance", "type", "super", "getattr", "hasattr", "vars", "dir"}
 )
 KEPT_ATTRIBUTES = frozenset({"apply", "__name__", "__qualname__", "__doc__", "__module__"})
-PROTOCOL = frozenset({"forward", "backward", "setup_context", "jvp", "vjp", "vmap"})
 
 
 @dataclass(frozen=True)

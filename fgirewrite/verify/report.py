@@ -14,7 +14,7 @@ from pathlib import Path
 from fgirewrite import __version__
 from fgirewrite.surrogate import Skip, Surrogate
 from fgirewrite.verify.model import ModelReport
-from fgirewrite.verify.pair import SurrogateReport
+from fgirewrite.verify.pair import Check, SurrogateReport
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
@@ -87,18 +87,7 @@ def _file_json(f: FileVerification) -> dict:
                 "error": r.error,
                 "arguments": {k: str(v) for k, v in r.arguments.items()},
                 "gradients": {g.param: g.derivative for g in s.gradients},
-                "checks": [
-                    {
-                        "dtype": c.dtype,
-                        "device": c.device,
-                        "ok": c.ok,
-                        "compared": c.compared,
-                        "bitwise": c.bitwise,
-                        "failures": list(c.failures),
-                        "notes": list(c.notes),
-                    }
-                    for c in r.checks
-                ],
+                "checks": [check_json(c) for c in r.checks],
             }
             for s, r in f.surrogates
         ],
@@ -107,6 +96,30 @@ def _file_json(f: FileVerification) -> dict:
             for s in f.skipped
         ],
         "model": None if f.model is None else _model_json(f.model),
+    }
+
+
+def check_json(c: Check) -> dict:
+    """One dtype and device of a surrogate's verification."""
+    return {
+        "dtype": c.dtype,
+        "device": c.device,
+        "ok": c.ok,
+        "compared": c.compared,
+        "bitwise": c.bitwise,
+        "failures": list(c.failures),
+        "notes": list(c.notes),
+    }
+
+
+def verification_json(r: SurrogateReport) -> dict:
+    """A surrogate's verdict, as ``fgirewrite --write --output-format json`` lists it."""
+    return {
+        "ok": r.ok,
+        "error": r.error,
+        "arguments": {k: str(v) for k, v in r.arguments.items()},
+        "reached": list(r.reached),
+        "checks": [check_json(c) for c in r.checks],
     }
 
 

@@ -26,7 +26,6 @@ from fgirewrite.execute.sandbox import (
     unbound_arguments,
 )
 from fgirewrite.rewrite import Rewrite, rewrite_source
-from fgirewrite.source import decode
 from fgirewrite.surrogate import Surrogate
 from fgirewrite.verify.pair import SurrogateReport, verify_pair
 
@@ -42,9 +41,8 @@ class Module:
 
     @classmethod
     def of(cls, data: bytes, path: Path) -> Module:
-        text = decode(data, str(path))
-        tree = ast.parse(data)
-        return cls(path, text, tree, discover.module_info(text, tree))
+        parsed = discover.parse(data, str(path))
+        return cls(path, parsed.text, parsed.tree, parsed.info)
 
 
 @dataclass(frozen=True)
@@ -227,46 +225,19 @@ def _site(tree: ast.Module, info: discover.ModuleInfo, s: Surrogate) -> discover
 def _rewritten_site(tree: ast.Module, site: discover.ClassSite) -> tuple[discover.ClassSite, int]:
     """The rewritten class at the original's qualified name and occurrence, and the line of
     the FGI function written just before it."""
-    seen = 0
-    for parent in ast.walk(tree):
-        body = getattr(parent, "body", None)
-        if not isinstance(body, list):
-            continue
-        for i, node in enumerate(body):
-            if isinstance(node, ast.ClassDef) and _qualname(tree, node) == site.qualname:
-                if seen == site.occurrence:
-                    before = body[i - 1] if i else node
-                    first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-                    return replace(
-                        site,
-                        line=node.lineno,
-                        first_line=min(first, before.lineno),
-                        end_line=node.end_lineno or 0,
-                    ), before.lineno
-                seen += 1
+    for found in discover.class_statements(tree):
+        if (found.qualname, found.occurrence) == (site.qualname, site.occurrence):
+            node = found.node
+            i = next(i for i, stmt in enumerate(found.block) if stmt is node)
+            before = found.block[i - 1] if i else node
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            return replace(
+                site,
+                line=node.lineno,
+                first_line=min(first, before.lineno),
+                end_line=node.end_lineno or 0,
+            ), before.lineno
     raise SandboxError(f"the rewritten module has no class {site.qualname}")
-
-
-def _qualname(tree: ast.Module, target: ast.ClassDef) -> str | None:
-    def walk(body: list[ast.stmt], prefix: str) -> str | None:
-        for node in body:
-            if node is target:
-                return prefix + node.name
-            if isinstance(node, ast.ClassDef):
-                found = walk(node.body, f"{prefix}{node.name}.")
-            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                found = walk(node.body, f"{prefix}{node.name}.<locals>.")
-            else:
-                found = walk(
-                    [c for f in ("body", "orelse", "finalbody") for c in getattr(node, f, [])]
-                    + [c for h in getattr(node, "handlers", []) for c in h.body],
-                    prefix,
-                )
-            if found:
-                return found
-        return None
-
-    return walk(tree.body, "")
 
 
 def call_site_arguments(tree: ast.Module, class_name: str) -> list[object] | None:
@@ -303,7 +274,7 @@ def instability(rewrite: Rewrite) -> str | None:
     return None
 
 
-def verify_written(rewrite: Rewrite, path: Path | None = None) -> list[SurrogateReport]:
+def verify_rewrite(rewrite: Rewrite, path: Path | None = None) -> list[SurrogateReport]:
     """Verify every rewritten surrogate of a file through the module as it will be written."""
     path = Path(path or rewrite.path)
     if not rewrite.surrogates or rewrite.new_source is None:
@@ -368,8 +339,3 @@ def evaluate_surrogate(rewrite: Rewrite, surrogate: Surrogate, path: Path | None
     )
     _, original, rewritten = found.reached[0]
     return original, rewritten, found.call_args, found.closure
-
-
-def verify_rewrite(rewrite: Rewrite, path: Path | None = None) -> list[SurrogateReport]:
-    """Verify every surrogate of a rewritten file, through the module as written."""
-    return verify_written(rewrite, path)
