@@ -131,6 +131,8 @@ def process_all(
                 continue
             pending.append(index)
             if pool is None and workers > 1 and len(pending) > PARALLEL_FROM:
+                import fgirewrite.rewrite.edit  # noqa: F401 - once here, not in every worker
+
                 pool = ProcessPoolExecutor(max_workers=workers)
             if pool is not None:
                 futures.update((i, pool.submit(work, paths[i])) for i in pending)

@@ -227,21 +227,7 @@ class CallRules:
         if not isinstance(receiver, Const):
             raise Unsupported("unsupported-syntax", f"calls `.{method}()` on a tuple", node)
         if lins:
-            if method in ("mul", "multiply") and len(values) == 1:
-                return self.lin_op(lins[0], rebuilt)
-            if method == "where" and len(values) == 2:
-                return self.where(values[0][1], receiver, values[1][1], node)
-            if method in ("to", "type_as") and all(lin.plain for lin in lins):
-                # ``mask.to(grad_output)`` reads only its dtype and device: the output's.
-                out = cst.Name(self.state.out)
-                args = [
-                    a.with_changes(value=out)
-                    if isinstance(v, Lin)
-                    else a.with_changes(value=node_of(v))
-                    for a, (_, v) in zip(node.args, values, strict=True)
-                ]
-                return Const(rebuilt.with_changes(args=args))
-            raise self.not_linear(node, f"the gradient passed to `.{method}()`")
+            return self.gradient_argument(node, receiver, method, values, lins, rebuilt)
         self.all_const(values, node)
         aliasing = method in rules.MAY_ALIAS_METHODS
         if aliasing:  # the result may be the receiver or a view of it: both now share memory
@@ -254,6 +240,30 @@ class CallRules:
             external=receiver.external and aliasing,
             aliased=aliasing,
         )
+
+    def gradient_argument(
+        self,
+        node: cst.Call,
+        receiver: Const,
+        method: str,
+        values: list[tuple[str | None, Sym]],
+        lins: list[Lin],
+        rebuilt: cst.Call,
+    ) -> Sym:
+        """``const.method(grad)``: the gradient is an argument of a constant's method."""
+        if method in ("mul", "multiply") and len(values) == 1:
+            return self.lin_op(lins[0], rebuilt)
+        if method == "where" and len(values) == 2:
+            return self.where(values[0][1], receiver, values[1][1], node)
+        if method in ("to", "type_as") and all(lin.plain for lin in lins):
+            # ``mask.to(grad_output)`` reads only its dtype and device: the output's.
+            out = cst.Name(self.state.out)
+            args = [
+                a.with_changes(value=out if isinstance(v, Lin) else node_of(v))
+                for a, (_, v) in zip(node.args, values, strict=True)
+            ]
+            return Const(rebuilt.with_changes(args=args))
+        raise self.not_linear(node, f"the gradient passed to `.{method}()`")
 
     def lin_method(
         self, node: cst.Call, lin: Lin, method: str, values: list, rebuilt: cst.Call
