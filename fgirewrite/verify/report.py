@@ -218,43 +218,51 @@ def to_markdown(files: list[FileVerification]) -> str:
     """A summary for a CI job page."""
     ok = all(f.ok for f in files)
     lines = [f"## fgirewrite verify: {'✅ all equivalent' if ok else '❌ not equivalent'}", ""]
-    surrogates = [(f, s, r) for f in files for s, r in f.surrogates]
-    if surrogates:
-        lines += [
-            "| surrogate | location | rewritten as | d/dinput | dtypes × devices | result |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for _, s, r in surrogates:
-            grads = "; ".join(f"d/d{g.param} = `{_md(g.derivative)}`" for g in s.gradients)
-            exact = [c.dtype for c in r.checks if c.bitwise]
-            result = "✅ equivalent" if r.ok else "❌ " + _md("; ".join(r.failures())[:300])
-            if r.ok and exact:
-                result += f" (gradients bit-identical in {', '.join(dict.fromkeys(exact))})"
-            lines.append(
-                f"| `{s.name}` | {s.location} | `{r.function}` | {grads} | {len(r.checks)} "
-                f"| {result} |"
-            )
-        notes = sorted({n for _, _, r in surrogates for c in r.checks for n in c.notes})
-        if notes:
-            lines += ["", "Notes:", *[f"- {_md(n)}" for n in notes]]
-    skipped = [(f, s) for f in files for s in f.skipped]
+    lines += _markdown_surrogates([(s, r) for f in files for s, r in f.surrogates])
+    skipped = [s for f in files for s in f.skipped]
     if skipped:
         lines += ["", "Left as they are:", ""]
-        lines += [f"- `{s.name}` ({s.location}): `{s.code}` {_md(s.message)}" for _, s in skipped]
+        lines += [f"- `{s.name}` ({s.location}): `{s.code}` {_md(s.message)}" for s in skipped]
     for f in files:
         if f.error:
             lines += ["", f"- ❌ {f.path}: {_md(f.error)}"]
         if f.model is not None:
-            m = f.model
-            lines += ["", f"### Model `{f.path}:{m.entry}`", ""]
-            if m.error:
-                lines.append(f"❌ {_md(m.error)}")
-            lines += ["| check | result |", "| --- | --- |"]
-            lines += [f"| {c.name} | {'✅' if c.ok else '❌'} {_md(c.detail)} |" for c in m.checks]
-            if m.capabilities:
-                lines += ["", capability_markdown(m)]
-            lines += [f"\n> ⚠️ {w}" for w in m.warnings]
+            lines += _markdown_model(f.path, f.model)
     return "\n".join(lines) + "\n"
+
+
+def _markdown_surrogates(surrogates: list[tuple[Surrogate, SurrogateReport]]) -> list[str]:
+    if not surrogates:
+        return []
+    lines = [
+        "| surrogate | location | rewritten as | d/dinput | dtypes × devices | result |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for s, r in surrogates:
+        grads = "; ".join(f"d/d{g.param} = `{_md(g.derivative)}`" for g in s.gradients)
+        exact = [c.dtype for c in r.checks if c.bitwise]
+        result = "✅ equivalent" if r.ok else "❌ " + _md("; ".join(r.failures())[:300])
+        if r.ok and exact:
+            result += f" (gradients bit-identical in {', '.join(dict.fromkeys(exact))})"
+        lines.append(
+            f"| `{s.name}` | {s.location} | `{r.function}` | {grads} | {len(r.checks)} | {result} |"
+        )
+    notes = sorted({n for _, r in surrogates for c in r.checks for n in c.notes})
+    if notes:
+        lines += ["", "Notes:", *[f"- {_md(n)}" for n in notes]]
+    return lines
+
+
+def _markdown_model(path: str, m: ModelReport) -> list[str]:
+    lines = ["", f"### Model `{path}:{m.entry}`", ""]
+    if m.error:
+        lines.append(f"❌ {_md(m.error)}")
+    lines += ["| check | result |", "| --- | --- |"]
+    lines += [f"| {c.name} | {'✅' if c.ok else '❌'} {_md(c.detail)} |" for c in m.checks]
+    if m.capabilities:
+        lines += ["", capability_markdown(m)]
+    lines += [f"\n> ⚠️ {w}" for w in m.warnings]
+    return lines
 
 
 def print_terminal(files: list[FileVerification], width: int | None = None) -> None:
