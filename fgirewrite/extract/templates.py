@@ -79,31 +79,49 @@ def _grad_in(node: cst.CSTNode) -> bool:
     return GRAD in names_in(node)
 
 
-def _peel(node: cst.BaseExpression) -> tuple[Step, cst.BaseExpression, object] | None:
+Peeled = tuple[Step, cst.BaseExpression, object]
+
+
+def _peel(node: cst.BaseExpression) -> Peeled | None:
     """The outermost unary linear step applied to the gradient (a product or quotient by a
     constant, a negation, a mask), as a builder, what it is applied to, and its factor (None
     for a step that cannot change the dtype); else None."""
     bare = node.with_changes(lpar=[], rpar=[])
-    if isinstance(bare, cst.BinaryOperation) and isinstance(
-        bare.operator, (cst.Multiply, cst.Divide)
-    ):
-        left, right = _grad_in(bare.left), _grad_in(bare.right)
-        if left and not right:
-            return (lambda inner: bare.with_changes(left=_left(inner))), bare.left, bare.right
-        if right and not left and isinstance(bare.operator, cst.Multiply):
-            return (lambda inner: bare.with_changes(right=_grouped(inner))), bare.right, bare.left
+    if isinstance(bare, (cst.BinaryOperation, cst.UnaryOperation)):
+        return _peel_operator(bare)
+    if isinstance(bare, cst.Call) and isinstance(bare.func, cst.Attribute):
+        return _peel_call(bare, bare.func)
+    return None
+
+
+def _peel_operator(bare: cst.BinaryOperation | cst.UnaryOperation) -> Peeled | None:
+    """``g * c``, ``c * g``, ``g / c``, ``-g``, ``+g``."""
+    if isinstance(bare, cst.UnaryOperation):
+        if isinstance(bare.operator, (cst.Minus, cst.Plus)):
+            return (
+                (lambda inner: bare.with_changes(expression=_grouped(inner))),
+                bare.expression,
+                None,
+            )
         return None
-    if isinstance(bare, cst.UnaryOperation) and isinstance(bare.operator, (cst.Minus, cst.Plus)):
-        return (lambda inner: bare.with_changes(expression=_grouped(inner))), bare.expression, None
-    if not (isinstance(bare, cst.Call) and isinstance(bare.func, cst.Attribute)):
+    if not isinstance(bare.operator, (cst.Multiply, cst.Divide)):
         return None
-    method, receiver = bare.func.attr.value, bare.func.value
+    left, right = _grad_in(bare.left), _grad_in(bare.right)
+    if left and not right:
+        return (lambda inner: bare.with_changes(left=_left(inner))), bare.left, bare.right
+    if right and not left and isinstance(bare.operator, cst.Multiply):
+        return (lambda inner: bare.with_changes(right=_grouped(inner))), bare.right, bare.left
+    return None
+
+
+def _peel_call(bare: cst.Call, func: cst.Attribute) -> Peeled | None:
+    """``g.clone()``, ``g.contiguous()``, ``g.masked_fill(m, 0)``, ``torch.where(m, g, 0)``."""
+    method, receiver = func.attr.value, func.value
     args = [a.value for a in bare.args]
     if method in ("clone", "contiguous") and not args:
         return (lambda inner: inner), receiver, None
     if method == "masked_fill" and len(args) == 2 and _zero(args[1]):
         if _grad_in(receiver) and not _grad_in(args[0]):
-            func = bare.func
             return (
                 (lambda inner: bare.with_changes(func=func.with_changes(value=_grouped(inner)))),
                 receiver,
