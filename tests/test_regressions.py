@@ -323,3 +323,37 @@ def test_a_plain_class_of_the_same_name_before_the_function_is_left_alone():
     new = result.new_source.decode()
     assert "class F:\n    pass\n\n\ndef f(x):" in new
     assert "class F(torch.autograd.Function)" not in new
+
+
+def test_a_generated_function_never_shadows_a_builtin():
+    """``class Round`` became ``def round``: a module that star-imports the file lost the
+    builtin ``round`` (found by trying, as an adversary would)."""
+    result = rewrite_source(
+        textwrap.dedent(
+            """
+            import torch
+
+            class Round(torch.autograd.Function):
+                @staticmethod
+                def forward(ctx, x):
+                    return torch.floor(x + 0.5)
+
+                @staticmethod
+                def backward(ctx, grad_output):
+                    return grad_output
+
+            class Abs(torch.autograd.Function):
+                @staticmethod
+                def forward(ctx, x):
+                    ctx.save_for_backward(x)
+                    return x * x.sign()
+
+                @staticmethod
+                def backward(ctx, grad_output):
+                    (x,) = ctx.saved_tensors
+                    return grad_output * x.sign()
+            """
+        ).encode(),
+        "m.py",
+    )
+    assert [result.function(s) for s in result.surrogates] == ["round_fgi", "abs_fgi"]

@@ -60,7 +60,7 @@ def extract(site: ClassSite, info: ModuleInfo, path: str) -> Surrogate | Skip:
         snippet = Snippet(
             info.segment(site.first_line, site.end_line),
             site.first_line,
-            indented=site.scope != "module",
+            indented=site.column > 1,
         )
         snippets.append(snippet)
         return _extract(site, info, path, snippet, snippets)
@@ -278,15 +278,12 @@ def _inputs(
     differentiable = {g.param for g in built.gradients}
     tensors = {param_names[i] for i in ctx.tensor_inputs} | differentiable
     tensors |= {p for p in param_names if entry[p] in saved_names}
-    numbers = {p.name.value for p in m.params if _not_a_tensor(p)}
     used = built.used
     return _Inputs(
         snapshots=tuple((snapshots[p], p) for p in param_names if snapshots.get(p) in used),
         live=tuple((p, names.fresh(p + "_in")) for p in param_names if p in differentiable),
         detach=tuple(p for p in param_names if p in tensors),
-        maybe_tensors=tuple(
-            p for p in param_names if p in used and p not in tensors and p not in numbers
-        ),
+        maybe_tensors=tuple(p for p in param_names if p in used and p not in tensors),
     )
 
 
@@ -300,15 +297,6 @@ def _with_deltas(
     else:
         deltas = [names.fresh(f"grad_{g.param}") for g in gradients]
     return [replace(g, delta=d) for g, d in zip(gradients, deltas, strict=True)]
-
-
-def _not_a_tensor(param: cst.Param) -> bool:
-    """A parameter annotated as a number, bool or string (a default proves nothing: a caller
-    may pass a tensor that requires grad where the default is a float)."""
-    if param.annotation is None:
-        return False
-    text = cst.Module([]).code_for_node(param.annotation.annotation)
-    return text in ("float", "int", "bool", "str", "complex")
 
 
 def _number(param: cst.Param) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection
 
 import libcst as cst
 
-from fgirewrite.extract.values import names_in, standalone
+from fgirewrite.extract.values import dotted, names_in, standalone
 from fgirewrite.surrogate import GRAD
 
 
@@ -72,6 +72,13 @@ Step = Callable[[cst.BaseExpression], cst.BaseExpression]
 
 
 def _zero(node: cst.BaseExpression) -> bool:
+    """A literal zero, or ``torch.zeros_like(t)``: zeros of the output's dtype and shape."""
+    if isinstance(node, cst.Call):
+        return (
+            dotted(node.func) == "torch.zeros_like"
+            and len(node.args) == 1
+            and not (node.args[0].keyword or node.args[0].star)
+        )
     return isinstance(node, (cst.Integer, cst.Float)) and float(node.value.replace("_", "")) == 0
 
 

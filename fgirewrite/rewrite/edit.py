@@ -10,6 +10,8 @@ Everything else is left byte for byte as it was.
 from __future__ import annotations
 
 import ast
+import builtins
+import keyword
 import re
 from dataclasses import dataclass
 
@@ -34,7 +36,8 @@ def analyse(data: bytes, path: str) -> tuple[Rewrite, discover.Parsed | None]:
     result.findings = [extract(site, module.info, path) for site in module.sites]
     _refuse_reliance(result, module.tree, module.info, module.sites)
     if result.surrogates:  # every word of the file is taken, comments included: conservative
-        taken = set(_IDENTIFIER.findall(module.text))
+        # Builtins too: ``def round`` would shadow ``round`` for a module that star-imports it.
+        taken = set(_IDENTIFIER.findall(module.text)) | _BUILTINS | set(keyword.kwlist)
         for s in result.surrogates:
             result.names[key(s)] = _fresh(_snake(s.name.split(".")[-1]), taken)
     return result, module
@@ -87,6 +90,8 @@ def rewrite_source(
             else f
             for f in result.findings
         ]
+    if refused and parsed is not None:  # a class refused now may hold its subclasses back
+        _refuse_reliance(result, parsed.tree, parsed.info, parsed.sites)
     if not result.surrogates:
         return result
     assert parsed is not None
@@ -119,6 +124,9 @@ def _snake(name: str) -> str:
     private = "_" if name.startswith("_") else ""
     name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name.strip("_"))
     return private + (name.lower() or "surrogate")
+
+
+_BUILTINS = frozenset(dir(builtins))
 
 
 def _fresh(base: str, taken: set[str]) -> str:

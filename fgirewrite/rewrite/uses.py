@@ -90,6 +90,14 @@ def reliance(
         return Reliance(f"the class has a `{node.keywords[0].arg}=` keyword", node.lineno)
     if "apply" in _own_attributes(node):
         return Reliance("the class defines `apply` itself", node.lineno)
+    inherited = _kept_base_attribute(nodes, node, kept)
+    if inherited is not None:
+        base, attribute = inherited
+        return Reliance(
+            f"its base `{base}` stays a Function: the rewrite would drop `{attribute}`, which "
+            "the class inherits from it",
+            node.lineno,
+        )
     allowed = KEPT_ATTRIBUTES | _own_attributes(node)
     inside = {id(n) for n in ast.walk(node)}
     for other in nodes:
@@ -98,6 +106,24 @@ def reliance(
         found = _use(other, site.name, allowed, kept)
         if found is not None:
             return found
+    return None
+
+
+def _kept_base_attribute(
+    nodes: list[ast.AST], node: ast.ClassDef, kept: set[str]
+) -> tuple[str, str] | None:
+    """A base among the Function classes that stay (by name), and an attribute of its own
+    other than the protocol methods: what the rewritten class, no longer its subclass,
+    would lose."""
+    for base in node.bases:
+        name = _tail(base)
+        if name not in kept:
+            continue
+        for other in nodes:
+            if isinstance(other, ast.ClassDef) and other.name == name:
+                own = sorted(_own_attributes(other) - {"__doc__"})
+                if own:
+                    return name, own[0]
     return None
 
 

@@ -124,12 +124,19 @@ def arguments(
     return args
 
 
-def run(fn: Callable, args: list, spec: Spec, go_seed: int | None = 1, grad: bool = True):
+def run(
+    fn: Callable,
+    args: list,
+    spec: Spec,
+    go_seed: int | None = 1,
+    grad: bool = True,
+    leaves: bool = True,
+):
     """Output and, after a backward with a fixed grad_output (``probes.incoming`` with
     ``go_seed``; ones if it is None), the ``.grad`` of every floating tensor input: None
-    where no gradient reached it."""
+    where no gradient reached it. ``leaves=False``: no input requires grad, no backward."""
     inputs = [
-        a.detach().clone().requires_grad_(a.is_floating_point())
+        a.detach().clone().requires_grad_(leaves and a.is_floating_point())
         if isinstance(a, torch.Tensor)
         else a
         for a in args
@@ -139,6 +146,8 @@ def run(fn: Callable, args: list, spec: Spec, go_seed: int | None = 1, grad: boo
         with torch.no_grad():
             return fn(*inputs), {}
     out = fn(*inputs)
+    if not leaves:
+        return out, {}
     go = torch.ones_like(out) if go_seed is None else probes.incoming(out.shape, out.dtype, go_seed)
     if out.requires_grad:
         out.backward(go.to(out.device))

@@ -149,6 +149,13 @@ def _compare(
         return
     if not _same_outputs(found, label, expected, actual, actual_nograd, x):
         return
+    if label == "grid" and _grad_without_inputs(original, rewritten, args, spec):
+        found.failures.append(
+            f"{label}: with no input requiring grad, the rewrite's output requires grad and the "
+            "original's does not: the gradient code reads a tensor that requires grad (a "
+            "module-level or class-level nn.Parameter?), which would get a gradient the "
+            "original never gives it"
+        )
     pair = (original, rewritten, args, spec)
     _compare_gradients(found, label, expected_grads, actual_grads, expected.dtype, x, pair)
     first = spec.names[0]
@@ -158,6 +165,13 @@ def _compare(
             found.failures.extend(
                 _forward_mode(rewritten, args, spec, actual_grads, x, torch.isfinite(exp))
             )
+
+
+def _grad_without_inputs(original: Callable, rewritten: Callable, args: list, spec: Spec) -> bool:
+    """The rewrite's output requires grad although no input does (the original's cannot)."""
+    expected, _ = run(original, args, spec, leaves=False)
+    actual, _ = run(rewritten, args, spec, leaves=False)
+    return bool(actual.requires_grad) and not expected.requires_grad
 
 
 def _same_outputs(
