@@ -121,7 +121,7 @@ def _extract(
     grad_param, result = _backward(m.backward, state, ctx)
     built = _code(m, fwd, out_name, state, result, snippets, path)
 
-    inputs = _inputs(m, ctx, built, snapshots, entry, names)
+    inputs = _inputs(m, ctx, built, snapshots, names)
     bound = shadowed | built.forward_reads | built.used | {v for _, v in inputs.live}
     gradients = _with_deltas(built.gradients, grad_param, bound, names)
     module_names = set(info.imports) | set(info.functions) | set(info.classes) | info.assigned
@@ -266,7 +266,6 @@ def _inputs(
     ctx: Ctx,
     built: _Code,
     snapshots: dict[str, str],
-    entry: dict[str, str],
     names: Names,
 ) -> _Inputs:
     """How the generated function treats each parameter. Every input known to be a tensor is
@@ -274,10 +273,9 @@ def _inputs(
     forward-mode tangent); each differentiable one keeps its live handle, from which its
     injected zero is made."""
     param_names = m.param_names
-    saved_names = {c.node.value for c in ctx.saved or [] if isinstance(c.node, cst.Name)}
     differentiable = {g.param for g in built.gradients}
+    # ``_context`` counted the annotated and the saved inputs among ``tensor_inputs``.
     tensors = {param_names[i] for i in ctx.tensor_inputs} | differentiable
-    tensors |= {p for p in param_names if entry[p] in saved_names}
     used = built.used
     return _Inputs(
         snapshots=tuple((snapshots[p], p) for p in param_names if snapshots.get(p) in used),

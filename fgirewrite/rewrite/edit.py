@@ -37,7 +37,7 @@ def analyse(data: bytes, path: str) -> tuple[Rewrite, discover.Parsed | None]:
     _refuse_reliance(result, module.tree, module.info, module.sites)
     if result.surrogates:  # every word of the file is taken, comments included: conservative
         # Builtins too: ``def round`` would shadow ``round`` for a module that star-imports it.
-        taken = set(_IDENTIFIER.findall(module.text)) | _BUILTINS | set(keyword.kwlist)
+        taken = set(_IDENTIFIER.findall(module.text)) | _RESERVED
         for s in result.surrogates:
             result.names[key(s)] = _fresh(_snake(s.name.split(".")[-1]), taken)
     return result, module
@@ -126,7 +126,7 @@ def _snake(name: str) -> str:
     return private + (name.lower() or "surrogate")
 
 
-_BUILTINS = frozenset(dir(builtins))
+_RESERVED = frozenset(dir(builtins)) | frozenset(keyword.kwlist)
 
 
 def _fresh(base: str, taken: set[str]) -> str:
