@@ -352,8 +352,17 @@ def test_a_generated_function_never_shadows_a_builtin():
                 def backward(ctx, grad_output):
                     (x,) = ctx.saved_tensors
                     return grad_output * x.sign()
+
+            class Class(torch.autograd.Function):
+                @staticmethod
+                def forward(ctx, x):
+                    return (x > 0).to(x.dtype)
+
+                @staticmethod
+                def backward(ctx, grad_output):
+                    return grad_output
             """
         ).encode(),
         "m.py",
     )
-    assert [result.function(s) for s in result.surrogates] == ["round_fgi", "abs_fgi"]
+    assert [result.function(s) for s in result.surrogates] == ["round_fgi", "abs_fgi", "class_fgi"]

@@ -26,7 +26,7 @@ from fgirewrite.execute.sandbox import (
     unbound_arguments,
 )
 from fgirewrite.rewrite import Rewrite, rewrite_source
-from fgirewrite.surrogate import Surrogate
+from fgirewrite.surrogate import Surrogate, key
 from fgirewrite.verify.pair import SurrogateReport, verify_pair
 
 
@@ -261,14 +261,17 @@ def call_site_arguments(tree: ast.Module, class_name: str) -> list[object] | Non
 def instability(rewrite: Rewrite) -> str | None:
     """Why a second run on the rewritten source would change it, or None. A class the first
     run left alone because verification refused it is proposed again by a static run: that
-    is the same verdict, not a change."""
+    is the same verdict, not a change, and so are the classes that refusal holds back."""
     assert rewrite.new_source is not None
     refused = {
         f.name for f in rewrite.skipped if f.code in ("verification-failed", "cannot-verify")
     }
     again = rewrite_source(rewrite.new_source, rewrite.path)
-    new = [s.name for s in again.surrogates if s.name not in refused]
-    if new or (again.changed and not refused):
+    if refused:  # the same verdicts again, by name (lines moved); what they hold back stays too
+        same = {key(s): ("verification-failed", "") for s in again.surrogates if s.name in refused}
+        again = rewrite_source(rewrite.new_source, rewrite.path, same)
+    new = [s.name for s in again.surrogates]
+    if new or again.changed:
         what = ", ".join(new) or "the helpers"
         return f"a second run would rewrite it again ({what}); left as it is"
     return None
