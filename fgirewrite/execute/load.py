@@ -16,7 +16,8 @@ from pathlib import Path
 from types import ModuleType
 
 from fgirewrite import discover
-from fgirewrite.execute.sandbox import module_name, slice_names
+from fgirewrite.execute.sandbox import slice_names
+from fgirewrite.project import package_of
 from fgirewrite.rewrite import Rewrite, rewrite_source
 from fgirewrite.source import decode
 
@@ -29,7 +30,7 @@ def _import(name: str, path: Path, source: str) -> ModuleType:
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
     module.__file__ = filename
-    _, root = module_name(path)
+    _, root = package_of(path)
     sys.modules[name] = module
     added = str(root) not in sys.path
     if added:

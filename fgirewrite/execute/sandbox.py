@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from fgirewrite.discover import ClassSite, ModuleInfo
+from fgirewrite.project import package_of
 from fgirewrite.source import first_line
 
 
@@ -54,17 +55,6 @@ def _is_import_block(stmt: ast.stmt) -> bool:
         parts = stmt.body + stmt.orelse + [s for h in stmt.handlers for s in h.body]
         return all(_is_import_block(s) or isinstance(s, (ast.Pass, ast.Assign)) for s in parts)
     return False
-
-
-def module_name(path: Path) -> tuple[str, Path]:
-    """The dotted module name of a file, and the directory its top package lives in."""
-    path = path.resolve()
-    parts = [path.stem]
-    parent = path.parent
-    while (parent / "__init__.py").exists():
-        parts.append(parent.name)
-        parent = parent.parent
-    return ".".join(reversed(parts)), parent
 
 
 def _closure(body: list[ast.stmt], needed: set[str]) -> set[int]:
@@ -278,7 +268,7 @@ def evaluate_names(path: Path, tree: ast.Module, info: ModuleInfo, names: set[st
 
 def run_slice(path: Path, code: str, what: str) -> dict:
     """Execute source as the module at ``path`` would run (its package root on sys.path)."""
-    name, root = module_name(path)
+    name, root = package_of(path)
     package = name.rpartition(".")[0]
     module = ModuleType(name)
     module.__dict__.update(

@@ -1,0 +1,116 @@
+"""A file's project: where its repository starts, its package, and where its imports resolve.
+
+Research code is run from the repository root or from a folder in it (``cd Net && python
+main.py``), with model folders that have no ``__init__.py``; libraries use packages and a
+``src/`` layout. A file's import roots cover all of these, nearest first, so that code run
+for verification imports what the user's own runs import, with no environment variable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+
+
+def project_root(path: Path) -> Path | None:
+    """The nearest folder at or above ``path`` that holds a project marker, or None."""
+    path = path.resolve()
+    for folder in [path, *path.parents] if path.is_dir() else path.parents:
+        if any((folder / marker).exists() for marker in MARKERS):
+            return folder
+    return None
+
+
+def package_of(path: Path) -> tuple[str, Path]:
+    """The dotted module name of a file, and the folder its top package lives in."""
+    path = path.resolve()
+    parts = [path.stem]
+    parent = path.parent
+    while (parent / "__init__.py").exists():
+        parts.append(parent.name)
+        parent = parent.parent
+    return ".".join(reversed(parts)), parent
+
+
+def import_roots(path: Path, extra: Iterable[Path] = ()) -> list[Path]:
+    """Folders a file's imports resolve from, nearest first: the folder its top package lives
+    in, each folder above it up to the project root, the root's ``src/``, then ``extra``
+    (``[tool.fgirewrite] pythonpath``). Without a project root, only the first."""
+    _, base = package_of(path)
+    roots = [base]
+    top = project_root(base)
+    if top is not None and (top == base or top in base.parents):
+        folder = base
+        while folder != top:
+            folder = folder.parent
+            roots.append(folder)
+        if (top / "src").is_dir():
+            roots.append(top / "src")
+    roots.extend(Path(p).resolve() for p in extra)
+    return list(dict.fromkeys(roots))
+
+
+def find_module(name: str, roots: Iterable[Path]) -> Path | None:
+    """The file that ``import name`` loads from ``roots`` (a module or a package's
+    ``__init__.py``), without importing anything; None if no root has it."""
+    relative = Path(*name.split("."))
+    for root in roots:
+        for candidate in (root / relative.with_suffix(".py"), root / relative / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A function that builds a model: ``FILE:FUNCTION`` or ``MODULE:FUNCTION``."""
+
+    function: str
+    path: Path | None = None  # the file, when given as one
+    module: str | None = None  # the dotted module, when given as one
+
+    def __str__(self) -> str:
+        return f"{self.path if self.path is not None else self.module}:{self.function}"
+
+
+class EntryError(ValueError):
+    """An entry that does not name a function in a file or module: a one-line reason."""
+
+
+def parse_entry(spec: str, default: Path | None = None) -> Entry:
+    """``FILE:FUNCTION``, ``MODULE:FUNCTION`` (dotted), or ``FUNCTION`` in ``default``."""
+    where, colon, function = spec.rpartition(":")
+    if not colon:
+        if default is None:
+            raise EntryError(f"entry `{spec}`: expected FILE:FUNCTION or MODULE:FUNCTION")
+        where, function = str(default), spec
+    if not function.isidentifier():
+        raise EntryError(f"entry `{spec}`: `{function}` is not a function name")
+    looks_like_file = where.endswith((".py", ".ipynb")) or "/" in where or "\\" in where
+    if looks_like_file or Path(where).is_file():
+        return Entry(function, path=Path(where))
+    if not all(part.isidentifier() for part in where.split(".")):
+        raise EntryError(f"entry `{spec}`: `{where}` is neither a file nor a dotted module name")
+    return Entry(function, module=where)
+
+
+def entry_file(entry: Entry, roots: Iterable[Path]) -> Path:
+    """The file that defines an entry's function; an ``EntryError`` that names the folders
+    searched when a module is in none of them."""
+    if entry.path is not None:
+        if not entry.path.is_file():
+            raise EntryError(f"entry `{entry}`: no such file")
+        return entry.path
+    assert entry.module is not None
+    roots = list(roots)
+    found = find_module(entry.module, roots)
+    if found is None:
+        searched = ", ".join(str(r) for r in roots) or "none"
+        raise EntryError(
+            f"entry `{entry}`: no module `{entry.module}` in the import roots ({searched}); "
+            "add its folder to `pythonpath` under [tool.fgirewrite] in pyproject.toml"
+        )
+    return found
