@@ -1,61 +1,51 @@
-"""The three helpers that every FGI rewrite calls, and the base of rewritten classes.
+"""The helpers every FGI rewrite calls, and the base of rewritten classes that need a guard.
 
-The source rewriter copies these, verbatim, into each file it rewrites, so rewritten code
-depends on torch alone; the fx pass and the verifier import the functions from here. They are
-plain tensor code: they script, compile, trace, export and work under ``torch.func``.
+The source rewriter writes these, verbatim, once per package (a ``_fgi_helpers`` module) or
+once into a file outside any package, so rewritten code depends on torch alone; the fx pass
+and the verifier import them from here. Plain tensor code, valid from Python 3.6 and torch 1.x
+on, with no annotation (TorchScript takes an unannotated argument for a Tensor): they script,
+compile, trace, export and work under ``torch.func``.
 """
 
 import torch
 
 
-def _fgi_needs_grad() -> bool:
-    """False only when neither autograd nor forward-mode AD can ask for a gradient."""
+def _fgi_needs_grad():
+    """False only when no gradient can be asked for: grad mode off, no trace, no forward AD."""
     if torch.jit.is_scripting():
         return torch.is_grad_enabled()
-    # torch.func.jvp and forward-mode dual numbers run with grad mode off and report
-    # requires_grad=False on inputs that carry tangents: ask for the dual level instead.
-    return torch.is_grad_enabled() or getattr(torch.autograd.forward_ad, "_current_level", 0) >= 0
+    # torch.func.jvp and dual numbers can run with grad mode off, and no public API says
+    # whether a dual level is active: without forward_ad._current_level (torch < 1.9, or a
+    # release that renames it) the term is always injected, which is slower, never wrong.
+    level = getattr(getattr(torch.autograd, "forward_ad", None), "_current_level", 0)
+    return torch.is_grad_enabled() or torch.jit.is_tracing() or level >= 0
 
 
-def _fgi_seed(
-    x: torch.Tensor, out: torch.Tensor, first: torch.Tensor | None = None
-) -> torch.Tensor:
-    """`x` as the backward saw grad_output: its dtype (and shape, for another input)."""
-    # The dtype the backward computed in: the output's, promoted with the first input's. An
-    # input other than the first is expanded to the output's shape, so that type promotion
-    # treats it as a dimensioned tensor, as it treated grad_output. Its derivative is one;
-    # its value is discarded.
-    if first is None:
-        return x.to(torch.promote_types(out.dtype, x.dtype))
-    return x.to(torch.promote_types(out.dtype, first.dtype)).expand(out.shape)
+def _fgi_seed(x, out):
+    """`x` as the backward saw grad_output: in the dtype the backward computed in."""
+    return x.to(torch.promote_types(out.dtype, x.dtype))
 
 
-def _fgi_inject(out: torch.Tensor, terms: list[torch.Tensor]) -> torch.Tensor:
-    """`out`, bit for bit, carrying the derivatives of `terms` (whose values are discarded)."""
-    y = out
-    for term in terms:
-        y = y + term.to(out.dtype)
-    torch._assert(y.shape == out.shape, "fgirewrite: an injected term widens the output")
-    # The backward of `+` never reads the values it adds, so overwriting them through a
-    # detached alias keeps the gradient and makes the value exactly `out`, even where a term
-    # is infinite or NaN.
+def _fgi_inject(out, term):
+    """`out`, bit for bit, carrying the derivative of `term` (whose value is discarded)."""
+    y = out + term.to(out.dtype)
+    # The backward of `+` never reads the values it adds: overwriting them through a detached
+    # alias keeps the gradient and makes the value exactly `out`, even where the term is
+    # infinite or NaN.
     y.detach().copy_(out)
     return y
 
 
 class _FGIRewritten:
-    """Base of rewritten classes: a subclass that overrides their forward is refused."""
+    """Base of rewritten classes: refuses a subclass that overrides their forward or backward."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        protocol = ("forward", "backward", "setup_context", "jvp", "vjp", "vmap")
-        overridden = [name for name in protocol if name in vars(cls)]
-        if overridden and "apply" not in vars(cls):
-            base = next(b for b in cls.__mro__[1:] if issubclass(b, _FGIRewritten))
+        protocol = {"forward", "backward", "setup_context", "jvp", "vjp", "vmap"}
+        if protocol & set(vars(cls)) and "apply" not in vars(cls):
             raise TypeError(
-                f"`{cls.__name__}` overrides {overridden[0]} of `{base.__name__}`, which "
-                "fgirewrite rewrote into FGI: it is no longer a torch.autograd.Function; "
-                "subclass torch.autograd.Function, or run fgirewrite on this module too"
+                "{} subclasses a class that fgirewrite rewrote into FGI, which is no longer a "
+                "torch.autograd.Function: subclass torch.autograd.Function".format(cls.__name__)
             )
 
 

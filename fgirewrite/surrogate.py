@@ -68,6 +68,8 @@ class Surrogate:
     passed: int | None = None  # inputs callers pass, when the rest are defaults without gradients
     helpers: tuple[str, ...] = ()  # module-level functions inlined from the backward
     free_names: tuple[str, ...] = ()  # module-level names the generated code reads
+    imports: tuple[tuple[str, str], ...] = ()  # (free name, what it imports), for imports
+    saved: tuple[str, ...] = ()  # names the forward saved with ctx.save_for_backward
 
     @property
     def differentiable(self) -> tuple[str, ...]:

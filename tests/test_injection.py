@@ -242,9 +242,9 @@ def test_verification_failure_is_a_skip(monkeypatch):
 
     source = codegen.function_source
 
-    def doubled(surrogate, name, helpers=None):  # a wrong rewrite: twice the gradient
-        text = source(surrogate, name, helpers)
-        return text.replace("_fgi_inject(out, [", "_fgi_inject(out, [2 * ")
+    def doubled(surrogate, name, helpers=None, annotate=False):  # twice the gradient: wrong
+        text = source(surrogate, name, helpers, annotate)
+        return text.replace("_fgi_inject(out, ", "_fgi_inject(out, 2 * ")
 
     monkeypatch.setattr(codegen, "function_source", doubled)
     result = inject(Model(), report=True)

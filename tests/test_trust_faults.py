@@ -32,7 +32,7 @@ MUTANTS = [
         "inject widens the output's dtype",
         "narrow_output_half.py",
         [
-            ("        y = y + term.to(out.dtype)\n", "        y = y + term\n"),
+            ("    y = out + term.to(out.dtype)\n", "    y = out + term\n"),
             (".to(out.dtype) * 0.3", " * 0.3"),
         ],
         "output dtype torch.float32 != original torch.float16",
@@ -59,8 +59,8 @@ MUTANTS = [
         "reduce_row_param.py",
         [
             (
-                "grad_thr = _fgi_seed(thr_in, out, x)",
-                "grad_thr = _fgi_seed(thr_in.reshape(1, -1), out, x)",
+                "grad_thr = thr_in.to(",
+                "grad_thr = thr_in.reshape(1, -1).to(",
             )
         ],
         "square d/dthr: mismatched elements",
@@ -76,8 +76,8 @@ MUTANTS = [
         "keyword_call.py",
         [
             (
-                "    x: torch.Tensor, out: torch.Tensor, first",
-                "    x: Tensor, out: torch.Tensor, first",
+                "def _fgi_seed(x, out):\n",
+                "def _fgi_seed(x: Tensor, out):\n",
             )
         ],
         "evaluating the rewritten module for Spike failed: NameError: name 'Tensor' is not "

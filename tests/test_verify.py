@@ -40,22 +40,22 @@ def _g(x):
 
 def scaled(x):
     out = (x > 0).float()
-    return _fgi_inject(out, [2 * _fgi_seed(x, out) * _g(x)])
+    return _fgi_inject(out, 2 * _fgi_seed(x, out) * _g(x))
 
 
 def wrong_sign(x):
     out = (x > 0).float()
-    return _fgi_inject(out, [_fgi_seed(x, out) * torch.where(x < 0, -_g(x), _g(x))])
+    return _fgi_inject(out, _fgi_seed(x, out) * torch.where(x < 0, -_g(x), _g(x)))
 
 
 def shifted(x):
     out = (x > 0.1).float()
-    return _fgi_inject(out, [_fgi_seed(x, out) * _g(x)])
+    return _fgi_inject(out, _fgi_seed(x, out) * _g(x))
 
 
 def dtype_changed(x):
     out = (x > 0).to(x.dtype)
-    return _fgi_inject(out, [_fgi_seed(x, out) * _g(x)])
+    return _fgi_inject(out, _fgi_seed(x, out) * _g(x))
 
 
 def plain_identity(x):
@@ -144,9 +144,9 @@ def test_broken_codegen_fails_verification_and_nothing_is_written(tmp_path, monk
     before = path.read_bytes()
     original = codegen.function_source
 
-    def doubled(surrogate, name, helpers=None):
-        source = original(surrogate, name, helpers)
-        return source.replace("_fgi_inject(out, [", "_fgi_inject(out, [2 * ")
+    def doubled(surrogate, name, helpers=None, annotate=False):
+        source = original(surrogate, name, helpers, annotate)
+        return source.replace("_fgi_inject(out, ", "_fgi_inject(out, 2 * ")
 
     monkeypatch.setattr(codegen, "function_source", doubled)
     verify = CliRunner().invoke(app, ["verify", str(path), "-q"])

@@ -225,9 +225,10 @@ def _contains_line(stmt: ast.stmt, line: int) -> bool:
     return stmt.lineno <= line <= (stmt.end_lineno or stmt.lineno)
 
 
-def _find_class(node: ast.AST, site: ClassSite) -> ast.ClassDef:
+def _find_class(node: ast.AST, site: ClassSite) -> ast.ClassDef | ast.FunctionDef:
+    """The class (or, for a site made for one, the function) defined at the site's line."""
     for child in ast.walk(node):
-        if isinstance(child, ast.ClassDef) and child.lineno == site.line:
+        if isinstance(child, (ast.ClassDef, ast.FunctionDef)) and child.lineno == site.line:
             return child
     raise SandboxError(f"class {site.qualname} not found")
 

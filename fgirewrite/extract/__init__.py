@@ -126,6 +126,7 @@ def _extract(
     gradients = _with_deltas(built.gradients, grad_param, bound, names)
     module_names = set(info.imports) | set(info.functions) | set(info.classes) | info.assigned
     returned = len(result.items) if isinstance(result, Seq) else 1
+    free = (built.forward_reads | built.used | {"torch"}) & module_names
     return Surrogate(
         name=site.qualname,
         location=Location(path, site.line, site.column),
@@ -141,7 +142,11 @@ def _extract(
         maybe_tensors=inputs.maybe_tensors,
         passed=returned if returned < len(param_names) else None,
         helpers=tuple(dict.fromkeys(state.helpers)),
-        free_names=tuple(sorted((built.forward_reads | built.used | {"torch"}) & module_names)),
+        free_names=tuple(sorted(free)),
+        imports=tuple((n, info.imports[n]) for n in sorted(free) if n in info.imports),
+        saved=tuple(
+            dict.fromkeys(c.node.value for c in ctx.saved or [] if isinstance(c.node, cst.Name))
+        ),
     )
 
 

@@ -20,11 +20,12 @@ from libcst.metadata import MetadataWrapper, ScopeProvider
 
 from fgirewrite import codegen, discover
 from fgirewrite.extract import extract
-from fgirewrite.extract.values import dotted, is_docstring, names_in
+from fgirewrite.extract.values import dotted, is_docstring, names_in, walk
+from fgirewrite.rewrite import helpers as helper_module
 from fgirewrite.rewrite import uses
 from fgirewrite.rewrite.result import Rewrite
 from fgirewrite.source import SourceError, first_line
-from fgirewrite.surrogate import SHIM_BASE, Skip, Surrogate, key
+from fgirewrite.surrogate import RUNTIME_NAMES, SHIM_BASE, Skip, Surrogate, key
 
 
 def analyse(data: bytes, path: str) -> tuple[Rewrite, discover.Parsed | None]:
@@ -75,12 +76,22 @@ def _refuse_reliance(
 
 
 def rewrite_source(
-    data: bytes, path: str = "<string>", refused: dict[str, tuple[str, str]] | None = None
+    data: bytes,
+    path: str = "<string>",
+    refused: dict[str, tuple[str, str]] | None = None,
+    *,
+    helpers: str | None = None,
+    guard: bool = True,
+    annotate: bool = False,
 ) -> Rewrite:
     """Rewrite every understood surrogate in a module's source.
 
     ``refused`` maps the ``key`` of each surrogate that must stay untouched (verification
-    failed, or could not run) to a reason code and why.
+    failed, or could not run) to a reason code and why. ``helpers`` is the relative module
+    the file imports the runtime helpers from (``rewrite.helpers.placement``); without it
+    they are written into the file. ``guard``: a subclass of a module-level class may exist
+    in a module fgirewrite does not see, so rewritten classes get the base that refuses one.
+    ``annotate`` types literal defaults of generated functions, for TorchScript.
     """
     result, parsed = analyse(data, path)
     for name, (code, why) in (refused or {}).items():
@@ -101,13 +112,20 @@ def rewrite_source(
         raise SourceError(f"libcst cannot parse: {first_line(exc)}") from None
     if module.bytes != data:  # libcst 1.0 drops a trailing bare \r, for one
         raise SourceError("libcst does not reproduce this file byte for byte; left as it is")
-    result.helpers, insert = _runtime_names(parsed.text, parsed.tree)
+    result.helper_module = helpers
+    result.helpers, insert = _runtime_names(parsed.text, parsed.tree, helpers)
     occurrences = {  # the findings stand in the order of the sites
         key(f): site.occurrence for site, f in zip(parsed.sites, result.findings, strict=True)
     }
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-    transformer = _Rewriter(result, wrapper.resolve(ScopeProvider), parsed.info, occurrences)
-    new = _insert_runtime(wrapper.module.visit(transformer), parsed.tree, result.helpers, insert)
+    transformer = _Rewriter(
+        result, wrapper.resolve(ScopeProvider), parsed.info, occurrences, guard, annotate
+    )
+    rewritten = wrapper.module.visit(transformer)
+    result.guarded = transformer.guarded
+    needed = set(RUNTIME_NAMES) | ({SHIM_BASE} if transformer.guarded else set())
+    insert = [h for h in insert if h in needed]
+    new = _insert_runtime(rewritten, parsed.tree, result.helpers, insert, helpers)
     result.new_source = new.bytes
     try:
         ast.parse(result.new_source)
@@ -141,7 +159,13 @@ class _Rewriter(cst.CSTTransformer):
     """Replaces understood classes and their ``.apply`` uses in the same scope."""
 
     def __init__(
-        self, result: Rewrite, scopes, info: discover.ModuleInfo, occurrences: dict[str, int]
+        self,
+        result: Rewrite,
+        scopes,
+        info: discover.ModuleInfo,
+        occurrences: dict[str, int],
+        guard: bool,
+        annotate: bool,
     ):
         self.result = result
         self.scopes = scopes
@@ -149,16 +173,29 @@ class _Rewriter(cst.CSTTransformer):
         self.path: list[str] = []
         self.occurrences = discover.Occurrences()
         self.found: list[Surrogate | None] = []  # the surrogate of each class being visited
+        self.dead: list[bool] = []  # each class being visited: local, and only its apply used
         self.apply_refs: dict[int, str] = {}  # id(Name node) -> function name
+        self.applied: set[int] = set()  # id(Name node) of every ``Name.apply``
         self.info = info
+        self.guard = guard
+        self.guarded = False
+        self.annotate = annotate
         kept = {f.name.split(".")[-1] for f in result.skipped}
         self.bases = _Bases(info, kept, result.helpers[SHIM_BASE])
+
+    def visit_Module(self, node: cst.Module) -> None:
+        self.applied = {
+            id(n.value)
+            for n in walk(node)
+            if isinstance(n, cst.Attribute) and n.attr.value == "apply"
+        }
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         self.path.append(node.name.value)
         qualname = ".".join(self.path)
         surrogate = self.by_site.get((qualname, self.occurrences(qualname)))
         self.found.append(surrogate)
+        dead = surrogate is not None and "<locals>" in self.path and not node.decorators
         if surrogate is not None and not self._nested_in_class():
             name = self.result.names[key(surrogate)]
             for assignment in self.scopes[node].assignments[node.name.value]:
@@ -166,6 +203,9 @@ class _Rewriter(cst.CSTTransformer):
                     for access in assignment.references:
                         if len(access.referents) == 1:  # only this class: never a rebinding
                             self.apply_refs[id(access.node)] = name
+                        if len(access.referents) != 1 or id(access.node) not in self.applied:
+                            dead = False
+        self.dead.append(dead)
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         self.path.extend([node.name.value, "<locals>"])
@@ -186,28 +226,37 @@ class _Rewriter(cst.CSTTransformer):
 
     def leave_ClassDef(self, original: cst.ClassDef, updated: cst.ClassDef):
         nested = self._nested_in_class()
+        local = "<locals>" in self.path
+        qualname = ".".join(self.path)
         self.path.pop()
-        surrogate = self.found.pop()
+        surrogate, dead = self.found.pop(), self.dead.pop()
         if surrogate is None:
             return updated
         name = self.result.names[key(surrogate)]
-        source = codegen.function_source(surrogate, name, self.result.helpers)
+        source = codegen.function_source(
+            surrogate, name, self.result.helpers, annotate=self.annotate
+        )
         function = cst.parse_statement(source)
         assert isinstance(function, cst.FunctionDef)
+        guard = self.guard or local  # a local class that is kept may be returned
         if nested:
+            self.result.written[key(surrogate)] = f"{qualname}.apply()"
             apply = function.with_changes(
-                name=cst.Name("apply"),
-                decorators=[cst.Decorator(cst.Name("staticmethod"))],
-                leading_lines=[cst.EmptyLine(indent=False)],
+                name=cst.Name("apply"), decorators=[cst.Decorator(cst.Name("staticmethod"))]
             )
-            return _shim(updated, apply, self.bases)
-        alias = cst.parse_statement(f"apply = staticmethod({name})\n").with_changes(
-            leading_lines=[cst.EmptyLine(indent=False)]
-        )
-        blank = [cst.EmptyLine(indent=False)] * (2 if not self.path else 1)
-        shim = _shim(updated, alias, self.bases).with_changes(leading_lines=blank)
+            return self._shim(updated, apply, guard)
+        self.result.written[key(surrogate)] = f"{name}()"
         function = function.with_changes(leading_lines=updated.leading_lines)
+        if dead:  # nothing but its ``apply`` was used, and that now calls the function
+            return function
+        alias = cst.parse_statement(f"apply = staticmethod({name})\n")
+        blank = [cst.EmptyLine(indent=False)] * (2 if not self.path else 1)
+        shim = self._shim(updated, alias, guard).with_changes(leading_lines=blank)
         return cst.FlattenSentinel([function, shim])
+
+    def _shim(self, classdef: cst.ClassDef, apply: cst.BaseStatement, guard: bool):
+        self.guarded |= guard
+        return _shim(classdef, apply, self.bases, guard)
 
 
 @dataclass(frozen=True)
@@ -228,8 +277,11 @@ class _Bases:
         )
 
 
-def _shim(classdef: cst.ClassDef, apply: cst.BaseStatement, bases: _Bases) -> cst.ClassDef:
-    """The class stripped of its Function protocol, with ``apply`` added."""
+def _shim(
+    classdef: cst.ClassDef, apply: cst.BaseStatement, bases: _Bases, guard: bool
+) -> cst.ClassDef:
+    """The class stripped of its Function protocol, with ``apply`` added (and the guard base
+    that refuses a subclass overriding the protocol, where one may exist unseen)."""
     body = []
     for stmt in classdef.body.body:
         if isinstance(stmt, cst.FunctionDef) and stmt.name.value in discover.PROTOCOL:
@@ -244,16 +296,11 @@ def _shim(classdef: cst.ClassDef, apply: cst.BaseStatement, bases: _Bases) -> cs
         ):
             continue
         body.append(stmt)
-    if body and not is_docstring(body[0]) or not body:
-        body.insert(
-            0,
-            cst.parse_statement(
-                '"""Kept for code that imports it; `apply` runs the FGI rewrite."""\n'
-            ),
-        )
+    apply = apply.with_changes(leading_lines=[cst.EmptyLine(indent=False)] if body else [])
     body.append(apply)
     kept = [b for b in classdef.bases if bases.keep(b)]
-    kept.append(cst.Arg(cst.Name(bases.shim)))
+    if guard:
+        kept.append(cst.Arg(cst.Name(bases.shim)))
     kept = [b.with_changes(comma=cst.MaybeSentinel.DEFAULT) for b in kept]
     kept = [
         b.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
@@ -261,27 +308,38 @@ def _shim(classdef: cst.ClassDef, apply: cst.BaseStatement, bases: _Bases) -> cs
         else b
         for i, b in enumerate(kept)
     ]
-    return classdef.with_changes(body=classdef.body.with_changes(body=body), bases=kept)
+    parens = {} if kept else {"lpar": cst.MaybeSentinel.DEFAULT, "rpar": cst.MaybeSentinel.DEFAULT}
+    return classdef.with_changes(body=classdef.body.with_changes(body=body), bases=kept, **parens)
 
 
-def _runtime_names(text: str, tree: ast.Module) -> tuple[dict[str, str], list[str]]:
-    """The name each runtime helper has in this file, and the helpers to insert.
+def _runtime_names(
+    text: str, tree: ast.Module, spec: str | None
+) -> tuple[dict[str, str], list[str]]:
+    """The name each runtime helper has in this file, and the helpers to add.
 
-    A helper the file already defines exactly (an earlier run) is reused; a name the file
-    uses for anything else is left to it, and the helper gets the next free name."""
+    A helper the file already defines exactly (or, with ``spec``, imports from the helper
+    module) is reused; a name the file uses for anything else is left to it, and the helper
+    gets the next free name."""
     taken = set(_IDENTIFIER.findall(text))
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").splitlines(keepends=True)
-    defined = {
-        n.name: "".join(lines[n.lineno - 1 : n.end_lineno])
-        for n in tree.body
-        if isinstance(n, (ast.FunctionDef, ast.ClassDef))
-    }
+    if spec is not None:
+        imported = helper_module.imported_helpers(tree, spec)
+        defined = {name: True for name in imported.values()}
+    else:
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").splitlines(keepends=True)
+        sources = {
+            n.name: "".join(lines[n.lineno - 1 : n.end_lineno])
+            for n in tree.body
+            if isinstance(n, (ast.FunctionDef, ast.ClassDef))
+        }
     names: dict[str, str] = {}
     insert: list[str] = []
     for helper, source in codegen.runtime_sources().items():
+        if spec is not None and helper in imported:
+            names[helper] = imported[helper]
+            continue
         for i in range(len(taken) + 1):
             name = helper if i == 0 else f"{helper}_{i}"
-            if defined.get(name) == codegen.renamed(source, helper, name):
+            if spec is None and sources.get(name) == codegen.renamed(source, helper, name):
                 names[helper] = name
                 break
             if name not in taken:
@@ -292,14 +350,22 @@ def _runtime_names(text: str, tree: ast.Module) -> tuple[dict[str, str], list[st
 
 
 def _insert_runtime(
-    module: cst.Module, tree: ast.Module, names: dict[str, str], insert: list[str]
+    module: cst.Module,
+    tree: ast.Module,
+    names: dict[str, str],
+    insert: list[str],
+    spec: str | None,
 ) -> cst.Module:
-    """Put the runtime helpers the file lacks after its leading imports (and ``import
-    torch`` with them, unless the module has it by then)."""
+    """Put the runtime helpers the file lacks (their definitions, or an import of them from
+    ``spec``) after its leading imports, with ``import torch`` unless the module has it."""
     if not insert:
         return module
-    sources = codegen.runtime_sources()
-    text = "\n\n".join(codegen.renamed(sources[h], h, names[h]) for h in insert)
+    if spec is None:
+        sources = codegen.runtime_sources()
+        text = "\n\n".join(codegen.renamed(sources[h], h, names[h]) for h in insert)
+    else:
+        aliases = ", ".join(h if names[h] == h else f"{h} as {names[h]}" for h in sorted(insert))
+        text = f"from {spec} import {aliases}\n"
     body = list(module.body)
     used = set(names.values())
     limit = next((i for i, stmt in enumerate(body) if used & names_in(stmt)), len(body))
@@ -309,10 +375,15 @@ def _insert_runtime(
             index = i + 1
     first_line = tree.body[index].lineno if index < len(tree.body) else 10**9
     if not uses.torch_imported(tree, first_line):
-        text = "import torch\n\n\n" + text
+        text = "import torch\n" + ("\n\n" if spec is None else "") + text
     helpers = list(cst.parse_module("\n\n" + text).body)
+    spacing = [cst.EmptyLine(), cst.EmptyLine()] if spec is None else []
+    if spec is not None and index == 0:
+        spacing = []
+    elif spec is not None:
+        spacing = [] if _is_import_block(body[index - 1]) else [cst.EmptyLine()]
     helpers[0] = helpers[0].with_changes(
-        leading_lines=[cst.EmptyLine(), cst.EmptyLine()] + list(helpers[0].leading_lines)[2:]
+        leading_lines=spacing + list(helpers[0].leading_lines)[2:]
     )
     return module.with_changes(body=body[:index] + helpers + body[index:])
 

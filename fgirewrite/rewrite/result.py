@@ -17,7 +17,10 @@ class Rewrite:
     findings: list[Surrogate | Skip] = field(default_factory=list)
     new_source: bytes | None = None
     names: dict[str, str] = field(default_factory=dict)  # key(surrogate) -> generated function
+    written: dict[str, str] = field(default_factory=dict)  # key -> the code callers now call
     helpers: dict[str, str] = field(default_factory=dict)  # runtime helper -> its name here
+    helper_module: str | None = None  # the relative module the helpers are imported from
+    guarded: bool = False  # a rewritten class subclasses the guard base
 
     @property
     def surrogates(self) -> list[Surrogate]:
@@ -34,3 +37,8 @@ class Rewrite:
     def function(self, finding: Surrogate | Skip) -> str | None:
         """The name of the FGI function written for a surrogate."""
         return self.names.get(key(finding))
+
+    def written_as(self, finding: Surrogate | Skip) -> str | None:
+        """What callers call now: ``spike()``, or ``Outer.Spike.apply()`` for a class nested
+        in a class (its code went into ``apply``)."""
+        return self.written.get(key(finding))

@@ -110,7 +110,7 @@ def pair(original: Module, written: Module, surrogate: Surrogate, function: str)
     site = _site(original.tree, original.info, surrogate)
     call_args = call_site_arguments(original.tree, site.name)
     if _path_of(surrogate.name) is None:
-        return _factory_pair(original, written, surrogate, site, call_args)
+        return _factory_pair(original, written, surrogate, site, call_args, function)
     reach = targets(original, surrogate)
     names = {t.original.split(".")[0] for t in reach}
     try:
@@ -167,9 +167,11 @@ def _factory_pair(
     surrogate: Surrogate,
     site: discover.ClassSite,
     call_args: list[object] | None,
+    function: str,
 ) -> Pair:
     """A class made inside a function: the class statement alone on each side (with the
-    function's imports and literal defaults), the rewritten one with its FGI function."""
+    function's imports and literal defaults), the rewritten one with its FGI function (or
+    that function alone, where nothing but the class's ``apply`` was used)."""
     before = _original(
         evaluate,
         original.path,
@@ -180,8 +182,8 @@ def _factory_pair(
         set(surrogate.free_names),
     )
     cls = before[site.name]
-    shim, function_line = _rewritten_site(written.tree, site)
-    names = [*written.info.functions, *written.info.classes]
+    shim, function_line = _rewritten_site(written.tree, site, function)
+    names = [*written.info.functions, *written.info.classes, *written.info.imports]
     extra = set(surrogate.free_names) | {n for n in names if n.startswith(_RUNTIME)}
     after = evaluate(
         written.path, written.text, written.tree, written.info, shim, extra, function_line
@@ -195,7 +197,8 @@ def _factory_pair(
         if k
     }
     old = getattr(cls, "__func__", cls).apply
-    new = getattr(after[shim.name], "__func__", after[shim.name]).apply
+    new = after[shim.name]
+    new = getattr(new, "__func__", new).apply if shim.name != function else new
     unbound = unbound_arguments(holder, site)
     return Pair([(f"{site.qualname}.apply", old, new)], call_args, closure, unbound)
 
@@ -222,9 +225,13 @@ def _site(tree: ast.Module, info: discover.ModuleInfo, s: Surrogate) -> discover
     )
 
 
-def _rewritten_site(tree: ast.Module, site: discover.ClassSite) -> tuple[discover.ClassSite, int]:
+def _rewritten_site(
+    tree: ast.Module, site: discover.ClassSite, function: str
+) -> tuple[discover.ClassSite, int]:
     """The rewritten class at the original's qualified name and occurrence, and the line of
-    the FGI function written just before it."""
+    the FGI function written just before it; for a local class that is gone (only its
+    ``apply`` was used), the FGI function written in its place."""
+    scope = site.qualname.rpartition(".")[0]
     for found in discover.class_statements(tree):
         if (found.qualname, found.occurrence) == (site.qualname, site.occurrence):
             node = found.node
@@ -237,7 +244,30 @@ def _rewritten_site(tree: ast.Module, site: discover.ClassSite) -> tuple[discove
                 first_line=min(first, before.lineno),
                 end_line=node.end_lineno or 0,
             ), before.lineno
+    for node in _functions_in(tree.body, ""):
+        if node[0] == f"{scope}.{function}":
+            defined = node[1]
+            where = replace(
+                site,
+                name=function,
+                qualname=node[0],
+                line=defined.lineno,
+                first_line=defined.lineno,
+                end_line=defined.end_lineno or defined.lineno,
+            )
+            return where, defined.lineno
     raise SandboxError(f"the rewritten module has no class {site.qualname}")
+
+
+def _functions_in(body: list[ast.stmt], prefix: str):
+    """(qualified name, node) of every function, classes' and functions' own included."""
+    for stmt in body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            name = f"{prefix}{stmt.name}"
+            yield name, stmt
+            yield from _functions_in(stmt.body, f"{name}.<locals>.")
+        elif isinstance(stmt, ast.ClassDef):
+            yield from _functions_in(stmt.body, f"{prefix}{stmt.name}.")
 
 
 def call_site_arguments(tree: ast.Module, class_name: str) -> list[object] | None:
