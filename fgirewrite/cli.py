@@ -183,7 +183,7 @@ def _finding_line(finding: Surrogate | Skip, status: str, function: str | None) 
         status
     ]
     grads = ", ".join(f"d/d{g.param} = {g.derivative}" for g in finding.gradients)
-    return f"{finding.location}: {verb}: {finding.name} as {function}() ({grads})"
+    return f"{finding.location}: {verb}: {finding.name} as {function} ({grads})"
 
 
 def _progress(total: int):
@@ -236,6 +236,13 @@ def rewrite_command(
         help="Worker processes when more than 8 files could define a Function; 0: one per CPU.",
         metavar="N",
     ),
+    accept_first_order: bool = typer.Option(
+        False,
+        runner.SECOND_ORDER_FLAG,
+        help="Rewrite even when the files differentiate through gradients (create_graph=True, "
+        "a Hessian, jacrev of jacrev): FGI gradients are first-order, so those second "
+        "derivatives change. Without it, every surrogate is then left as it is.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and the summary."),
 ) -> None:
     """Find surrogate Functions in PATHs and rewrite them into inline FGI.
@@ -247,11 +254,11 @@ def rewrite_command(
         raise typer.Exit(EXIT_ERROR)
     mode = Mode.check if check else Mode.write if write else Mode.diff
     errors: list[tuple[str, str]] = []
-    outcomes = _process(paths, jobs, mode, verify, errors)
+    outcomes, modules = _process(paths, jobs, mode, verify, errors, accept_first_order)
     errors = [_hint(path, message) for path, message in errors]
     errors += [(o.path, o.error) for o in outcomes if o.error]
     rows = [
-        Row(o, f, _status(f, mode, o), o.rewrite.function(f) if o.rewrite else None)
+        Row(o, f, _status(f, mode, o), o.rewrite.written_as(f) if o.rewrite else None)
         for o in outcomes
         for f in o.findings
     ]
@@ -259,7 +266,7 @@ def rewrite_command(
         verified = mode is Mode.write and verify
         typer.echo(json.dumps(_json(rows, outcomes, errors, mode, verified), indent=2))
     else:
-        _print_findings(rows, outcomes, mode, quiet)
+        _print_findings(rows, outcomes, modules, mode, quiet)
     for path, message in errors:
         _err(f"{path}: error: {message}")
     if any(row.rewrites for row in rows):
@@ -287,8 +294,13 @@ class Row(NamedTuple):
 
 
 def _process(
-    paths: list[Path], jobs: int, mode: Mode, verify: bool, errors: list[tuple[str, str]]
-) -> list[runner.Outcome]:
+    paths: list[Path],
+    jobs: int,
+    mode: Mode,
+    verify: bool,
+    errors: list[tuple[str, str]],
+    accept_first_order: bool = False,
+) -> tuple[list[runner.Outcome], list[runner.HelperModule]]:
     """Rewrite every file in memory; with --write, verify and write each changed one."""
     try:
         found = list(files.python_files(paths, errors))
@@ -298,40 +310,80 @@ def _process(
     except KeyboardInterrupt:
         _err("fgirewrite: interrupted; no file was written")
         raise typer.Exit(130) from None
+    if not accept_first_order:
+        runner.hold_back_second_order(outcomes)
     if mode is not Mode.write:
-        return outcomes
+        return outcomes, ([] if mode is Mode.check else runner.helper_modules(outcomes))
     try:
         for outcome in outcomes:
             if outcome.changed:
                 runner.verify_and_refuse(outcome, verify)
+        modules = runner.helper_modules(outcomes)
+        for module in modules:
+            if (error := runner.write_helper_module(module)) is not None:
+                for outcome in outcomes:
+                    if outcome.helper_path == module.path and outcome.error is None:
+                        outcome.error = f"{module.path}: {error}"
+        for outcome in outcomes:
             if outcome.changed and outcome.error is None:
                 runner.write(outcome)
     except KeyboardInterrupt:
         _err("fgirewrite: interrupted; files already written are complete, the rest untouched")
         raise typer.Exit(130) from None
-    return outcomes
+    return outcomes, modules
 
 
 def _print_findings(
-    rows: list[Row], outcomes: list[runner.Outcome], mode: Mode, quiet: bool
+    rows: list[Row],
+    outcomes: list[runner.Outcome],
+    modules: list[runner.HelperModule],
+    mode: Mode,
+    quiet: bool,
 ) -> None:
-    """One line per finding (on stderr with --diff, whose stdout is the diff), then the diff."""
+    """One line per finding and one per changed file (on stderr with --diff, whose stdout is
+    the diff), then the diff."""
     for row in rows:
         if not quiet or row.status == "failed":
             typer.echo(_finding_line(row.finding, row.status, row.function), err=mode is Mode.diff)
+    if not quiet and mode is not Mode.check:
+        for outcome in outcomes:
+            if outcome.changed and outcome.error is None and outcome.new_source is not None:
+                typer.echo(_file_line(outcome, mode), err=mode is Mode.diff)
     if mode is Mode.diff:
+        for module in modules:
+            if module.changed:
+                sys.stdout.write(module.diff())
         for outcome in outcomes:
             if outcome.changed:
                 sys.stdout.write(outcome.diff())
 
 
+def _file_line(outcome: runner.Outcome, mode: Mode) -> str:
+    """``path: +12 -11 lines, 1 class rewritten, helpers inline``: the diff in one line."""
+    assert outcome.rewrite is not None
+    added = removed = 0
+    for line in outcome.diff().splitlines():
+        if line.startswith("+") and not line.startswith("+++"):
+            added += 1
+        elif line.startswith("-") and not line.startswith("---"):
+            removed += 1
+    classes = len(outcome.rewrite.surrogates)
+    verb = "rewritten" if mode is Mode.write and outcome.written else "to rewrite"
+    spec = outcome.rewrite.helper_module
+    where = "helpers inline" if spec is None else f"helpers from {spec} ({outcome.helper_path})"
+    return (
+        f"{outcome.path}: +{added} -{removed} lines, {classes} class{'es' * (classes != 1)} "
+        f"{verb}, {where}"
+    )
+
+
 def _warn_second_order(outcomes: list[runner.Outcome]) -> None:
     for outcome in outcomes:
-        for line in outcome.second_order:
+        for line, what in outcome.second_order:
             _err(
-                f"{outcome.path}:{line}: warning: differentiates through gradients; FGI "
-                "gradients are first-order, so second derivatives through a rewritten "
-                "surrogate change"
+                f"{outcome.path}:{line}: warning: differentiates through gradients ({what}); "
+                "FGI gradients are first-order, so second derivatives through a rewritten "
+                f"surrogate change ({runner.SECOND_ORDER_FLAG})"
             )
 
 
@@ -386,7 +438,7 @@ def _json(
         if isinstance(finding, Skip):
             item.update(code=finding.code, message=finding.message, verified=False)
         else:
-            item["function"] = function
+            item["function"] = function and function.removesuffix("()")
             item["gradients"] = {g.param: g.derivative for g in finding.gradients}
             item["verified"] = verified
         report = outcome.verification.get(key(finding))

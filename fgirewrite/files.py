@@ -177,6 +177,32 @@ def write(snapshot: Snapshot, data: bytes) -> None:
         raise
 
 
+def create(path: Path, data: bytes) -> None:
+    """Write a new file atomically (a temporary file, then a hard link that fails if the
+    path exists meanwhile); FileError with a one-line reason, nothing left on failure."""
+    directory = path.parent
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".fgirewrite", dir=directory)
+    except OSError as exc:
+        raise FileError(f"cannot write in {directory}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o644)
+        os.link(temp, path)
+    except FileExistsError:
+        raise FileError("created by someone else meanwhile; not overwritten") from None
+    except OSError as exc:
+        raise FileError(f"cannot write: {exc.strerror or exc}") from None
+    finally:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+
+
 def _has_write_bit(path: Path) -> bool:
     try:
         mode = os.stat(path).st_mode

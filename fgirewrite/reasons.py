@@ -33,4 +33,12 @@ REASONS: dict[str, str] = {
     "relies-on-function": "code in the module relies on the class being a torch.autograd.Function "
     "(issubclass, its forward called, an apply of its own, a subclass kept as one)",
     "name-collision": "the module binds a name the rewrite needs (torch) to something else",
+    "unknown-decorator": "forward, backward or setup_context has a decorator fgirewrite does not "
+    "know; the rewrite would drop it",
+    "forward-reads-autograd": "the forward reads its inputs' autograd state (requires_grad, "
+    "grad_fn, is_leaf), which the rewrite's detached inputs do not have",
+    "forward-side-effect": "the forward keeps a value somewhere other than ctx and its return "
+    "(a list, an attribute); the rewrite's copy would have no gradient",
+    "second-order": "the files differentiate through gradients; FGI gradients are first-order "
+    "(--accept-first-order rewrites anyway)",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import difflib
 import os
 import re
@@ -32,7 +33,10 @@ class Outcome:
     # --write: key(surrogate) -> its SurrogateReport, for each surrogate verified (refused
     # ones too: a Skip has the key of the surrogate it was)
     verification: dict = field(default_factory=dict)
-    second_order: list[int] = field(default_factory=list)  # lines: see second_order_lines
+    # (line, what): see second_order_lines
+    second_order: list[tuple[int, str]] = field(default_factory=list)
+    options: dict = field(default_factory=dict)  # rewrite_source's options for this file
+    helper_path: Path | None = None  # the package's helper module the rewrite imports from
 
     @property
     def findings(self) -> list[Surrogate | Skip]:
@@ -67,10 +71,12 @@ def process(
     path: Path,
     refused: dict[str, tuple[str, str]] | None = None,
     analyse_only: bool = False,
+    annotate: bool = False,
 ) -> Outcome:
     """Read and rewrite one file (or only analyse it); never raises for a bad file."""
     # Imported here: the main process of ``--check`` forks its workers before it needs libcst.
     from fgirewrite.rewrite.edit import analyse, rewrite_source
+    from fgirewrite.rewrite.helpers import placement
 
     outcome = Outcome(str(path))
     try:
@@ -80,7 +86,9 @@ def process(
             result.source = b""
             outcome.rewrite, outcome.analysed_only = result, True
             return outcome
-        result = rewrite_source(snapshot.data, str(path), refused)
+        placed = placement(path, decode(snapshot.data, str(path)))
+        outcome.options = {"helpers": placed and placed[0], "annotate": annotate}
+        result = rewrite_source(snapshot.data, str(path), refused, **outcome.options)
     except (files.FileError, SourceError) as exc:
         outcome.error = str(exc)
         return outcome
@@ -89,6 +97,7 @@ def process(
         return outcome
     if result.changed:
         outcome.snapshot = snapshot
+        outcome.helper_path = placed and placed[1]
     else:
         result.source = b""  # not needed again; keeps parallel results small
     outcome.rewrite = result
@@ -112,12 +121,13 @@ def process_all(
     """
     paths = list(paths)
     results: list[Outcome | None] = [None] * len(paths)
-    work = partial(process, analyse_only=analyse_only)
+    annotate = not analyse_only and uses_torchscript(paths)
+    work = partial(process, analyse_only=analyse_only, annotate=annotate)
     workers = jobs if jobs > 0 else available_cpus()
     pool: ProcessPoolExecutor | None = None
     pending: list[int] = []  # candidates not handed out yet
     futures: dict[int, Future] = {}
-    second: dict[int, list[int]] = {}
+    second: dict[int, list[tuple[int, str]]] = {}
     try:
         for index, path in enumerate(paths):
             try:
@@ -186,21 +196,97 @@ def available_cpus() -> int:
     return max(1, min(count, 8))
 
 
-# Each pattern starts with a literal, which ``re`` scans for quickly; ``hessian`` must be a word.
-_SECOND_ORDER = (re.compile(rb"create_graph\s*=\s*True"), re.compile(rb"hessian\s*\("))
-_WORD_BYTE = re.compile(rb"\w")
+_SCRIPT = re.compile(rb"jit\s*\.\s*script\b")
 
 
-def second_order_lines(data: bytes) -> list[int]:
-    """Lines that differentiate through gradients (``create_graph=True``, a Hessian): there
-    an FGI rewrite changes the result, since its gradients are first-order."""
-    starts = []
-    for pattern in _SECOND_ORDER:
-        for match in pattern.finditer(data):
-            at = match.start()
-            if pattern is _SECOND_ORDER[0] or not (at and _WORD_BYTE.match(data, at - 1)):
-                starts.append(at)
-    return [data.count(b"\n", 0, at) + 1 for at in sorted(starts)]
+def uses_torchscript(paths: Iterable[Path]) -> bool:
+    """Any of the files scripts with TorchScript, which needs literal defaults typed."""
+    for path in paths:
+        try:
+            if _SCRIPT.search(files.read(path).data):
+                return True
+        except files.FileError:
+            continue
+    return False
+
+
+# A literal each, which ``re`` scans for quickly; a hit is confirmed on the parsed file.
+_SECOND_ORDER = re.compile(rb"create_graph|hessian|hvp|vhp|jacrev|jacfwd")
+_TRANSFORMS = frozenset({"grad", "jacrev", "jacfwd", "vjp", "jvp", "hessian"})
+
+
+def second_order_lines(data: bytes) -> list[tuple[int, str]]:
+    """Where a file differentiates through gradients, and how: a call with
+    ``create_graph=True``, a Hessian or Hessian-vector product, a torch.func transform of a
+    transform (``jacrev(jacrev(f))``). There an FGI rewrite changes the result, since its
+    gradients are first-order. Comments, strings and files that do not parse never count."""
+    if not _SECOND_ORDER.search(data):
+        return []
+    try:
+        tree = ast.parse(data)
+    except (SyntaxError, ValueError):
+        return []
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = _callee(node.func)
+        if any(
+            k.arg == "create_graph"
+            and not (isinstance(k.value, ast.Constant) and not k.value.value)
+            for k in node.keywords
+        ):
+            found.append((node.lineno, "create_graph=True"))
+        elif name in ("hessian", "hvp", "vhp"):
+            found.append((node.lineno, f"{name}()"))
+        elif name in _TRANSFORMS and any(
+            isinstance(a, ast.Call) and _callee(a.func) in _TRANSFORMS for a in node.args[:1]
+        ):
+            found.append((node.lineno, f"{name}() of a transform"))
+    return sorted(found)
+
+
+def _callee(func: ast.expr) -> str | None:
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return func.id if isinstance(func, ast.Name) else None
+
+
+SECOND_ORDER_FLAG = "--accept-first-order"
+
+
+def hold_back_second_order(outcomes: list[Outcome]) -> None:
+    """Leave every surrogate alone when any file differentiates through gradients: an FGI
+    rewrite would change those second derivatives (``--accept-first-order`` opts out)."""
+    uses = [(o.path, line, what) for o in outcomes for line, what in o.second_order]
+    if not uses:
+        return
+    path, line, what = uses[0]
+    more = f" and {len(uses) - 1} more" if len(uses) > 1 else ""
+    message = (
+        f"{path}:{line} differentiates through gradients ({what}){more}: the rewrite's "
+        "gradients are first-order, so second derivatives through it would change; pass "
+        f"{SECOND_ORDER_FLAG} to rewrite anyway"
+    )
+    for outcome in outcomes:
+        rewrite = outcome.rewrite
+        if rewrite is None or not rewrite.surrogates:
+            continue
+        refused = {key(s): ("second-order", message) for s in rewrite.surrogates}
+        if outcome.analysed_only:
+            rewrite.findings = [
+                Skip(f.name, f.location, *refused[key(f)]) if isinstance(f, Surrogate) else f
+                for f in rewrite.findings
+            ]
+            continue
+        from fgirewrite.rewrite.edit import rewrite_source
+
+        data = outcome.snapshot.data if outcome.snapshot is not None else files.read(
+            Path(outcome.path)
+        ).data
+        outcome.rewrite = rewrite_source(data, outcome.path, refused, **outcome.options)
+        outcome.snapshot = None
+        outcome.helper_path = None
 
 
 def verify_and_refuse(outcome: Outcome, verify: bool = True) -> None:
@@ -228,9 +314,82 @@ def verify_and_refuse(outcome: Outcome, verify: bool = True) -> None:
         if not failed:
             break
         refused |= failed
-        outcome.rewrite = rewrite_source(outcome.snapshot.data, outcome.path, refused)
+        outcome.rewrite = rewrite_source(
+            outcome.snapshot.data, outcome.path, refused, **outcome.options
+        )
     if outcome.rewrite.changed and (problem := instability(outcome.rewrite)) is not None:
         outcome.error = problem
+
+
+@dataclass
+class HelperModule:
+    """The helper module of a package: what it must hold, and what it holds now."""
+
+    path: Path
+    text: str
+    snapshot: files.Snapshot | None  # None: the module does not exist yet
+
+    @property
+    def changed(self) -> bool:
+        return self.snapshot is None or self.snapshot.data != self.text.encode()
+
+    def diff(self) -> str:
+        before = "" if self.snapshot is None else decode(self.snapshot.data, str(self.path))
+        return "".join(
+            difflib.unified_diff(
+                before.splitlines(keepends=True),
+                self.text.splitlines(keepends=True),
+                fromfile="/dev/null" if self.snapshot is None else f"a/{self.path}",
+                tofile=f"b/{self.path}",
+            )
+        )
+
+
+def helper_modules(outcomes: list[Outcome]) -> list[HelperModule]:
+    """The helper module each package's rewritten files import, as it must be written. A
+    module that exists is only ever replaced by a text of fgirewrite's own (it never loses
+    the guard base that written files may import); one a user edited is an error for every
+    file that needs it, which then stays as it is."""
+    from fgirewrite.rewrite.helpers import known_sources, module_source
+
+    by_path: dict[Path, list[Outcome]] = {}
+    for outcome in outcomes:
+        if outcome.helper_path is not None and outcome.changed and outcome.error is None:
+            by_path.setdefault(outcome.helper_path, []).append(outcome)
+    modules = []
+    for path, users in by_path.items():
+        try:
+            snapshot: files.Snapshot | None = files.read(path) if path.exists() else None
+        except files.FileError as exc:
+            for outcome in users:
+                outcome.error = f"{path}: {exc}; not written"
+            continue
+        current = None if snapshot is None else snapshot.data.decode("utf-8", "replace")
+        if current is not None and current not in known_sources():
+            for outcome in users:
+                outcome.error = (
+                    f"{path} differs from the helpers fgirewrite writes (edited?): restore "
+                    "it, or delete it to have it written again; not written"
+                )
+            continue
+        guard = any(o.rewrite is not None and o.rewrite.guarded for o in users)
+        guard = guard or current == module_source(True)
+        modules.append(HelperModule(path, module_source(guard), snapshot))
+    return modules
+
+
+def write_helper_module(module: HelperModule) -> str | None:
+    """Write a helper module if it changes; the error, if any."""
+    if not module.changed:
+        return None
+    try:
+        if module.snapshot is None:
+            files.create(module.path, module.text.encode())
+        else:
+            files.write(module.snapshot, module.text.encode())
+    except files.FileError as exc:
+        return str(exc)
+    return None
 
 
 def write(outcome: Outcome) -> None:

@@ -50,6 +50,16 @@ class Gradient:
 
 
 @dataclass(frozen=True)
+class Autocast:
+    """``@custom_fwd`` on the forward: the autocast device and the dtype floating inputs are
+    cast to (``cast_inputs``), as source; ``legacy`` for ``torch.cuda.amp.custom_fwd``."""
+
+    device: str
+    cast_inputs: str | None
+    legacy: bool
+
+
+@dataclass(frozen=True)
 class Surrogate:
     """A ``torch.autograd.Function`` understood exactly: forward value and derivatives."""
 
@@ -70,6 +80,7 @@ class Surrogate:
     free_names: tuple[str, ...] = ()  # module-level names the generated code reads
     imports: tuple[tuple[str, str], ...] = ()  # (free name, what it imports), for imports
     saved: tuple[str, ...] = ()  # names the forward saved with ctx.save_for_backward
+    autocast: Autocast | None = None  # the forward's ``custom_fwd``
 
     @property
     def differentiable(self) -> tuple[str, ...]:

@@ -86,11 +86,18 @@ def gradient_code(s: Surrogate) -> tuple[list[str], list[str]]:
     return statements + operands.statements, terms
 
 
-def _grouped(term: str) -> str:
+def _plus(term: str) -> str:
+    """`` + term`` (`` - inner`` for ``-inner``), grouped where precedence needs it."""
     node = cst.parse_expression(term)
-    if isinstance(node, cst.BinaryOperation) and not isinstance(node.operator, cst.Multiply):
-        return f"({term})"
-    return term
+    sign = " + "
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+        sign, node = " - ", node.expression
+    tight = (cst.Name, cst.Attribute, cst.Call, cst.Subscript, cst.UnaryOperation)
+    product = isinstance(node, cst.BinaryOperation) and isinstance(
+        node.operator, (cst.Multiply, cst.Divide, cst.Power)
+    )
+    text = cst.Module([]).code_for_node(node)
+    return sign + (text if isinstance(node, tight) or product or node.lpar else f"({text})")
 
 
 def injected_terms(s: Surrogate) -> list[str]:
@@ -142,6 +149,24 @@ def _entry(s: Surrogate) -> list[str]:
     return lines
 
 
+def _autocast(s: Surrogate) -> tuple[list[str], str | None]:
+    """What ``@custom_fwd(cast_inputs=dtype)`` does, as the generated code's first lines: when
+    autocast is on, floating inputs on its device (float64 aside) are cast to ``dtype``, and
+    the forward (and the gradient, as ``custom_bwd`` runs it) runs with autocast off."""
+    a = s.autocast
+    if a is None or a.cast_inputs is None:
+        return [], None
+    enabled = "torch.is_autocast_enabled()" if a.legacy else f"torch.is_autocast_enabled({a.device})"
+    lines = [f"if {enabled}:  # as @custom_fwd(cast_inputs={a.cast_inputs}) on the forward"]
+    for p in s.param_names:
+        cond = f"{p}.is_floating_point() and {p}.device.type == {a.device}"
+        cond += f" and {p}.dtype != torch.float64"
+        if p not in s.detach:
+            cond = f"isinstance({p}, torch.Tensor) and {cond}"
+        lines.append(f"{INDENT}{p} = {p}.to({a.cast_inputs}) if {cond} else {p}")
+    return lines, f"with torch.autocast({a.device}, enabled=False):"
+
+
 def function_source(
     s: Surrogate,
     name: str,
@@ -154,7 +179,6 @@ def function_source(
     helper = {h: (helpers or {}).get(h, h) for h in RUNTIME_NAMES}
     params = _annotated(s.params) if annotate else s.params
     body = [
-        f'"""FGI form of `{s.name.split(".")[-1]}`: same values, same gradient (fgirewrite)."""',
         *_entry(s),
         "with torch.no_grad():",
         textwrap.indent(s.forward.rstrip("\n"), INDENT),
@@ -175,9 +199,15 @@ def function_source(
             dtype = f"torch.promote_types({s.output}.dtype, {first}.dtype)"
             seed = f"{handle}.to({dtype}).expand({s.output}.shape)"
         injection.append(f"{g.delta} = {seed}")
-    term = terms[0] if len(terms) == 1 else " + ".join(_grouped(t) for t in terms)
+    term = terms[0]
+    for other in terms[1:]:
+        term += _plus(other)
     injection.append(f"{s.output} = {helper['_fgi_inject']}({s.output}, {term})")
     body.extend(INDENT + line for line in injection)
     body.append(f"return {s.output}")
-    lines = [f"def {name}({params}):", *(textwrap.indent(b, INDENT) for b in body)]
+    prologue, context = _autocast(s)
+    if context is not None:
+        body = [*prologue, context, *(textwrap.indent(b, INDENT) for b in body)]
+    doc = f'"""FGI form of `{s.name.split(".")[-1]}`: same values, same gradient (fgirewrite)."""'
+    lines = [f"def {name}({params}):", *(textwrap.indent(b, INDENT) for b in [doc, *body])]
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ from fgirewrite.extract.classes import (
 )
 from fgirewrite.extract.classes import methods as class_methods
 from fgirewrite.extract.classes import params as params_of
+from fgirewrite.extract.effects import check_decorators, check_forward
 from fgirewrite.extract.forward import Forward, assigned_names, read_forward
 from fgirewrite.extract.symbolic import Evaluator
 from fgirewrite.extract.templates import backward_order, code, derivative, readable
@@ -108,9 +109,14 @@ def _extract(
     classdef = snippet.node
     assert isinstance(classdef, cst.ClassDef)
     m = _methods(classdef, info, snippets)
+    protocol = {"forward": m.forward, "backward": m.backward}
+    autocast = check_decorators(
+        protocol | ({"setup_context": m.setup_context} if m.setup_context else {}), info.imports
+    )
     param_names = m.param_names
     names = Names(_taken(m, info))
     fwd = read_forward(m.forward, m.ctx_name, param_names, names, info.imports)
+    check_forward(fwd.statements, fwd.result, set(param_names) | fwd.assigned, info.imports)
     out_name = _output_name(fwd, param_names, names)
     # A parameter the forward rebinds is read after the forward through a snapshot.
     snapshots = {p: names.fresh(p + "_0") for p in param_names if p in fwd.assigned}
@@ -118,7 +124,10 @@ def _extract(
     shadowed = fwd.assigned | set(param_names) | {out_name} | set(snapshots.values())
     state = State(names, info.imports, _helper_reader(info, snippets), out_name, shadowed)
     ctx = _context(m, fwd, entry, out_name, state)
+    before = _copy_state(state)
     grad_param, result = _backward(m.backward, state, ctx)
+    if "needs_input_grad" in names_in(m.backward):
+        _needs_input_grad_only_guards(m, before, ctx, result, state)
     built = _code(m, fwd, out_name, state, result, snippets, path)
 
     inputs = _inputs(m, ctx, built, snapshots, names)
@@ -143,11 +152,67 @@ def _extract(
         passed=returned if returned < len(param_names) else None,
         helpers=tuple(dict.fromkeys(state.helpers)),
         free_names=tuple(sorted(free)),
+        autocast=autocast,
         imports=tuple((n, info.imports[n]) for n in sorted(free) if n in info.imports),
         saved=tuple(
             dict.fromkeys(c.node.value for c in ctx.saved or [] if isinstance(c.node, cst.Name))
         ),
     )
+
+
+def _copy_state(state: State) -> State:
+    """The state as it is now, for evaluating the backward again from here."""
+    return replace(
+        state,
+        names=Names(set(state.names.taken)),
+        prelude=list(state.prelude),
+        free=set(state.free),
+        helpers=list(state.helpers),
+    )
+
+
+def _gradient_texts(result: Sym | None, state: State, params: list[str]) -> dict[str, str]:
+    """Each input's returned gradient, with the statements it needs, as text."""
+    items = result.items if isinstance(result, Seq) else [result]
+    texts = {}
+    for param, item in zip(params, items, strict=False):
+        if not isinstance(item, Lin):
+            continue
+        needed = names_in(item.node)
+        kept = []
+        for stmt in reversed(state.prelude):
+            if assigned_names(stmt) & needed:
+                kept.append(stmt)
+                needed |= names_in(stmt)
+        module = cst.Module([])
+        texts[param] = "".join(module.code_for_node(s) for s in reversed(kept)) + code(item.node)
+    return texts
+
+
+def _needs_input_grad_only_guards(
+    m: _Methods, before: State, ctx: Ctx, result: Sym | None, after: State
+) -> None:
+    """``ctx.needs_input_grad[k]`` may only decide whether input k's own gradient is computed:
+    the rewrite computes every gradient at once, as if all were needed. Evaluated again with
+    each input not needing its gradient, every other input's gradient must stay the same."""
+    expected = _gradient_texts(result, after, m.param_names)
+    for k, param in enumerate(m.param_names):
+        state = _copy_state(before)
+        changed = replace(ctx, unneeded={k})
+        try:
+            _, again = _backward(m.backward, state, changed)
+        except Unsupported:
+            again = None
+        texts = _gradient_texts(again, state, m.param_names) if again is not None else {}
+        for other, text in expected.items():
+            if other != param and texts.get(other) != text:
+                raise Unsupported(
+                    "unsupported-ctx",
+                    f"uses ctx.needs_input_grad[{k}] as a value: whether `{param}` requires "
+                    f"grad changes the gradient of `{other}`, and the rewrite computes every "
+                    "gradient as if all were needed",
+                    m.backward,
+                )
 
 
 def _methods(classdef: cst.ClassDef, info: ModuleInfo, snippets: list[Snippet]) -> _Methods:

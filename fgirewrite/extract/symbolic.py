@@ -442,6 +442,9 @@ class Evaluator(CallRules):
                 # The first input is the surrogate's argument: a tensor whenever its gradient
                 # is asked for. Others may be plain numbers, for which autograd says False.
                 known = i == 0 or i in self.ctx.tensor_inputs
+                if i in self.ctx.unneeded:
+                    items.append(Const(cst.Name("False"), simple=True, value=False))
+                    continue
                 items.append(Const(cst.Name("True"), simple=True, value=True if known else UNKNOWN))
             return Seq(items)
         if attr in self.ctx.attrs:

@@ -74,6 +74,7 @@ class Ctx:
     attrs: dict[str, Const] = field(default_factory=dict)
     tensor_inputs: set[int] = field(default_factory=set)  # indices known to be tensors
     n_inputs: int = 0
+    unneeded: set[int] = field(default_factory=set)  # needs_input_grad False for these
 
 
 class Names:

@@ -39,8 +39,11 @@ def analyse(data: bytes, path: str) -> tuple[Rewrite, discover.Parsed | None]:
     if result.surrogates:  # every word of the file is taken, comments included: conservative
         # Builtins too: ``def round`` would shadow ``round`` for a module that star-imports it.
         taken = set(_IDENTIFIER.findall(module.text)) | _RESERVED
+        scopes = {key(f): site.scope for site, f in zip(module.sites, result.findings, strict=True)}
         for s in result.surrogates:
-            result.names[key(s)] = _fresh(_snake(s.name.split(".")[-1]), taken)
+            name = result.names[key(s)] = _fresh(_snake(s.name.split(".")[-1]), taken)
+            # a class nested in a class keeps its code in ``apply``
+            result.written[key(s)] = f"{s.name}.apply()" if scopes[key(s)] == "class" else f"{name}()"
     return result, module
 
 
@@ -227,7 +230,6 @@ class _Rewriter(cst.CSTTransformer):
     def leave_ClassDef(self, original: cst.ClassDef, updated: cst.ClassDef):
         nested = self._nested_in_class()
         local = "<locals>" in self.path
-        qualname = ".".join(self.path)
         self.path.pop()
         surrogate, dead = self.found.pop(), self.dead.pop()
         if surrogate is None:
@@ -240,12 +242,10 @@ class _Rewriter(cst.CSTTransformer):
         assert isinstance(function, cst.FunctionDef)
         guard = self.guard or local  # a local class that is kept may be returned
         if nested:
-            self.result.written[key(surrogate)] = f"{qualname}.apply()"
             apply = function.with_changes(
                 name=cst.Name("apply"), decorators=[cst.Decorator(cst.Name("staticmethod"))]
             )
             return self._shim(updated, apply, guard)
-        self.result.written[key(surrogate)] = f"{name}()"
         function = function.with_changes(leading_lines=updated.leading_lines)
         if dead:  # nothing but its ``apply`` was used, and that now calls the function
             return function

@@ -11,7 +11,11 @@ of the rewriter on the rewritten source must change nothing.
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable
+import contextlib
+import importlib.util
+import sys
+import types
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from fgirewrite.execute.sandbox import (
     factory_bindings,
     unbound_arguments,
 )
+from fgirewrite.project import package_of
 from fgirewrite.rewrite import Rewrite, rewrite_source
 from fgirewrite.surrogate import Surrogate, key
 from fgirewrite.verify.pair import SurrogateReport, verify_pair
@@ -307,11 +312,40 @@ def instability(rewrite: Rewrite) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def helpers_importable(rewrite: Rewrite, path: Path) -> Iterator[None]:
+    """The package's helper module, as it will be written, importable by the rewritten file
+    (it may not exist on disk yet, or hold an older text)."""
+    if rewrite.helper_module is None:
+        yield
+        return
+    from fgirewrite.rewrite.helpers import module_source
+
+    package = package_of(path)[0].rpartition(".")[0]
+    name = importlib.util.resolve_name(rewrite.helper_module, package)
+    module = types.ModuleType(name)
+    exec(compile(module_source(True), name, "exec"), module.__dict__)  # noqa: S102 - ours
+    saved = sys.modules.get(name)
+    sys.modules[name] = module
+    try:
+        yield
+    finally:
+        if saved is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = saved
+
+
 def verify_rewrite(rewrite: Rewrite, path: Path | None = None) -> list[SurrogateReport]:
     """Verify every rewritten surrogate of a file through the module as it will be written."""
     path = Path(path or rewrite.path)
     if not rewrite.surrogates or rewrite.new_source is None:
         return []
+    with helpers_importable(rewrite, path):
+        return _verify_each(rewrite, path)
+
+
+def _verify_each(rewrite: Rewrite, path: Path) -> list[SurrogateReport]:
     original = Module.of(rewrite.source, path)
     written = Module.of(rewrite.new_source, path)
     reports = []
