@@ -103,8 +103,10 @@ def arguments(
     dtype: torch.dtype,
     device: str,
     shapes: dict[str, str] | None = None,
+    parameters: torch.dtype | None = None,
 ) -> list:
-    """The call's arguments for first input ``x`` (``shapes`` overrides the spec's)."""
+    """The call's arguments for first input ``x`` (``shapes`` overrides the spec's; the
+    other tensor inputs in ``parameters``' dtype when given, else ``dtype``)."""
     args: list = []
     kinds = {**spec.shapes, **(shapes or {})}
     for i, name in enumerate(spec.names):
@@ -116,12 +118,26 @@ def arguments(
             rows, columns = (x.shape[0], x.shape[1]) if x.dim() == 2 else (1, 1)
             args.append(
                 probes.parameter(
-                    kinds.get(name, "full"), dtype, rows, fixed, seed=i, columns=columns
+                    kinds.get(name, "full"), parameters or dtype, rows, fixed, seed=i, columns=columns
                 ).to(device)
             )
         else:
             args.append(spec.values[name])
     return args
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How a probe calls the surrogate: which inputs require grad (None: every floating
+    one), whether they are non-leaf tensors (a view of a leaf, as mid-graph inputs are), and
+    the autocast dtype the forward runs under (the backward runs outside it, as in training)."""
+
+    requires: frozenset[str] | None = None
+    nonleaf: bool = False
+    autocast: torch.dtype | None = None
+
+
+PLAIN = Setting()
 
 
 def run(
@@ -131,21 +147,31 @@ def run(
     go_seed: int | None = 1,
     grad: bool = True,
     leaves: bool = True,
+    setting: Setting = PLAIN,
 ):
     """Output and, after a backward with a fixed grad_output (``probes.incoming`` with
     ``go_seed``; ones if it is None), the ``.grad`` of every floating tensor input: None
     where no gradient reached it. ``leaves=False``: no input requires grad, no backward."""
-    inputs = [
-        a.detach().clone().requires_grad_(leaves and a.is_floating_point())
+    roots = [
+        a.detach().clone().requires_grad_(
+            leaves
+            and a.is_floating_point()
+            and (setting.requires is None or name in setting.requires)
+        )
         if isinstance(a, torch.Tensor)
         else a
-        for a in args
+        for a, name in zip(args, spec.names, strict=True)
+    ]
+    inputs = [
+        r.clone() if setting.nonleaf and isinstance(r, torch.Tensor) and r.requires_grad else r
+        for r in roots
     ]
     torch.manual_seed(0)  # a forward that samples draws the same numbers in both
     if not grad:
-        with torch.no_grad():
+        with torch.no_grad(), _autocast(setting.autocast, inputs):
             return fn(*inputs), {}
-    out = fn(*inputs)
+    with _autocast(setting.autocast, inputs):
+        out = fn(*inputs)
     if not leaves:
         return out, {}
     go = torch.ones_like(out) if go_seed is None else probes.incoming(out.shape, out.dtype, go_seed)
@@ -153,10 +179,17 @@ def run(
         out.backward(go.to(out.device))
     grads = {
         n: a.grad
-        for a, n in zip(inputs, spec.names, strict=True)
+        for a, n in zip(roots, spec.names, strict=True)
         if isinstance(a, torch.Tensor) and a.is_floating_point()
     }
     return out.detach(), grads
+
+
+def _autocast(dtype: torch.dtype | None, inputs: list) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    device = next((a.device.type for a in inputs if isinstance(a, torch.Tensor)), "cpu")
+    return torch.autocast(device, dtype=dtype)
 
 
 def _accepts(original: Callable, spec: Spec, device: str) -> bool:

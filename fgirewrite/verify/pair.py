@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -14,7 +15,15 @@ from fgirewrite.execute.sandbox import advice, test_callable
 from fgirewrite.source import described
 from fgirewrite.surrogate import Surrogate
 from fgirewrite.verify import probes
-from fgirewrite.verify.arguments import Spec, arguments, choose_shapes, run, spec_for
+from fgirewrite.verify.arguments import (
+    PLAIN,
+    Setting,
+    Spec,
+    arguments,
+    choose_shapes,
+    run,
+    spec_for,
+)
 from fgirewrite.verify.compare import Mismatch, bitwise_mismatch, close_mismatch, tolerance
 
 
@@ -82,27 +91,46 @@ class _Found:
     bitwise: bool = True
 
 
-def probe_sets(spec: Spec, dtype: torch.dtype) -> list[tuple[str, torch.Tensor, dict]]:
-    """(label, first input, parameter shapes) of every probe set: the grid around the
-    threshold, the edge values, and, for surrogates with other tensor inputs, a square input
-    with per-row and per-column parameters (a wrong reduction dimension shows there) and each
-    number parameter passed as a tensor that requires grad (its ``.grad`` must stay None)."""
+Probe = tuple[str, torch.Tensor, dict, Setting, torch.dtype | None]
+
+
+def probe_sets(spec: Spec, dtype: torch.dtype, device: str = "cpu") -> list[Probe]:
+    """(label, first input, parameter shapes, setting, parameter dtype) of every probe set:
+    the grid around the threshold, the edge values, and, for surrogates with other tensor
+    inputs, a square input with per-row and per-column parameters (a wrong reduction
+    dimension shows there) and each number parameter passed as a tensor that requires grad
+    (its ``.grad`` must stay None); then the grid again under autocast, with non-leaf inputs,
+    with float32 parameters beside half-precision activations, and with each combination
+    of the tensor inputs requiring grad."""
     centers = [0.0] + [float(v) for v in spec.values.values() if isinstance(v, (int, float))]
     if spec.domain != probes.DOMAINS[0]:
         centers = []
-    grid = probes.grid(dtype, centers, spec.domain)
-    sets: list[tuple[str, torch.Tensor, dict]] = [
-        ("grid", probes.as_matrix(grid), {}),
-        ("edges", probes.as_matrix(probes.edges(dtype)), {}),
+    grid = probes.as_matrix(probes.grid(dtype, centers, spec.domain))
+    sets: list[Probe] = [
+        ("grid", grid, {}, PLAIN, None),
+        ("edges", probes.as_matrix(probes.edges(dtype)), {}, PLAIN, None),
     ]
+    extra = [n for n in spec.names[1:] if n in spec.tensors]
+    autocast = torch.bfloat16 if device == "cpu" else torch.float16
+    sets.append((f"autocast {_name(autocast)}", grid, {}, Setting(autocast=autocast), None))
+    if dtype in (torch.bfloat16, torch.float16):
+        if extra:
+            sets.append(("float32 parameters", grid, {}, PLAIN, torch.float32))
+        return sets
+    if dtype == torch.float32:
+        sets.append(("non-leaf inputs", grid, {}, Setting(nonleaf=True), None))
+        names = [spec.names[0], *extra]
+        for size in range(1, len(names)) if len(names) <= 4 else ():
+            for chosen in itertools.combinations(names, size):
+                label = f"only {', '.join(chosen)} requiring grad"
+                sets.append((label, grid, {}, Setting(requires=frozenset(chosen)), None))
     if dtype not in (torch.float32, torch.float64):
         return sets
-    extra = [n for n in spec.names[1:] if n in spec.tensors]
     for kind in ("row", "col") if extra else ():
-        sets.append(("square", probes.square(grid), {n: kind for n in extra}))
+        sets.append(("square", probes.square(grid[:, 0]), {n: kind for n in extra}, PLAIN, None))
     numbers = [n for n in spec.names[1:] if n in spec.maybe_tensors]
     for name in numbers:
-        sets.append((f"{name} as a tensor", probes.as_matrix(grid), {name: "scalar"}))
+        sets.append((f"{name} as a tensor", grid, {name: "scalar"}, PLAIN, None))
     return sets
 
 
@@ -111,10 +139,11 @@ def check_pair(
 ) -> Check:
     """Compare the original Function's apply with the rewrite on every probe set."""
     found = _Found()
-    for label, x, shapes in probe_sets(spec, dtype):
+    for label, x, shapes, setting, parameters in probe_sets(spec, dtype, device):
         x = x.to(device)
-        args = arguments(spec, x, dtype, device, shapes)
-        _compare(found, label, original, rewritten, spec, args, x, required=label == "grid")
+        args = arguments(spec, x, dtype, device, shapes, parameters)
+        call = (original, rewritten, spec, args, x)
+        _compare(found, label, call, setting, required=label == "grid")
     bitwise = found.bitwise and found.compared and not found.failures
     return Check(
         _name(dtype), device, tuple(found.failures), tuple(found.notes), found.compared, bitwise
@@ -124,16 +153,14 @@ def check_pair(
 def _compare(
     found: _Found,
     label: str,
-    original: Callable,
-    rewritten: Callable,
-    spec: Spec,
-    args: list,
-    x: torch.Tensor,
+    call: tuple[Callable, Callable, Spec, list, torch.Tensor],
+    setting: Setting,
     required: bool,
 ) -> None:
     """One probe set: forward bit for bit (with grad and without), every input's gradient."""
+    original, rewritten, spec, args, x = call
     try:
-        expected, expected_grads = run(original, args, spec)
+        expected, expected_grads = run(original, args, spec, setting=setting)
     except Exception as exc:  # noqa: BLE001 - the original itself fails here
         if required or label in ("edges",):
             found.notes.append(
@@ -142,8 +169,8 @@ def _compare(
         found.compared = found.compared and not required
         return
     try:
-        actual, actual_grads = run(rewritten, args, spec)
-        actual_nograd, _ = run(rewritten, args, spec, grad=False)
+        actual, actual_grads = run(rewritten, args, spec, setting=setting)
+        actual_nograd, _ = run(rewritten, args, spec, grad=False, setting=setting)
     except Exception as exc:  # noqa: BLE001
         found.failures.append(f"{label}: the rewrite raises {type(exc).__name__}: {exc}")
         return
@@ -152,9 +179,8 @@ def _compare(
     if label == "grid" and _grad_without_inputs(original, rewritten, args, spec):
         found.failures.append(
             f"{label}: with no input requiring grad, the rewrite's output requires grad and the "
-            "original's does not: the gradient code reads a tensor that requires grad (a "
-            "module-level or class-level nn.Parameter?), which would get a gradient the "
-            "original never gives it"
+            "original's does not: the gradient code reads a tensor that requires grad, which "
+            "would get a gradient the original never gives it"
         )
     pair = (original, rewritten, args, spec)
     _compare_gradients(found, label, expected_grads, actual_grads, expected.dtype, x, pair)
