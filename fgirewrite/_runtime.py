@@ -22,7 +22,8 @@ def _fgi_needs_grad():
 
 
 def _fgi_seed(x, out):
-    """`x` as the backward saw grad_output: in the dtype the backward computed in."""
+    """`x` as the backward saw grad_output, in the dtype the backward computed its gradient
+    in: the output's, promoted with `x`'s."""
     return x.to(torch.promote_types(out.dtype, x.dtype))
 
 

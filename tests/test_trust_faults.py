@@ -59,8 +59,8 @@ MUTANTS = [
         "reduce_row_param.py",
         [
             (
-                "grad_thr = thr_in.to(",
-                "grad_thr = thr_in.reshape(1, -1).to(",
+                "grad_thr = _fgi_seed(thr_in, out)",
+                "grad_thr = _fgi_seed(thr_in.reshape(1, -1), out)",
             )
         ],
         "square d/dthr: mismatched elements",

@@ -192,12 +192,9 @@ def function_source(
     live = dict(s.live)
     first = s.param_names[0]
     for g in s.gradients:
-        handle = live.get(g.param, g.param)
-        if g.param == first:
-            seed = f"{helper['_fgi_seed']}({handle}, {s.output})"
-        else:  # in the dtype the backward computed in, expanded as grad_output was
-            dtype = f"torch.promote_types({s.output}.dtype, {first}.dtype)"
-            seed = f"{handle}.to({dtype}).expand({s.output}.shape)"
+        seed = f"{helper['_fgi_seed']}({live.get(g.param, g.param)}, {s.output})"
+        if g.param != first:  # as grad_output was: the output's shape
+            seed += f".expand({s.output}.shape)"
         injection.append(f"{g.delta} = {seed}")
     term = terms[0]
     for other in terms[1:]:

@@ -25,7 +25,13 @@ from fgirewrite.extract.classes import params as params_of
 from fgirewrite.extract.effects import check_decorators, check_forward
 from fgirewrite.extract.forward import Forward, assigned_names, read_forward
 from fgirewrite.extract.symbolic import Evaluator
-from fgirewrite.extract.templates import backward_order, code, derivative, readable
+from fgirewrite.extract.templates import (
+    backward_order,
+    code,
+    derivative,
+    out_typed_names,
+    readable,
+)
 from fgirewrite.extract.values import (
     Const,
     Ctx,
@@ -300,7 +306,10 @@ def _code(
     snippets: list[Snippet],
     path: str,
 ) -> _Code:
+    # Inputs annotated as numbers, and tensors of the output's dtype: steps by them keep
+    # grad_output's dtype, as numbers do.
     scalars = {p.name.value for p in m.params if _number(p)}
+    scalars |= out_typed_names(state.prelude, out_name)
     optional = {p.name.value for p in m.params if p.default is not None}
     gradients = _gradients(
         result, m.param_names, m.backward, snippets, path, scalars, out_name, optional

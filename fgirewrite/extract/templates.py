@@ -267,14 +267,57 @@ def _where(cond: cst.BaseExpression, a: cst.BaseExpression, b: cst.BaseExpressio
 
 
 def _neutral(factor: object, scalars: Collection[str]) -> bool:
-    """A step that keeps the dtype: no factor (a mask, a negation) or a number."""
+    """A step that keeps the dtype: no factor (a mask, a negation), a number, or a tensor of
+    the output's dtype (``scalars`` names both kinds)."""
     if factor is None:
         return True
-    if isinstance(factor, cst.UnaryOperation):
-        factor = factor.expression
-    if isinstance(factor, (cst.Integer, cst.Float)):
+    return isinstance(factor, cst.BaseExpression) and _keeps_dtype(factor, scalars, None)
+
+
+_ELEMENTWISE = frozenset(
+    {"sigmoid", "exp", "tanh", "abs", "neg", "square", "reciprocal", "sqrt", "cos", "sin"}
+)
+
+
+def _keeps_dtype(node: cst.BaseExpression, names: Collection[str], out: str | None) -> bool:
+    """A number, or a tensor of the output's dtype: ``out`` itself, a cast to its dtype, a
+    name in ``names``, or arithmetic and elementwise functions of these."""
+    bare = node.with_changes(lpar=[], rpar=[]) if node.lpar else node
+    if isinstance(bare, (cst.Integer, cst.Float)):
         return True
-    return isinstance(factor, cst.Name) and factor.value in scalars
+    if isinstance(bare, cst.Name):
+        return bare.value in names or bare.value == out
+    if isinstance(bare, cst.UnaryOperation):
+        return _keeps_dtype(bare.expression, names, out)
+    if isinstance(bare, cst.BinaryOperation):
+        return _keeps_dtype(bare.left, names, out) and _keeps_dtype(bare.right, names, out)
+    if isinstance(bare, cst.Call) and isinstance(bare.func, cst.Attribute):
+        method, args = bare.func.attr.value, [a.value for a in bare.args]
+        if method in ("to", "type_as") and len(args) == 1 and out is not None:
+            target = dotted(args[0])
+            return target in (out, f"{out}.dtype")
+        if method in _ELEMENTWISE and not args:
+            return _keeps_dtype(bare.func.value, names, out)
+        if dotted(bare.func) in {f"torch.{m}" for m in _ELEMENTWISE} and len(args) == 1:
+            return _keeps_dtype(args[0], names, out)
+    return False
+
+
+def out_typed_names(prelude: list[cst.BaseStatement], out: str) -> set[str]:
+    """Names the backward's statements bind to tensors of the output's dtype (a saved output,
+    ``s.to(out.dtype)``): a gradient scaled by one keeps grad_output's dtype."""
+    names: set[str] = set()
+    for stmt in prelude:
+        small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) else None
+        if (
+            isinstance(small, cst.Assign)
+            and len(small.targets) == 1
+            and isinstance(small.targets[0].target, cst.Name)
+            and _keeps_dtype(small.value, names, out)
+            and not isinstance(small.value, (cst.Integer, cst.Float))
+        ):
+            names.add(small.targets[0].target.value)
+    return names
 
 
 def _cast(node: cst.BaseExpression, out: str) -> cst.BaseExpression:
