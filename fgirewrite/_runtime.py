@@ -23,8 +23,8 @@ def _fgi_needs_grad():
 
 def _fgi_seed(x, out):
     """`x` as the backward saw grad_output, in the dtype the backward computed its gradient
-    in: the output's, promoted with `x`'s."""
-    return x.to(torch.promote_types(out.dtype, x.dtype))
+    in: the output's, promoted with `x`'s (a 0-d tensor does not promote a dimensioned one)."""
+    return x.to(torch.promote_types(out.dtype, x.dtype) if x.dim() else out.dtype)
 
 
 def _fgi_inject(out, term):

@@ -21,7 +21,7 @@ ALIF = ROOT / "examples" / "alif.py"
 
 FIX = (
     "rewrite it with `fgirewrite --write examples/alif.py`, or load the model rewritten in "
-    "memory with `fgirewrite.load.load_pair('examples/alif.py')`"
+    "memory with `fgirewrite.load_pair('examples/alif.py')`"
 )
 OLD_STYLE = "an old-style Function (forward(ctx, ...)) cannot run under vmap, grad or jvp"
 

@@ -27,7 +27,6 @@ LAYERS: list[set[str]] = [
     {"live", "grads"},
     {"runner", "testing", "bench"},
     {"cli", "__main__"},
-    {"gradients", "gradient_checks", "private", "fx_pass", "load"},  # old paths, re-exports
 ]
 
 
@@ -176,16 +175,11 @@ def test_the_readme_lists_the_public_api():
 @pytest.mark.parametrize(
     ("old", "name", "new"),
     [
-        ("fgirewrite.gradients", "per_sample_grads", "fgirewrite.grads.transforms"),
-        ("fgirewrite.gradient_checks", "verify_gradients", "fgirewrite.grads.checks"),
-        ("fgirewrite.private", "for_opacus", "fgirewrite.grads.private"),
-        ("fgirewrite.fx_pass", "trace", "fgirewrite.live.fx"),
-        ("fgirewrite.load", "load_pair", "fgirewrite.execute.load"),
         ("fgirewrite.live", "fgi_function", "fgirewrite.live.surrogates"),
         ("fgirewrite.verify", "verify_pair", "fgirewrite.verify.pair"),
     ],
 )
-def test_documented_old_paths_still_import(old, name, new):
+def test_subpackages_export_their_documented_names(old, name, new):
     import importlib
 
     assert getattr(importlib.import_module(old), name) is getattr(

@@ -150,7 +150,7 @@ def test_the_original_fails_naming_its_function(pair, monkeypatch):
         "(examples/alif.py:18, called at examples/alif.py:64), which blocks torch.func: an "
         "old-style Function (forward(ctx, ...)) cannot run under vmap, grad or jvp; rewrite "
         "it with `fgirewrite --write examples/alif.py`, or load the model rewritten in "
-        "memory with `fgirewrite.load.load_pair('examples/alif.py')`"
+        "memory with `fgirewrite.load_pair('examples/alif.py')`"
     )
     assert info.value.function is pair[0].SpikeFunction
 

@@ -114,7 +114,10 @@ def _annotated(params: str) -> str:
     kinds: dict[type, str] = {cst.Float: "float", cst.Integer: "int"}
     changed = []
     for param in node.params.params:
-        kind = kinds.get(type(param.default)) if param.annotation is None else None
+        default = param.default
+        if isinstance(default, cst.UnaryOperation) and isinstance(default.operator, cst.Minus):
+            default = default.expression
+        kind = kinds.get(type(default)) if param.annotation is None else None
         if (
             kind is None
             and isinstance(param.default, cst.Name)

@@ -48,6 +48,7 @@ TENSOR_METHODS = (
     | {"add", "sub", "subtract", "cos", "sin", "erfc", "log1p", "expm1", "masked_fill", "where"}
 )
 ALIAS_ATTRIBUTES = rules.MAY_ALIAS_ATTRIBUTES
+TENSOR_MEMBERS = TENSOR_METHODS | ALIAS_ATTRIBUTES | METADATA
 # torch functions that may return their first argument itself or a view of it.
 ALIASING_FUNCTIONS = frozenset(
     {
@@ -123,7 +124,8 @@ class Scope:
     def _tensor(self, receiver: cst.BaseExpression, member: str | None) -> bool:
         """``receiver`` is a trusted tensor (or, for an input that may be one, ``member`` is
         a tensor method): its attributes, methods and elements compute from it."""
-        if isinstance(receiver, cst.Name) and receiver.value in self.maybe_tensors:
+        name = receiver.value if isinstance(receiver, cst.Name) else None
+        if name in self.maybe_tensors or (name in self.copies and name not in self.tensors):
             return member is not None and (member in TENSOR_METHODS or member in ALIAS_ATTRIBUTES)
         if isinstance(receiver, cst.Name) and receiver.value in self.modules:
             return False  # a module's attribute: ``_library`` decides
@@ -350,27 +352,24 @@ def _operand(node: cst.BaseExpression, scope: Scope, operands: Operands) -> cst.
 def _trusted_leaves(
     node: cst.BaseExpression, scope: Scope, operands: Operands
 ) -> cst.BaseExpression:
-    """``node`` with each value it reads that is not trusted replaced by a detached copy."""
+    """``node`` with each value it reads that is not trusted replaced by a detached copy: a
+    name, an attribute or element of something untrusted, or what an untrusted callable
+    returns, each read once (a tensor method of an untrusted tensor reads a copy of it)."""
     if scope.trusted(node):
         return node
     if isinstance(node, cst.Call) and scope._trusted_callee(node.func):
         args = [a.with_changes(value=_trusted_leaves(a.value, scope, operands)) for a in node.args]
         return node.with_changes(args=args)
-    if isinstance(node, (cst.Attribute, cst.Call, cst.Subscript)):
-        inner = node.func if isinstance(node, cst.Call) else node
-        assert isinstance(inner, (cst.Attribute, cst.Subscript)) or isinstance(node, cst.Call)
-        if isinstance(inner, (cst.Attribute, cst.Subscript)):
-            receiver = _trusted_leaves(inner.value, scope, operands)
-            rebuilt = inner.with_changes(value=receiver)
-            candidate = node.with_changes(func=rebuilt) if isinstance(node, cst.Call) else rebuilt
-            if scope.trusted(candidate):
-                return candidate
-            if isinstance(node, cst.Call) and scope._trusted_callee(rebuilt):
-                return _trusted_leaves(candidate, scope, operands)
-    changed = _each_operand(node, lambda n: _trusted_leaves(n, scope, operands))
-    if changed is not node or _operands(node) is not None:
-        return changed
-    return _leaf(node, scope, operands)
+    inner = node.func if isinstance(node, cst.Call) else node
+    if isinstance(inner, cst.Attribute) and inner.attr.value in TENSOR_MEMBERS:
+        candidate = inner.with_changes(value=_trusted_leaves(inner.value, scope, operands))
+        if isinstance(node, cst.Call):
+            candidate = _trusted_leaves(node.with_changes(func=candidate), scope, operands)
+        if scope.trusted(candidate):
+            return candidate
+    if isinstance(node, (cst.Name, cst.Attribute, cst.Subscript, cst.Call)):
+        return _leaf(node, scope, operands)
+    return _each_operand(node, lambda n: _trusted_leaves(n, scope, operands))
 
 
 def _leaf(node: cst.BaseExpression, scope: Scope, operands: Operands) -> cst.Name:
@@ -383,7 +382,7 @@ def _leaf(node: cst.BaseExpression, scope: Scope, operands: Operands) -> cst.Nam
     if text in operands.leaves:
         return cst.Name(operands.leaves[text])
     if isinstance(node, cst.Name):
-        base = node.value
+        base = node.value.lower()
     elif isinstance(node, cst.Attribute):
         base = node.attr.value
     else:

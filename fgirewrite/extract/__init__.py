@@ -137,6 +137,8 @@ def _extract(
     built = _code(m, fwd, out_name, state, result, snippets, path)
 
     inputs = _inputs(m, ctx, built, snapshots, names)
+    if autocast is not None and autocast.cast_inputs is not None:
+        _castable(m, inputs.detach)
     bound = shadowed | built.forward_reads | built.used | {v for _, v in inputs.live}
     gradients = _with_deltas(built.gradients, grad_param, bound, names)
     module_names = set(info.imports) | set(info.functions) | set(info.classes) | info.assigned
@@ -164,6 +166,26 @@ def _extract(
             dict.fromkeys(c.node.value for c in ctx.saved or [] if isinstance(c.node, cst.Name))
         ),
     )
+
+
+def _castable(m: _Methods, tensors: tuple[str, ...]) -> None:
+    """``custom_fwd(cast_inputs=...)`` casts tensors inside tuple and list arguments too, which
+    the generated code does not: every input must be a tensor or a number."""
+    for param in m.params:
+        name = param.name.value
+        shown = (
+            cst.Module([]).code_for_node(param.annotation.annotation).lower()
+            if param.annotation
+            else None
+        )
+        iterable = shown is None or any(k in shown for k in ("tuple", "list", "sequence", "iter"))
+        if name not in tensors and not _number(param) and iterable:
+            raise Unsupported(
+                "unknown-decorator",
+                f"`custom_fwd(cast_inputs=...)` on the forward also casts tensors inside a tuple "
+                f"or list argument, and `{name}` may be one: annotate it (a tensor or a number)",
+                param,
+            )
 
 
 def _copy_state(state: State) -> State:

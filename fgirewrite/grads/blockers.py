@@ -159,7 +159,7 @@ def blocked_message(
     else:
         fix = (
             f"rewrite it with `fgirewrite --write {path}`, or load the model rewritten in "
-            f"memory with `fgirewrite.load.load_pair({path!r})`"
+            f"memory with `fgirewrite.load_pair({path!r})`"
         )
     return (
         f"{what}: the model calls torch.autograd.Function `{name}` ({where}"

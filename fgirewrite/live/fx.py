@@ -207,7 +207,7 @@ class FGIPass(PassBase):
         if not isinstance(graph_module, fx.GraphModule):
             raise TypeError(
                 f"FGIPass runs on a torch.fx.GraphModule, not "
-                f"{type(graph_module).__name__}; trace it with fgirewrite.fx_pass."
+                f"{type(graph_module).__name__}; trace it with fgirewrite.trace."
                 "trace (torch.fx.symbolic_trace drops custom Function gradients)"
             )
         graph_module.graph.lint()
