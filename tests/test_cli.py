@@ -94,7 +94,7 @@ def test_json_lists_every_finding(tmp_path):
     result = run("--check", "--output-format", "json", str(tmp_path))
     assert result.exit_code == 1
     report = json.loads(result.stdout)
-    assert report["version"] == 3 and report["mode"] == "check"
+    assert report["version"] == 4 and report["mode"] == "check"
     assert report["verified"] is False
     statuses = {(f["class"], f["status"], f["verified"]) for f in report["findings"]}
     assert statuses == {
@@ -137,7 +137,7 @@ def test_write_json_carries_each_surrogates_verification(good):
     result = run("--write", "--output-format", "json", str(good))
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
-    assert report["version"] == 3 and report["verified"] is True
+    assert report["version"] == 4 and report["verified"] is True
     found = {f["class"]: f for f in report["findings"]}
     assert found["GaussianSpike"]["status"] == "rewritten"
     assert found["NaNs"]["status"] == "failed"
