@@ -369,7 +369,7 @@ class Resolver:
             exclude = _patterns(texts, anchor, sources["exclude"])
         extend = _patterns(table.get("extend-exclude", ()), anchor, where)
         extend += _patterns(given.extend_exclude, self.cwd, "--extend-exclude")
-        sources["extend-exclude"] = ", ".join(sorted({p.source for p in extend})) or "default"
+        sources["extend-exclude"] = ", ".join(dict.fromkeys(p.source for p in extend)) or "default"
         pythonpath = tuple((anchor / p).resolve() for p in pick("pythonpath", "", None, ()))
         target, sources["target-version"] = _target_of(table, where, nearest)
         verify_flag = "--verify" if given.verify else "--no-verify"
