@@ -209,7 +209,10 @@ def _progress(total: int):
 )
 def rewrite_command(
     paths: list[Path] = typer.Argument(
-        ..., help="Python files or directories (recursive).", show_default=False, metavar="PATH"
+        ...,
+        help="Python files, notebooks or directories (recursive).",
+        show_default=False,
+        metavar="PATH",
     ),
     check: bool = typer.Option(
         False,
@@ -284,7 +287,9 @@ def rewrite_command(
 
     The default mode is --diff: show what would change, write nothing. Static modes (--diff, --check) never import or execute the files they read, so what they show is unverified: --write verifies each rewrite before writing it, and may refuse one.
 
-    PATHs are *.py files, Jupyter notebooks (*.ipynb: their code cells, read as one module; IPython lines are kept and never run) and folders, searched recursively. A class whose line (or first decorator line) has the comment `# fgirewrite: skip` is left alone, and counted as excluded.
+    PATHs are *.py files, Jupyter notebooks (*.ipynb: their code cells, read as one module; IPython lines are kept and never run) and folders, searched recursively.
+
+    `# fgirewrite: skip` on a class line (or its first decorator line) leaves that class alone; it is counted as excluded.
 
     Defaults come from [tool.fgirewrite] in the closest pyproject.toml (exclude, extend-exclude, force-exclude, pythonpath, target-version, verify, jobs, output-format); flags override it. See --show-settings.
     """  # noqa: E501 (one line per paragraph, for the help screen)

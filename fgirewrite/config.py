@@ -2,8 +2,8 @@
 
 A file's settings come from the closest ``pyproject.toml`` at or above it that has a
 ``[tool.fgirewrite]`` table; command-line flags override it, and the defaults fill the rest.
-``target-version`` defaults to the ``requires-python`` of that file, or of the closest
-``pyproject.toml`` when none has the table. Exclusion patterns are globs, matched as ruff
+``target-version`` defaults to the lower bound of ``requires-python`` in the closest
+``pyproject.toml``, with the table or without. Exclusion patterns are globs, matched as ruff
 matches them: a pattern without a ``/`` against the name of a file or folder at any depth, one
 with a ``/`` against the path from the folder it was written in (the config's folder, or the
 current folder for a flag); ``**`` crosses folders, a trailing ``/`` matches folders only.
@@ -422,5 +422,6 @@ def show(path: Path, settings: Settings, excluded: Pattern | None) -> str:
     for name, value in settings.values().items():
         lines.append(f"{name} = {json.dumps(value)}  # {settings.sources[name]}")
     if excluded is not None:
-        lines.append(f"# {path} is excluded by {excluded}")
+        given = "" if settings.force_exclude else "; given by name, it is read (no force-exclude)"
+        lines.append(f"# {path} is excluded by {excluded}{given}")
     return "\n".join(lines)

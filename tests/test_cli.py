@@ -206,7 +206,8 @@ def test_module_and_console_script(good):
 
 def test_pre_commit_hook_runs_check_mode():
     hooks = (ROOT / ".pre-commit-hooks.yaml").read_text()
-    assert "entry: fgirewrite --check" in hooks and "types: [python]" in hooks
+    assert "entry: fgirewrite --check --force-exclude" in hooks
+    assert "types_or: [python, jupyter]" in hooks
 
 
 def test_double_backward_elsewhere_in_the_run_is_warned(tmp_path, good):
@@ -289,7 +290,7 @@ def test_help_reads_well_at_80_columns_without_a_terminal(command):
     if command == ["rewrite"]:
         assert lines[0] == "Usage: python -m fgirewrite rewrite [OPTIONS] PATH..."
         assert "  --check  " in done.stdout and "  -q, --quiet  " in done.stdout
-        assert "  PATH...  Python files or directories (recursive).  [required]" in lines
+        assert "  PATH...  Python files, notebooks or directories (recursive).  [required]" in lines
     if command == ["bench"]:
         assert "  --compile-cache / --no-compile-cache" in lines
         assert any(line.startswith("  --matmul-precision <str>  ") for line in lines)

@@ -175,7 +175,10 @@ def test_show_settings_says_where_each_value_comes_from(repo):
     first, second = result.stdout.split("\n\n")
     assert first == SHOW.format(path="top.py", root=repo)
     assert second.splitlines()[0] == f"# legacy: settings from {repo}/pyproject.toml"
-    assert second.splitlines()[-1] == f'# legacy is excluded by "legacy" ({repo}/pyproject.toml)'
+    assert second.splitlines()[-1] == (
+        f'# legacy is excluded by "legacy" ({repo}/pyproject.toml); given by name, it is read '
+        "(no force-exclude)"
+    )
 
 
 def test_show_settings_without_a_config(tmp_path, monkeypatch):
@@ -277,3 +280,17 @@ def test_settings_api(tmp_path):
     assert settings.pythonpath == (tmp_path.resolve() / "lib",)
     assert settings.target_version == (3, 10)
     assert settings.config == tmp_path.resolve() / "pyproject.toml"
+
+
+def test_help_explains_the_new_options():
+    text = " ".join(run("rewrite", "--help").stdout.split())
+    for words in (
+        "--exclude GLOB Globs of files and folders to leave out, replacing the default list",
+        "--extend-exclude GLOB Globs to leave out in addition",
+        "--force-exclude / --no-force-exclude Leave out excluded paths even when they are given",
+        "--show-settings Print the settings that apply to each PATH",
+        "Jupyter notebooks (*.ipynb",
+        "`# fgirewrite: skip` on a class line",
+        "Defaults come from [tool.fgirewrite] in the closest pyproject.toml",
+    ):
+        assert words in text

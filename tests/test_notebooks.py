@@ -407,3 +407,21 @@ def test_the_snntorch_tutorial(tmp_path, monkeypatch):
     assert out.sum() > 0 and grad.abs().sum() > 0  # spikes, and a gradient through them
     assert torch.equal(out, new_out)
     torch.testing.assert_close(grad, new_grad)
+
+
+def test_a_surrogate_in_the_first_cell_and_empty_cells_around_it(tmp_path):
+    path = tmp_path / "n.ipynb"
+    write(path, book(cell("import torch\n" + SPIKE), cell(""), cell("y = Spike.apply(x)\n")))
+    assert run("--write", "--no-verify", path).exit_code == 0
+    cells = sources(path)
+    assert cells[0].startswith("import torch\n\n\ndef _fgi_needs_grad()")
+    assert cells[1:] == ["", "y = spike(x)\n"]  # the call in another cell is rewritten too
+    assert run("--check", path).exit_code == 0
+
+
+def test_a_second_order_warning_names_the_cell(tmp_path):
+    path = tmp_path / "n.ipynb"
+    grad = "g = torch.autograd.grad(y.sum(), x, create_graph=True)"
+    write(path, book(cell("import torch"), cell(SPIKE), cell("x = 1\n" + grad)))
+    result = run("--check", path)
+    assert f"{path}:cell 3:2: warning: differentiates through gradients" in result.stderr
