@@ -31,6 +31,7 @@ SKIP_DIRS = frozenset(
         "dist",
         "node_modules",
         ".eggs",
+        ".ipynb_checkpoints",  # Jupyter's copies of the notebooks beside it
     }
 )
 

@@ -81,6 +81,8 @@ class Marks:
 def marks(tree: ast.Module, sites: list[ClassSite], found: dict[int, int]) -> Marks:
     """The classes that the skip comments ``found`` mark, and the unused comments."""
     result = Marks()
+    if not found:
+        return result
     for statement in class_statements(tree):
         node = statement.node
         first = min([node.lineno] + [d.lineno for d in node.decorator_list])

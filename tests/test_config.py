@@ -152,7 +152,8 @@ def test_options_from_the_config_and_flags_over_them(repo):
 
 SHOW = """\
 # {path}: settings from {root}/pyproject.toml
-exclude = [".eggs", ".git", ".hg", ".mypy_cache", ".nox", ".pytest_cache", ".ruff_cache", \
+exclude = [".eggs", ".git", ".hg", ".ipynb_checkpoints", ".mypy_cache", ".nox", ".pytest_cache", \
+".ruff_cache", \
 ".svn", ".tox", ".venv", "__pycache__", "build", "dist", "node_modules", "venv", "*.egg-info"]  \
 # default
 extend-exclude = ["legacy", "gen/"]  # {root}/pyproject.toml, --extend-exclude

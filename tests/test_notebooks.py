@@ -425,3 +425,10 @@ def test_a_second_order_warning_names_the_cell(tmp_path):
     write(path, book(cell("import torch"), cell(SPIKE), cell("x = 1\n" + grad)))
     result = run("--check", path)
     assert f"{path}:cell 3:2: warning: differentiates through gradients" in result.stderr
+
+
+def test_jupyters_checkpoint_copies_are_not_read(magics):
+    (magics.parent / ".ipynb_checkpoints").mkdir()
+    write(magics.parent / ".ipynb_checkpoints" / "tutorial-checkpoint.ipynb", MAGICS)
+    result = run("--check", magics.parent)
+    assert result.stderr.endswith("0 errors; 1 file checked\n")
