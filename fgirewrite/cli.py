@@ -1,9 +1,10 @@
 """The ``fgirewrite`` command line.
 
 ``fgirewrite PATH...`` is ``fgirewrite rewrite PATH...``: the default command.
-Exit codes: 0 nothing to do or all done; 1 changes pending (``--check``) or a Function class
-left unrewritten; 2 an error (a path missing or without Python files, a file that cannot be
-read, parsed or written, a usage error), each one line on stderr.
+Exit codes: 0 nothing to do or all done; 1 changes pending or an unused skip comment
+(``--check``), or a Function class left unrewritten; 2 an error (a path missing or without
+Python files, a bad configuration, a file that cannot be read, parsed or written, a usage
+error), each one line on stderr.
 """
 
 from __future__ import annotations
@@ -373,7 +374,10 @@ def _found(
     paths: list[Path], resolver: config.Resolver, force: bool, errors: list[tuple[str, str]]
 ) -> list[Path]:
     """The files under PATHs that no exclusion names (a PATH given by name only with
-    --force-exclude)."""
+    --force-exclude). Every PATH's configuration is read first: a bad one is an error even
+    where nothing else would read it."""
+    for path in paths:
+        resolver.settings(path)
     explicitly = resolver.excluded_explicitly if force else None
     return list(files.python_files(paths, errors, resolver.excluded, explicitly))
 

@@ -295,3 +295,14 @@ def test_help_explains_the_new_options():
         "Defaults come from [tool.fgirewrite] in the closest pyproject.toml",
     ):
         assert words in text
+
+
+def test_a_bad_config_below_is_an_error_for_a_file_given_by_name(repo):
+    project(repo, "")
+    (repo / "src" / "pyproject.toml").write_text("[tool.fgirewrite]\njobs = true\n")
+    result = run("--check", "top.py", "src/pkg/model.py")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"{repo}/src/pyproject.toml: error: [tool.fgirewrite] jobs: expected a whole number, "
+        "0 or more, got True\n"
+    )
