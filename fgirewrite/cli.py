@@ -306,8 +306,8 @@ def rewrite_command(
         jobs=jobs,
         output_format=output_format.value if output_format is not None else None,
     )
-    resolver = config.Resolver(overrides)
     try:
+        resolver = config.Resolver(overrides)
         if show_settings:
             _show_settings(paths, resolver)
             raise typer.Exit(EXIT_OK)

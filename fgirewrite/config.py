@@ -287,6 +287,16 @@ class Resolver:
 
     def __init__(self, overrides: Overrides | None = None, cwd: Path | None = None):
         self.overrides = overrides or Overrides()
+        for flag, globs in (
+            ("--exclude", self.overrides.exclude or ()),
+            ("--extend-exclude", self.overrides.extend_exclude),
+        ):
+            for glob in globs:
+                if glob.startswith("!"):
+                    raise ConfigError(
+                        f"fgirewrite: error: {flag} {glob!r}: negated patterns (!) are not "
+                        "supported"
+                    )
         self.cwd = (cwd or Path.cwd()).resolve()
         self._configs: dict[Path, tuple[_Config | None, _Config | None]] = {}
         self._made: dict[tuple[Path | None, Path | None], Settings] = {}

@@ -306,3 +306,11 @@ def test_a_bad_config_below_is_an_error_for_a_file_given_by_name(repo):
         f"{repo}/src/pyproject.toml: error: [tool.fgirewrite] jobs: expected a whole number, "
         "0 or more, got True\n"
     )
+
+
+def test_a_negated_glob_on_the_command_line_is_a_usage_error(repo):
+    result = run("--check", "--extend-exclude", "!top.py", ".")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "fgirewrite: error: --extend-exclude '!top.py': negated patterns (!) are not supported\n"
+    )
