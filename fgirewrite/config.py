@@ -304,7 +304,7 @@ class Resolver:
 
     def settings(self, path: Path) -> Settings:
         """The settings that apply to ``path`` (a file, or a folder and what it holds)."""
-        path = Path(path).resolve()
+        path = _resolved(path)
         return self.at(path if path.is_dir() else path.parent)
 
     def at(self, folder: Path) -> Settings:
@@ -327,7 +327,7 @@ class Resolver:
         """The pattern that excludes a path given on the command line, or one of the folders
         it is in below its config's folder (the current folder without one), as ruff does
         with ``--force-exclude``."""
-        path = Path(path).resolve()
+        path = _resolved(path)
         top = self.settings(path).root or self.cwd
         for candidate in [path, *path.parents]:
             if candidate == top or candidate.parent == candidate:
@@ -395,6 +395,14 @@ class Resolver:
             output_format=pick("output-format", "--output-format", given.output_format, "text"),
             sources=sources,
         )
+
+
+def _resolved(path: Path) -> Path:
+    """The path resolved; a link loop, which cannot be, made absolute (the walk reports it)."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):
+        return Path(path).absolute()
 
 
 def _patterns(texts: Iterable[str], anchor: Path, source: str) -> tuple[Pattern, ...]:
