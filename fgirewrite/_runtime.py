@@ -45,8 +45,8 @@ class _FGIRewritten:
         protocol = {"forward", "backward", "setup_context", "jvp", "vjp", "vmap"}
         if protocol & set(vars(cls)) and "apply" not in vars(cls):
             raise TypeError(
-                "{} subclasses a class that fgirewrite rewrote into FGI, which is no longer a "
-                "torch.autograd.Function: subclass torch.autograd.Function".format(cls.__name__)
+                f"{cls.__name__} subclasses a class that fgirewrite rewrote into FGI, which is "
+                "no longer a torch.autograd.Function: subclass torch.autograd.Function"
             )
 
 

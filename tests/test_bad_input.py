@@ -253,8 +253,8 @@ def test_missing_paths(tmp_path):
 
 
 NO_PYTHON = (
-    "no Python file here (*.py files are searched for; .git, virtual environments and build "
-    "folders are skipped)"
+    "no Python file here (*.py and *.ipynb files are searched for; .git, virtual environments, "
+    "build folders and excluded paths are skipped)"
 )
 
 

@@ -50,9 +50,7 @@ def _statements(code: str) -> list[cst.BaseStatement]:
 
 
 def _scope(s: Surrogate) -> Scope:
-    modules = {
-        local for local, qualified in s.imports if qualified.split(".")[0] in SAFE_LIBRARIES
-    }
+    modules = {local for local, qualified in s.imports if qualified.split(".")[0] in SAFE_LIBRARIES}
     entry = [cst.parse_statement(f"{fresh} = {param}\n") for fresh, param in s.snapshots]
     found = definitions([*entry, *_statements(s.forward), *_statements(s.prelude)])
     return Scope(
@@ -147,7 +145,9 @@ def _entry(s: Surrogate) -> list[str]:
     for param in s.maybe_tensors:
         # Possibly a tensor that requires grad, whose gradient the backward returns as None:
         # read detached, so that none flows to it.
-        lines.append(f"{param} = {param}.detach() if isinstance({param}, torch.Tensor) else {param}")
+        lines.append(
+            f"{param} = {param}.detach() if isinstance({param}, torch.Tensor) else {param}"
+        )
     lines.extend(f"{fresh} = {param}" for fresh, param in s.snapshots)
     return lines
 
@@ -159,7 +159,9 @@ def _autocast(s: Surrogate) -> tuple[list[str], str | None]:
     a = s.autocast
     if a is None or a.cast_inputs is None:
         return [], None
-    enabled = "torch.is_autocast_enabled()" if a.legacy else f"torch.is_autocast_enabled({a.device})"
+    enabled = (
+        "torch.is_autocast_enabled()" if a.legacy else f"torch.is_autocast_enabled({a.device})"
+    )
     lines = [f"if {enabled}:  # as @custom_fwd(cast_inputs={a.cast_inputs}) on the forward"]
     for p in s.param_names:
         cond = f"{p}.is_floating_point() and {p}.device.type == {a.device}"

@@ -151,6 +151,7 @@ class Scope:
     def _trusted_slice(self, s: cst.BaseSlice) -> bool:
         if isinstance(s, cst.Index):
             return self.trusted(s.value)
+        assert isinstance(s, cst.Slice)
         return all(p is None or self.trusted(p) for p in (s.lower, s.upper, s.step))
 
     # ------------------------------------------------------------------ fresh
@@ -362,7 +363,9 @@ def _trusted_leaves(
         return node.with_changes(args=args)
     inner = node.func if isinstance(node, cst.Call) else node
     if isinstance(inner, cst.Attribute) and inner.attr.value in TENSOR_MEMBERS:
-        candidate = inner.with_changes(value=_trusted_leaves(inner.value, scope, operands))
+        candidate: cst.BaseExpression = inner.with_changes(
+            value=_trusted_leaves(inner.value, scope, operands)
+        )
         if isinstance(node, cst.Call):
             candidate = _trusted_leaves(node.with_changes(func=candidate), scope, operands)
         if scope.trusted(candidate):

@@ -9,6 +9,7 @@ these would then change what the program sees, so the class is left alone with t
 from __future__ import annotations
 
 from collections.abc import Iterable
+
 import libcst as cst
 
 from fgirewrite.discover import qualify

@@ -18,23 +18,38 @@ from dataclasses import dataclass
 import libcst as cst
 from libcst.metadata import MetadataWrapper, ScopeProvider
 
-from fgirewrite import codegen, discover
+from fgirewrite import codegen, discover, skips
 from fgirewrite.extract import extract
 from fgirewrite.extract.values import dotted, is_docstring, names_in, walk
 from fgirewrite.rewrite import helpers as helper_module
 from fgirewrite.rewrite import uses
 from fgirewrite.rewrite.result import Rewrite
-from fgirewrite.source import SourceError, first_line
-from fgirewrite.surrogate import RUNTIME_NAMES, SHIM_BASE, Skip, Surrogate, key
+from fgirewrite.source import SourceError, decode, first_line
+from fgirewrite.surrogate import RUNTIME_NAMES, SHIM_BASE, Location, Skip, Surrogate, key
 
 
 def analyse(data: bytes, path: str) -> tuple[Rewrite, discover.Parsed | None]:
     """Find and extract every Function subclass; no libcst parse of the whole file."""
     result = Rewrite(path, data)
+    marked = skips.mentioned(data)
     if not discover.may_define_function(data):
+        if marked:  # no Function class: every skip comment is unused
+            try:
+                found = skips.comments(decode(data, path))
+            except SourceError:
+                found = {}
+            result.unused_skips = [Location(path, *at) for at in sorted(found.items())]
         return result, None
     module = discover.parse(data, path)
-    result.findings = [extract(site, module.info, path) for site in module.sites]
+    marks = skips.marks(module.tree, module.sites, skips.comments(module.text) if marked else {})
+    result.left_alone = marks.classes
+    result.unused_skips = [Location(path, *at) for at in marks.unused]
+    result.findings = [
+        Skip(site.qualname, Location(path, site.line, site.column), "excluded", why)
+        if (why := marks.reason(site)) is not None
+        else extract(site, module.info, path)
+        for site in module.sites
+    ]
     _refuse_reliance(result, module.tree, module.info, module.sites)
     if result.surrogates:  # every word of the file is taken, comments included: conservative
         # Builtins too: ``def round`` would shadow ``round`` for a module that star-imports it.
@@ -43,7 +58,9 @@ def analyse(data: bytes, path: str) -> tuple[Rewrite, discover.Parsed | None]:
         for s in result.surrogates:
             name = result.names[key(s)] = _fresh(_snake(s.name.split(".")[-1]), taken)
             # a class nested in a class keeps its code in ``apply``
-            result.written[key(s)] = f"{s.name}.apply()" if scopes[key(s)] == "class" else f"{name}()"
+            result.written[key(s)] = (
+                f"{s.name}.apply()" if scopes[key(s)] == "class" else f"{name}()"
+            )
     return result, module
 
 
@@ -177,6 +194,7 @@ class _Rewriter(cst.CSTTransformer):
         self.occurrences = discover.Occurrences()
         self.found: list[Surrogate | None] = []  # the surrogate of each class being visited
         self.dead: list[bool] = []  # each class being visited: local, and only its apply used
+        self.marked: list[bool] = []  # each class being visited: a skip comment marks it
         self.apply_refs: dict[int, str] = {}  # id(Name node) -> function name
         self.applied: set[int] = set()  # id(Name node) of every ``Name.apply``
         self.info = info
@@ -196,9 +214,11 @@ class _Rewriter(cst.CSTTransformer):
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         self.path.append(node.name.value)
         qualname = ".".join(self.path)
-        surrogate = self.by_site.get((qualname, self.occurrences(qualname)))
+        occurrence = self.occurrences(qualname)
+        surrogate = self.by_site.get((qualname, occurrence))
         self.found.append(surrogate)
         dead = surrogate is not None and "<locals>" in self.path and not node.decorators
+        self.marked.append((qualname, occurrence) in self.result.left_alone)
         if surrogate is not None and not self._nested_in_class():
             name = self.result.names[key(surrogate)]
             for assignment in self.scopes[node].assignments[node.name.value]:
@@ -221,7 +241,11 @@ class _Rewriter(cst.CSTTransformer):
         return len(self.path) > 1 and self.path[-2] != "<locals>"
 
     def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute):
-        if original.attr.value == "apply" and id(original.value) in self.apply_refs:
+        if (
+            original.attr.value == "apply"
+            and id(original.value) in self.apply_refs
+            and not any(self.marked)  # a class a skip comment marks is left as it is
+        ):
             return cst.Name(self.apply_refs[id(original.value)]).with_changes(
                 lpar=updated.lpar, rpar=updated.rpar
             )
@@ -231,6 +255,7 @@ class _Rewriter(cst.CSTTransformer):
         nested = self._nested_in_class()
         local = "<locals>" in self.path
         self.path.pop()
+        self.marked.pop()
         surrogate, dead = self.found.pop(), self.dead.pop()
         if surrogate is None:
             return updated
@@ -321,9 +346,10 @@ def _runtime_names(
     module) is reused; a name the file uses for anything else is left to it, and the helper
     gets the next free name."""
     taken = set(_IDENTIFIER.findall(text))
+    imported: dict[str, str] = {}
+    sources: dict[str, str] = {}
     if spec is not None:
         imported = helper_module.imported_helpers(tree, spec)
-        defined = {name: True for name in imported.values()}
     else:
         lines = text.replace("\r\n", "\n").replace("\r", "\n").splitlines(keepends=True)
         sources = {
@@ -382,9 +408,7 @@ def _insert_runtime(
         spacing = []
     elif spec is not None:
         spacing = [] if _is_import_block(body[index - 1]) else [cst.EmptyLine()]
-    helpers[0] = helpers[0].with_changes(
-        leading_lines=spacing + list(helpers[0].leading_lines)[2:]
-    )
+    helpers[0] = helpers[0].with_changes(leading_lines=spacing + list(helpers[0].leading_lines)[2:])
     return module.with_changes(body=body[:index] + helpers + body[index:])
 
 

@@ -118,7 +118,12 @@ def arguments(
             rows, columns = (x.shape[0], x.shape[1]) if x.dim() == 2 else (1, 1)
             args.append(
                 probes.parameter(
-                    kinds.get(name, "full"), parameters or dtype, rows, fixed, seed=i, columns=columns
+                    kinds.get(name, "full"),
+                    parameters or dtype,
+                    rows,
+                    fixed,
+                    seed=i,
+                    columns=columns,
                 ).to(device)
             )
         else:
@@ -153,7 +158,9 @@ def run(
     ``go_seed``; ones if it is None), the ``.grad`` of every floating tensor input: None
     where no gradient reached it. ``leaves=False``: no input requires grad, no backward."""
     roots = [
-        a.detach().clone().requires_grad_(
+        a.detach()
+        .clone()
+        .requires_grad_(
             leaves
             and a.is_floating_point()
             and (setting.requires is None or name in setting.requires)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fgirewrite import files
+from fgirewrite.notebook import python_source
 from fgirewrite.rewrite import rewrite_source
 from fgirewrite.source import SourceError, internal_error
 from fgirewrite.verify.model import verify_model
@@ -27,7 +28,7 @@ def verify_file(
     """Everything verified about one file; errors are recorded in the result, never raised."""
     result = FileVerification(str(path))
     try:
-        rewrite = rewrite_source(files.read(path).data, str(path))
+        rewrite = rewrite_source(python_source(files.read(path).data, str(path)), str(path))
     except (files.FileError, SourceError) as exc:
         result.error = str(exc)
         return result
