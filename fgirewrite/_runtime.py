@@ -22,9 +22,9 @@ def _fgi_needs_grad():
 
 
 def _fgi_seed(x, out):
-    """`x` as the backward saw grad_output, in the dtype the backward computed its gradient
-    in: the output's, promoted with `x`'s (a 0-d tensor does not promote a dimensioned one)."""
-    return x.to(torch.promote_types(out.dtype, x.dtype) if x.dim() else out.dtype)
+    """`x` as the backward saw grad_output, in the dtype it computed `x`'s gradient in."""
+    # The output's dtype promoted with x's, as type promotion does it (a 0-d x does not widen).
+    return x.to(torch.result_type(x, out))
 
 
 def _fgi_inject(out, term):

@@ -210,15 +210,29 @@ def test_pre_commit_hook_runs_check_mode():
     assert "types_or: [python, jupyter]" in hooks
 
 
-def test_double_backward_elsewhere_in_the_run_is_warned(tmp_path, good):
+def test_double_backward_elsewhere_in_the_run_holds_rewrites_back(tmp_path, good):
+    """A second-order use anywhere in the run leaves every surrogate alone (FGI gradients are
+    first-order); --accept-first-order rewrites anyway and warns where it differs. Text that
+    only mentions it (a docstring, a comment) does not count."""
     (tmp_path / "train.py").write_text(
-        "import torch\n\ndef step(loss, params):\n"
-        "    return torch.autograd.grad(loss, params, create_graph=True)\n"
+        'import torch\n"""create_graph=True, hessian(f)"""\n\ndef step(loss, params):\n'
+        "    return torch.autograd.grad(loss, params, create_graph=True)  # hessian(\n"
     )
     result = run("--check", str(tmp_path))
+    assert result.exit_code == 1
     assert (
-        f"{tmp_path / 'train.py'}:4: warning: differentiates through gradients; FGI "
-        "gradients are first-order"
+        f"skipped: GaussianSpike [second-order] {tmp_path / 'train.py'}:5 differentiates "
+        "through gradients (create_graph=True): the rewrite's gradients are first-order, so "
+        "second derivatives through it would change; pass --accept-first-order to rewrite "
+        "anyway"
+    ) in result.stdout
+    assert "warning" not in result.stderr
+    result = run("--check", "--accept-first-order", str(tmp_path))
+    assert "would rewrite: GaussianSpike" in result.stdout
+    assert result.stderr.count("warning:") == 1
+    assert (
+        f"{tmp_path / 'train.py'}:5: warning: differentiates through gradients "
+        "(create_graph=True); FGI gradients are first-order"
     ) in result.stderr
 
 
@@ -308,7 +322,9 @@ def test_parallel_and_serial_runs_report_the_same(tmp_path):
     (tmp_path / "train.py").write_text("g = torch.autograd.grad(l, p, create_graph=True)\n")
     reports = []
     for jobs in ("1", "2"):
-        result = run("--check", "--output-format", "json", "-j", jobs, str(tmp_path))
+        result = run(
+            "--check", "--accept-first-order", "--output-format", "json", "-j", jobs, str(tmp_path)
+        )
         assert result.exit_code == 1, result.output
         reports.append((json.loads(result.stdout), result.stderr))
     assert reports[0] == reports[1]

@@ -424,6 +424,8 @@ def test_a_second_order_warning_names_the_cell(tmp_path):
     grad = "g = torch.autograd.grad(y.sum(), x, create_graph=True)"
     write(path, book(cell("import torch"), cell(SPIKE), cell("x = 1\n" + grad)))
     result = run("--check", path)
+    assert f"{path}:cell 3:2 differentiates through gradients (create_graph=True)" in result.stdout
+    result = run("--check", "--accept-first-order", path)
     assert f"{path}:cell 3:2: warning: differentiates through gradients" in result.stderr
 
 

@@ -25,7 +25,7 @@ MUTANTS = [
     (
         "seed ignores the backward's dtype",
         "narrow_output_half.py",
-        [("return x.to(torch.promote_types(out.dtype, x.dtype))", "return x.to(out.dtype)")],
+        [("return x.to(torch.result_type(x, out))", "return x.to(out.dtype)")],
         "d/dx: mismatched elements",
     ),
     (

@@ -199,11 +199,15 @@ def _copy_state(state: State) -> State:
     )
 
 
-def _gradient_texts(result: Sym | None, state: State, params: list[str]) -> dict[str, str]:
-    """Each input's returned gradient, with the statements it needs, as text."""
+def _gradient_texts(result: Sym | None, state: State, params: list[str]) -> dict[str, str | None]:
+    """Each input's returned gradient, with the statements it needs, as text; None for a
+    gradient returned as None. Anything else (``-None``: the original would raise) is left
+    out."""
     items = result.items if isinstance(result, Seq) else [result]
-    texts = {}
+    texts: dict[str, str | None] = {}
     for param, item in zip(params, items, strict=False):
+        if isinstance(item, Const) and item.value is None:
+            texts[param] = None
         if not isinstance(item, Lin):
             continue
         needed = names_in(item.node)
@@ -230,10 +234,10 @@ def _needs_input_grad_only_guards(
         try:
             _, again = _backward(m.backward, state, changed)
         except Unsupported:
-            again = None
-        texts = _gradient_texts(again, state, m.param_names) if again is not None else {}
+            continue  # the backward cannot run so (``-None``): the flag only guarded
+        texts = _gradient_texts(again, state, m.param_names)
         for other, text in expected.items():
-            if other != param and texts.get(other) != text:
+            if other != param and other in texts and texts[other] != text:
                 raise Unsupported(
                     "unsupported-ctx",
                     f"uses ctx.needs_input_grad[{k}] as a value: whether `{param}` requires "
