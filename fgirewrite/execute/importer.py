@@ -30,8 +30,8 @@ from fgirewrite.source import decode
 
 Rewriter = Callable[[bytes, str], Rewrite]
 
-# The file name rewritten code is compiled under when both sides share a process, so that
-# tracebacks, ``inspect`` and TorchScript read the rewritten lines, not the file's.
+# The file name rewritten code is compiled under, so that tracebacks, ``inspect`` and
+# TorchScript read the rewritten lines, not the file's, and say so.
 REWRITTEN = " (rewritten by fgirewrite)"
 _OWN_PACKAGE = Path(__file__).resolve().parents[1]
 _INSTALLED = ("site-packages", "dist-packages")
@@ -143,7 +143,7 @@ class ProjectImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         if not result.changed or result.new_source is None:
             return text, str(path)
         new = decode(result.new_source, str(path))
-        filename = str(path) + REWRITTEN if self.prefix else str(path)
+        filename = str(path) + REWRITTEN
         # TorchScript and inspect read source through linecache; an entry without a
         # modification time is never checked against the file on disk.
         linecache.cache[filename] = (len(new), None, new.splitlines(keepends=True), filename)

@@ -96,7 +96,9 @@ def _is_apply_frame(tb: TracebackType) -> bool:
 
 
 def _where(tb: TracebackType) -> str:
-    return f"{display(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
+    filename = tb.tb_frame.f_code.co_filename
+    rewritten = " of the rewritten source" if filename != source_path(filename) else ""
+    return f"{display(filename)}:{tb.tb_lineno}{rewritten}"
 
 
 def function_from_traceback(exc: BaseException) -> tuple[type, str | None] | None:
