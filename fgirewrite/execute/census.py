@@ -70,8 +70,10 @@ def describe(cls: type, nodes: int = 0) -> FunctionNodes:
     try:
         file = inspect.getsourcefile(cls) or file
         line = inspect.getsourcelines(cls)[1]
-    except (OSError, TypeError):
-        pass
+    except (OSError, TypeError):  # a module loaded by path and not registered: its code's file
+        code = getattr(vars(cls).get("forward"), "__func__", vars(cls).get("forward"))
+        code = getattr(code, "__code__", None)
+        file = file if code is None else code.co_filename
     return FunctionNodes(
         cls.__qualname__,
         cls.__module__,

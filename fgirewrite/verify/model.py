@@ -188,8 +188,9 @@ def function_uses(
         else:
             status = "left"
             reason = (
-                f"its module `{f.module}` is not a file of the project (outside its import "
-                "roots), so it was imported as written"
+                f"its module `{f.module}` was not imported through the project's imports (a "
+                "file loaded by path, or a folder outside the import roots), so the model "
+                "runs it as written"
             )
         uses.append(FunctionUse(f.qualname, where, f.nodes, left, status, reason))
     still = [u for u in uses if u.status == "still there"]
@@ -214,7 +215,10 @@ def function_uses(
                 "Function"
             )
         listed = "; ".join(f"`{u.name}` ({u.where}): {u.reason}" for u in uses)
-        return tuple(uses), f"the rewrite replaces none of the Functions the model runs: {listed}"
+        return tuple(uses), (
+            f"the rewrite replaces none of the Functions the model runs, so there is nothing "
+            f"to compare: {listed}"
+        )
     return tuple(uses), None
 
 
@@ -339,7 +343,7 @@ def verify_model(
     ``rewriter`` (``FILE:FUNCTION``, for tests) stands in for ``rewrite_source``."""
     start = time.perf_counter()
     try:
-        path = str(entry_file(entry, roots))
+        path = display(str(entry_file(entry, roots)))
     except EntryError as exc:
         return ModelReport(str(entry.path or entry.module), str(entry), (), (), error=str(exc))
     report = _Report(path, str(entry))
