@@ -548,16 +548,17 @@ def _preset(flag: str, help: str):
 @app.command("bench", cls=_Command, short_help="Time a model as written and as rewritten.")
 def bench_command(
     path: Path = typer.Argument(
-        ...,
-        help="A model file. Imported (its top level runs) as "
-        "written and as rewritten in memory; the file is not changed.",
+        None,
+        help="A model file (optional with --entry FILE:FUNCTION or MODULE:FUNCTION). Its "
+        "entry is built from the project as written and as rewritten in memory, as "
+        "`fgirewrite verify --entry` builds it; no file is changed.",
         show_default=False,
     ),
     entry: str = typer.Option(
         "build",
         "--entry",
-        help="Function in PATH called as ENTRY(steps=T, batch=B, "
-        "n_in=N, n_hidden=H); returns (model, inputs).",
+        help="FUNCTION in PATH, FILE:FUNCTION or MODULE:FUNCTION (as for verify), called as "
+        "ENTRY(steps=T, batch=B, n_in=N, n_hidden=H); returns (model, inputs).",
     ),
     paper: bool = typer.Option(
         False,

@@ -172,3 +172,17 @@ def test_load_pair_rewrites_the_layer_modules_a_model_imports():
         from fgirewrite.execute.census import census
 
         assert [f.qualname for f in census(graph)] == functions
+
+
+def test_bench_loads_an_entry_as_verify_does(monkeypatch):
+    from fgirewrite.bench import models
+    from fgirewrite.execute.census import census
+    from fgirewrite.execute.load import model_and_inputs
+
+    monkeypatch.chdir(PROJECT)
+    pair = models.load(None, "models.binary:build")
+    assert pair.path == PROJECT / "models" / "binary.py"
+    assert pair.rewrite["rewritten"] == {"SignSTE": "sign_ste"}
+    for side, functions in ((pair.original, ["SignSTE"]), (pair.fgi, [])):
+        model, inputs = model_and_inputs(side.function(), "build")
+        assert [f.qualname for f in census(model(*inputs))] == functions

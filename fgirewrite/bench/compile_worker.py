@@ -53,8 +53,8 @@ def measure(spec: dict) -> dict:
         logger.setLevel(logging.INFO)
         logger.addHandler(bypasses)
     device = torch.device(spec["device"])
-    pair = models.load(Path(spec["path"]))
-    work = models.workload(pair, spec["entry"], spec["kwargs"], device)
+    pair = models.load(Path(spec["path"]) if spec["path"] else None, spec["entry"])
+    work = models.workload(pair, spec["kwargs"], device)
     model = work.models[spec["variant"]]
     # untimed: both processes time the model's compile, not start-up
     compiler.start(device, spec["backend"])

@@ -23,7 +23,14 @@ from pathlib import Path
 from fgirewrite import discover
 from fgirewrite.execute.importer import ProjectImporter, Rewriter
 from fgirewrite.execute.sandbox import slice_names
-from fgirewrite.project import Entry, EntryError, entry_file, import_roots, package_of
+from fgirewrite.project import (
+    Entry,
+    EntryError,
+    entry_file,
+    import_roots,
+    package_of,
+    parse_entry,
+)
 from fgirewrite.rewrite import Rewrite, rewrite_source
 
 SIDES = ("original", "rewritten")
@@ -109,6 +116,38 @@ def load_side(
     return Side(variant, entry, path, module, importer)
 
 
+def search_roots(paths: Iterable[Path]) -> list[Path]:
+    """Where a dotted entry module is looked for: the import roots of each path given (a
+    folder counts as a file in it), then those of the working directory."""
+    roots: list[Path] = []
+    for path in [*paths, Path.cwd()]:
+        inside = path if path.is_file() else path / "_"
+        roots += import_roots(inside.resolve())
+    return list(dict.fromkeys(roots))
+
+
+def resolve(spec: str, default: Path | None, search: Iterable[Path]) -> tuple[Entry, list[Path]]:
+    """An entry (``FILE:FUNCTION``, ``MODULE:FUNCTION``, or ``FUNCTION`` in ``default``) and
+    the import roots its model is built with: its file's, then ``search``. ``EntryError``."""
+    search = list(search)
+    entry = parse_entry(spec, default)
+    path = entry_file(entry, search).resolve()
+    return entry, list(dict.fromkeys([*import_roots(path), *search]))
+
+
+def load_sides(
+    entry: Entry, roots: Iterable[Path], rewriter: Rewriter | None = None, whole: bool = False
+) -> tuple[Side, Side]:
+    """Both sides of an entry in this process, each under private module names."""
+    roots = list(roots)
+    number = next(_loads)
+    original, rewritten = (
+        load_side(entry, roots, variant, f"_fgirewrite_{number}_{variant}.", rewriter, whole)
+        for variant in SIDES
+    )
+    return original, rewritten
+
+
 def load_pair(
     path: str | Path, only: str | None = None, rewriter: Rewriter | None = None
 ) -> tuple[types.ModuleType, types.ModuleType, Rewrite]:
@@ -116,13 +155,7 @@ def load_pair(
     under private module names, and what the rewrite did to the file. ``only=NAME`` runs
     just the imports and definitions ``NAME`` needs; otherwise the whole file runs."""
     path = Path(path)
-    roots = import_roots(path)
-    entry = Entry(only or "_", path=path)
-    number = next(_loads)
-    sides = [
-        load_side(entry, roots, variant, f"_fgirewrite_{number}_{variant}.", rewriter, not only)
-        for variant in SIDES
-    ]
+    sides = load_sides(Entry(only or "_", path=path), import_roots(path), rewriter, not only)
     resolved = str(path.resolve())
     result = sides[1].importer.served.get(resolved) or (rewriter or rewrite_source)(
         path.read_bytes(), str(path)

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fgirewrite import files
-from fgirewrite.project import Entry, EntryError, entry_file, import_roots, parse_entry
+from fgirewrite.execute.load import resolve, search_roots
+from fgirewrite.project import Entry, EntryError
 from fgirewrite.rewrite import rewrite_source
 from fgirewrite.source import SourceError, internal_error
 from fgirewrite.verify.model import COULD_NOT_VERIFY, EQUIVALENT, NOT_EQUIVALENT, ModelReport
@@ -21,16 +22,6 @@ from fgirewrite.verify.report import FileVerification, surrogate_verdict
 from fgirewrite.verify.written import evaluate_surrogate, instability, verify_rewrite
 
 EXIT = {EQUIVALENT: 0, NOT_EQUIVALENT: 1, COULD_NOT_VERIFY: 2}
-
-
-def search_roots(paths: list[Path]) -> list[Path]:
-    """Where a dotted entry module is looked for: the import roots of each PATH given (a
-    folder counts as a file in it), then those of the working directory."""
-    roots: list[Path] = []
-    for path in [*paths, Path.cwd()]:
-        inside = path if path.is_file() else path / "_"
-        roots += import_roots(inside.resolve())
-    return list(dict.fromkeys(roots))
 
 
 def _defines(path: Path, name: str) -> bool:
@@ -48,9 +39,8 @@ def resolve_entry(spec: str, paths: list[Path], found: list[Path]) -> tuple[Entr
     """The entry ``--entry`` names and the import roots its model is built with:
     ``FILE:FUNCTION``, ``MODULE:FUNCTION`` (dotted, looked up from the PATHs' and the working
     directory's import roots) or ``FUNCTION``, defined in one of the files verified."""
-    if ":" in spec:
-        entry = parse_entry(spec)
-    else:
+    default = None
+    if ":" not in spec:
         defining = [p for p in found if _defines(p, spec)]
         if len(defining) != 1:
             where = ", ".join(map(str, defining)) or "none of the files verified"
@@ -58,10 +48,8 @@ def resolve_entry(spec: str, paths: list[Path], found: list[Path]) -> tuple[Entr
                 f"entry `{spec}`: {'defined in ' if defining else ''}{where}; name it as "
                 "FILE:FUNCTION or MODULE:FUNCTION"
             )
-        entry = parse_entry(spec, defining[0])
-    search = search_roots(paths)
-    path = entry_file(entry, search).resolve()
-    return entry, list(dict.fromkeys([*import_roots(path), *search]))
+        default = defining[0]
+    return resolve(spec, default, search_roots(paths))
 
 
 def verify_file(path: Path, plots: Path | None, log: Callable[[str], None]) -> FileVerification:
