@@ -186,3 +186,52 @@ def test_bench_loads_an_entry_as_verify_does(monkeypatch):
     for side, functions in ((pair.original, ["SignSTE"]), (pair.fgi, [])):
         model, inputs = model_and_inputs(side.function(), "build")
         assert [f.qualname for f in census(model(*inputs))] == functions
+
+
+def test_inject_takes_a_model_that_has_run_and_counts_what_is_left():
+    """inject deep-copied the model and its probe: a model that had run raised."""
+    import fgirewrite
+
+    original, _, _ = load_pair(PROJECT / "models" / "spiking.py", only="build")
+    model, (x,) = original.build()
+    model(x).sum().backward()  # the LIF layer now holds a non-leaf membrane
+    result = fgirewrite.inject_report(model, example_inputs=(x,))
+    assert [r.surrogate.name for r in result.replaced] == ["SpikeFn"]
+    assert result.skipped == []
+    assert model.lif.mem is not None and model.lif.mem.grad_fn is not None  # untouched
+
+
+def test_the_fx_pass_reports_a_function_called_inside_a_leaf_module():
+    from torch import fx, nn
+
+    from fgirewrite.live.fx import FGIPass, SurrogateTracer
+
+    original, _, _ = load_pair(PROJECT / "layers" / "neurons.py", only="SpikeFn")
+
+    class Inner(nn.Module):
+        def forward(self, x):
+            return original.SpikeFn.apply(x)
+
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 2)
+            self.inner = Inner()
+
+        def forward(self, x):
+            return self.inner(self.fc(x))
+
+    class Leafy(SurrogateTracer):
+        def is_leaf_module(self, module, name):
+            return name == "inner" or super().is_leaf_module(module, name)
+
+    tracer = Leafy()
+    graph = tracer.trace(Outer())
+    gm = fx.GraphModule(tracer.root, graph)
+    fgi = FGIPass(example_inputs=(torch.randn(3, 6),))
+    fgi(gm)
+    [left] = fgi.skipped
+    assert (left.skip.name, left.skip.code) == ("SpikeFn", "hidden-call")
+    blind = FGIPass()
+    blind(gm)
+    assert blind.skipped == []  # without example inputs the leaf module hides it

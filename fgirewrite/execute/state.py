@@ -11,6 +11,7 @@ random spikes).
 from __future__ import annotations
 
 import contextlib
+import copy
 import random
 import sys
 from collections.abc import Iterator
@@ -86,3 +87,15 @@ def preserved(model: nn.Module) -> Iterator[None]:
             with torch.no_grad():
                 for buffer, value in buffers:
                     buffer.copy_(value)
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy, also of a model that has run: tensors a forward left on its modules
+    (a membrane, a binarized weight: non-leaf, which ``copy.deepcopy`` refuses) are copied
+    detached, as values without the graph of that forward."""
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(model, memo)
