@@ -42,7 +42,8 @@ def source_path(filename: str) -> str:
     return filename.removesuffix(REWRITTEN)
 
 
-def _installed(path: Path) -> bool:
+def installed(path: Path) -> bool:
+    """A file of an installed package (or of fgirewrite itself), not of the user's project."""
     return any(part in _INSTALLED for part in path.parts) or _OWN_PACKAGE in path.parents
 
 
@@ -74,7 +75,7 @@ class ProjectImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def owns(self, path: str | Path) -> bool:
         """Whether a file is the project's: under an import root, not an installed one."""
         resolved = Path(path).resolve()
-        return not _installed(resolved) and any(
+        return not installed(resolved) and any(
             root == resolved or root in resolved.parents for root in self.roots
         )
 

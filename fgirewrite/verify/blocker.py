@@ -18,12 +18,13 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 import torch
 from torch import nn
 
-from fgirewrite.execute.importer import source_path
+from fgirewrite.execute.importer import installed, source_path
 
 # Phrases of the errors torch raises for a Function that a transform cannot run, and why.
 _BLOCKING = (
@@ -49,6 +50,7 @@ _BLOCKING = (
     ),
 )
 _EXPORT_CALL = re.compile(r"Could not export Python function call '(\w+)'")
+_SCRIPT_SOURCE = re.compile(r'File "([^"]+)", line (\d+)')  # TorchScript's source ranges
 
 BATCH_NORM_ADVICE = (
     "batch norm in train mode computes statistics over the batch and updates its running "
@@ -95,10 +97,13 @@ def _is_apply_frame(tb: TracebackType) -> bool:
     )
 
 
-def _where(tb: TracebackType) -> str:
-    filename = tb.tb_frame.f_code.co_filename
+def _place(filename: str, line: int) -> str:
     rewritten = " of the rewritten source" if filename != source_path(filename) else ""
-    return f"{display(filename)}:{tb.tb_lineno}{rewritten}"
+    return f"{display(filename)}:{line}{rewritten}"
+
+
+def _where(tb: TracebackType) -> str:
+    return _place(tb.tb_frame.f_code.co_filename, tb.tb_lineno)
 
 
 def function_from_traceback(exc: BaseException) -> tuple[type, str | None] | None:
@@ -153,9 +158,7 @@ class Blocker:
 
 def _own_code(filename: str) -> bool:
     """Code of the model's project, not torch's, an installed package's or fgirewrite's."""
-    parts = source_path(filename).replace(os.sep, "/").split("/")
-    installed = "site-packages" in parts or "dist-packages" in parts or "fgirewrite" in parts
-    return not installed and not filename.startswith("<")
+    return not filename.startswith("<") and not installed(Path(source_path(filename)))
 
 
 def function_blocker(cls: type, reason: str, call_site: str | None = None) -> Blocker:
@@ -191,8 +194,15 @@ def model_blocker(exc: BaseException, model: nn.Module | None) -> Blocker:
         filename = line.tb_frame.f_code.co_filename
         text = linecache.getline(filename, line.tb_lineno).strip()
         parts.append(f"at {_where(line)}" + (f": `{text}`" if text else ""))
-    what = " ".join(parts) or "the model"
     text = str(exc)
+    scripted = [m for m in _SCRIPT_SOURCE.finditer(text) if _own_code(m.group(1))]
+    if line is None and scripted:  # TorchScript names the model's line in its message
+        filename, number = scripted[-1].group(1), int(scripted[-1].group(2))
+        code = linecache.getline(filename, number).strip()
+        parts.append(f"at {_place(filename, number)}" + (f": `{code}`" if code else ""))
+    if module is None and parts:
+        parts.insert(0, "the model")
+    what = " ".join(parts) or "the model"
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
         return Blocker(what, BATCH_NORM_ADVICE)
     if "vmap: inplace arithmetic" in text or "mutate a captured Tensor" in text:
