@@ -62,6 +62,14 @@ def leaves(inputs: tuple, grad: bool) -> tuple:
     )
 
 
+def passed(inputs: tuple) -> tuple:
+    """What the model is called with: a copy of each input that requires grad, so that a
+    model writing into its input in place (``x.unsqueeze_(1)``) writes into the copy."""
+    return tuple(
+        x.clone() if isinstance(x, torch.Tensor) and x.requires_grad else x for x in inputs
+    )
+
+
 def named_gradients(
     module: nn.Module, run: Callable, inputs: tuple, seed: int
 ) -> tuple[object, dict[str, torch.Tensor]]:
@@ -69,7 +77,7 @@ def named_gradients(
     parameters and the floating inputs, by name (``input i``); seeded before the forward."""
     inputs = leaves(inputs, grad=True)
     seed_all(seed)
-    out = run(*inputs)
+    out = run(*passed(inputs))
     named = {k: p for k, p in module.named_parameters() if p.requires_grad}
     named |= {
         f"input {i}": x

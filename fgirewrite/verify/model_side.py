@@ -17,7 +17,15 @@ from fgirewrite.execute.census import census, function_classes
 from fgirewrite.execute.load import Side, load_side, model_and_inputs
 from fgirewrite.execute.state import reset_state, seed_all
 from fgirewrite.project import Entry
-from fgirewrite.verify.capabilities import Cell, leaves, loss, measure, named_gradients, outputs
+from fgirewrite.verify.capabilities import (
+    Cell,
+    leaves,
+    loss,
+    measure,
+    named_gradients,
+    outputs,
+    passed,
+)
 
 
 class Worker:
@@ -57,7 +65,7 @@ class Worker:
         self.inputs = built_inputs
         probe, probe_inputs = self.fresh()
         seed_all(0)
-        out = probe(*leaves(probe_inputs, grad=True))
+        out = probe(*passed(leaves(probe_inputs, grad=True)))
         self.functions = list(function_classes(out))
         assert self.side is not None
         try:
