@@ -6,6 +6,7 @@ and models the rewrite does not reach."""
 from __future__ import annotations
 
 import copy
+import sys
 
 import pytest
 import torch
@@ -235,3 +236,21 @@ def test_the_fx_pass_reports_a_function_called_inside_a_leaf_module():
     blind = FGIPass()
     blind(gm)
     assert blind.skipped == []  # without example inputs the leaf module hides it
+
+
+def test_load_pair_refuses_a_model_whose_function_it_did_not_reach(tmp_path, monkeypatch):
+    """A file outside the project importing its layers from a folder on sys.path: the
+    "rewritten" model still ran the original Function."""
+    from fgirewrite.execute.load import UnreachedError, entry
+
+    script = tmp_path / "entry.py"
+    script.write_text("from models.binary import build\n")
+    monkeypatch.syspath_prepend(str(PROJECT))
+    try:
+        original, rewritten, _ = load_pair(script, only="build")
+        entry(original, "build")
+        with pytest.raises(UnreachedError, match=r"still runs `SignSTE` \(.*layers/binary.py:8\)"):
+            entry(rewritten, "build")
+    finally:  # the layers were imported under their own names, as written
+        for name in [m for m in sys.modules if m.partition(".")[0] in ("models", "layers")]:
+            del sys.modules[name]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fgirewrite import discover
-from fgirewrite.execute.importer import ProjectImporter, Rewriter
+from fgirewrite.execute.importer import ProjectImporter, Rewriter, installed
 from fgirewrite.execute.sandbox import slice_names
 from fgirewrite.project import (
     Entry,
@@ -163,12 +163,55 @@ def load_pair(
     return sides[0].module, sides[1].module, result
 
 
+class UnreachedError(RuntimeError):
+    """A model built from a rewritten side still runs a Function the rewrite replaces."""
+
+
 def entry(module: types.ModuleType, name: str):
-    """Call ``module.name()``; it returns a model and a tuple of example inputs."""
+    """Call ``module.name()``; it returns a model and a tuple of example inputs. On a module
+    ``load_pair`` rewrote, the model runs once (leaving no trace) and an ``UnreachedError``
+    names any Function the rewrite replaces that it still runs."""
     if not hasattr(module, name):
         raise AttributeError(f"{module.__file__} defines no `{name}`")
-    built = getattr(module, name)()
-    return model_and_inputs(built, name)
+    model, inputs = model_and_inputs(getattr(module, name)(), name)
+    importer = getattr(module, "__loader__", None)
+    if isinstance(importer, ProjectImporter) and importer.rewritten:
+        check_reached(model, inputs, importer)
+    return model, inputs
+
+
+def check_reached(model: object, inputs: tuple, importer: ProjectImporter) -> None:
+    """Raise ``UnreachedError`` if one forward of ``model`` runs a Function that the rewrite
+    of its file replaces: its module was imported as written (outside the import roots)."""
+    import torch
+
+    from fgirewrite.execute.census import describe, function_classes
+    from fgirewrite.execute.state import preserved
+
+    if not isinstance(model, torch.nn.Module):
+        return
+    args = tuple(
+        x.detach().clone().requires_grad_(x.is_floating_point()).clone()
+        if isinstance(x, torch.Tensor)
+        else x
+        for x in inputs
+    )
+    with torch.enable_grad(), preserved(model):
+        classes = function_classes(model(*args))
+    for cls in classes:
+        found = describe(cls)
+        if found.file is None or installed(Path(found.file)):
+            continue
+        data = Path(found.file).read_bytes()
+        if any(s.name == found.qualname for s in importer.rewriter(data, found.file).surrogates):
+            roots = ", ".join(str(r) for r in importer.roots)
+            raise UnreachedError(
+                f"the rewritten model still runs `{found.qualname}` ({found.where}): its "
+                f"module `{found.module}` was imported as written, from outside the import "
+                f"roots ({roots}); load the entry with the project's roots "
+                "(fgirewrite.execute.load.load_sides) or run `fgirewrite verify PROJECT "
+                "--entry ...`"
+            )
 
 
 def model_and_inputs(built: object, name: str) -> tuple[object, tuple]:
