@@ -454,9 +454,9 @@ def verify_command(
 ) -> None:
     """Prove each rewrite gradient-equivalent to the Function it replaces.
 
-    For every surrogate fgirewrite would rewrite: forward bit for bit and of the same dtype, gradients within each dtype's tolerance on a dense grid, random values and edge values (float32, float64, bfloat16, float16; CPU, and CUDA when available). Only the imports and definitions a surrogate needs are executed, never the rest of the file.
+        For every surrogate fgirewrite would rewrite: forward bit for bit and of the same dtype, gradients within each dtype's tolerance on a dense grid, random values and edge values (float32, float64, bfloat16, float16; CPU, and CUDA when available). Only the imports and definitions a surrogate needs are executed, never the rest of the file.
 
-Three verdicts, never mixed: equivalent, not equivalent (with the first mismatch), could not verify (with the cause and what to do). Exit 0: everything equivalent; 1: something not equivalent; 2: something could not be verified, or an error (a file that cannot be read, a bad --entry).
+    Three verdicts, never mixed: equivalent, not equivalent (with the first mismatch), could not verify (with the cause and what to do). Exit 0: everything equivalent; 1: something not equivalent; 2: something could not be verified, or an error (a file that cannot be read, a bad --entry).
     """  # noqa: E501 (one line per paragraph, for the help screen)
     from fgirewrite.project import EntryError
     from fgirewrite.verify.command import (

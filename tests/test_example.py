@@ -104,7 +104,9 @@ def test_every_example_runs_as_a_script_from_anywhere(script, args, printed, tmp
 
 
 def test_every_example_is_listed():
-    found = {str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*.py") if p.name != "__init__.py"}
+    found = {
+        str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*.py") if p.name != "__init__.py"
+    }
     runnable = {s for s, _, _ in SCRIPTS}
     libraries = {"spiking_project/neurons.py", "spiking_project/models/snn.py"}
     assert found == runnable | libraries

@@ -29,7 +29,8 @@ def rewrite(data, path):
     """The real rewrite, with every injected gradient doubled."""
     result = rewrite_source(data, path)
     if result.new_source is not None:
-        result.new_source = result.new_source.replace(b"_fgi_inject(out, [", b"_fgi_inject(out, [2 * ")
+        doubled = b"_fgi_inject(out, [2 * "
+        result.new_source = result.new_source.replace(b"_fgi_inject(out, [", doubled)
     return result
 '''
 
@@ -152,7 +153,9 @@ def test_each_verdict_has_its_exit_code(status, verdict, code):
     model = ModelReport("m.py", "m.py:build", (check,), ())
     line, exit_code = summary([FileVerification("m.py", model=model)])
     assert (model.verdict, exit_code) == (verdict, code)
-    assert line.startswith(f"fgirewrite: 0 of 0 surrogates verified equivalent; 1 model: 1 {verdict}")
+    assert line.startswith(
+        f"fgirewrite: 0 of 0 surrogates verified equivalent; 1 model: 1 {verdict}"
+    )
 
 
 def test_a_plain_function_name_needs_one_file_that_defines_it():

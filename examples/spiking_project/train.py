@@ -2,7 +2,6 @@
 train.py`` (or ``cd examples/spiking_project && python train.py``), as research code runs."""
 
 import torch
-
 from models.snn import build
 from neurons import LIF
 

@@ -36,7 +36,7 @@ def _check_values(given: dict) -> None:
 
 
 def make_config(
-    path: Path, *, paper: bool, smoke: bool, cuda: bool, **overrides
+    path: Path | None, *, paper: bool, smoke: bool, cuda: bool, **overrides
 ) -> cfg.BenchConfig:
     """The quick defaults, or a preset (``paper``, ``smoke``), then every option given
     explicitly (``None`` means not given). A preset's compile-cost experiment runs only when a

@@ -240,9 +240,7 @@ def run(
     pair = pair or models.load(config.path, config.entry)
     command = " ".join(["fgirewrite", *sys.argv[1:]])
     with _torch_settings(config):
-        doc = schema.new_document(
-            config, dev.describe(device), pair.rewrite, command, pair.path
-        )
+        doc = schema.new_document(config, dev.describe(device), pair.rewrite, command, pair.path)
         with compiler.isolated() if config.compiling else contextlib.nullcontext():
             if config.compiling:
                 with progress.unit("start torch.compile up"), contextlib.suppress(Exception):

@@ -55,8 +55,7 @@ class Side:
             raise EntryError(f"{self.path} defines no `{self.entry.function}` (see --entry)")
         if not callable(found):
             raise EntryError(
-                f"{self.path}: `{self.entry.function}` is a {type(found).__name__}, "
-                "not a function"
+                f"{self.path}: `{self.entry.function}` is a {type(found).__name__}, not a function"
             )
         return found
 

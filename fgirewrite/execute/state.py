@@ -81,9 +81,10 @@ def preserved(model: nn.Module) -> Iterator[None]:
             for module, attributes, buffers_of, parameters in saved:
                 vars(module).clear()
                 vars(module).update(attributes)
-                for table, entries in ((module._buffers, buffers_of), (module._parameters, parameters)):
-                    table.clear()
-                    table.update(entries)
+                module._buffers.clear()
+                module._buffers.update(buffers_of)
+                module._parameters.clear()
+                module._parameters.update(parameters)
             with torch.no_grad():
                 for buffer, value in buffers:
                     buffer.copy_(value)

@@ -18,7 +18,7 @@ from typing import Any, Literal, overload
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_map
 
 from fgirewrite.execute.census import function_classes
 from fgirewrite.execute.state import copy_model, preserved

@@ -78,7 +78,7 @@ def named_gradients(
     inputs = leaves(inputs, grad=True)
     seed_all(seed)
     out = run(*passed(inputs))
-    named = {k: p for k, p in module.named_parameters() if p.requires_grad}
+    named: dict[str, torch.Tensor] = {k: p for k, p in module.named_parameters() if p.requires_grad}
     named |= {
         f"input {i}": x
         for i, x in enumerate(inputs)
@@ -171,7 +171,9 @@ def _vmap(fresh: Fresh, batch_dim: int, backend: str):
     params = {k: v.detach() for k, v in model.named_parameters()}
 
     def sample_loss(p: dict, *sample: Any) -> torch.Tensor:
-        batched = tuple(s.unsqueeze(batch_dim) if isinstance(s, torch.Tensor) else s for s in sample)
+        batched = tuple(
+            s.unsqueeze(batch_dim) if isinstance(s, torch.Tensor) else s for s in sample
+        )
         out = torch.func.functional_call(model, p, batched)
         return cast(torch.Tensor, sum(o.sum() for o in outputs(out) if o.is_floating_point()))
 

@@ -30,8 +30,7 @@ def _defines(path: Path, name: str) -> bool:
     except (OSError, SyntaxError, ValueError):
         return False
     return any(
-        isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) and s.name == name
-        for s in tree.body
+        isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) and s.name == name for s in tree.body
     )
 
 
@@ -103,7 +102,9 @@ def error_lines(results: list[FileVerification]) -> list[str]:
             elif surrogate_verdict(r) == COULD_NOT_VERIFY:
                 lines.append(f"{s.location}: error: {s.name}: could not verify: {r.failures()[0]}")
         if f.model is not None and f.model.verdict == COULD_NOT_VERIFY:
-            lines.append(f"{f.path}: error: --entry {f.model.entry}: could not verify: {f.model.cause}")
+            lines.append(
+                f"{f.path}: error: --entry {f.model.entry}: could not verify: {f.model.cause}"
+            )
     return lines
 
 

@@ -166,7 +166,7 @@ def function_uses(
     """What the rewrite did to each Function the original runs, and why there is nothing to
     compare (None when the original runs a Function the rewrite replaces and the rewritten
     model runs none of those)."""
-    findings = {
+    findings: dict[tuple[str | None, str], Surrogate | Skip] = {
         (os.path.realpath(path), f.name): f for path, found in served.items() for f in found
     }
     after = {f.key: f.nodes for f in rewritten}
@@ -178,7 +178,10 @@ def function_uses(
         if isinstance(found, Surrogate):
             status, reason = ("replaced", "") if not left else ("still there", "")
         elif isinstance(found, Skip):
-            status, reason = "left", f"fgirewrite leaves it as it is: [{found.code}] {found.message}"
+            status, reason = (
+                "left",
+                f"fgirewrite leaves it as it is: [{found.code}] {found.message}",
+            )
         elif _installed(f.file):
             status = "left"
             reason = (
@@ -247,7 +250,11 @@ def _gradient_checks(seed: int, original: dict, rewritten: dict) -> list[ModelCh
         for a, b in zip(rewritten["outputs"], original["outputs"], strict=True)
         if (m := bitwise_mismatch("output", a, b, torch.zeros(()))) is not None
     ]
-    checks = [ModelCheck(outputs, "mismatch" if problems else "ok", "; ".join(problems) or "bit-identical")]
+    checks = [
+        ModelCheck(
+            outputs, "mismatch" if problems else "ok", "; ".join(problems) or "bit-identical"
+        )
+    ]
     expected, actual = original["grads"], rewritten["grads"]
     name = f"gradients of {len(expected)} parameters and inputs (seed {seed})"
     if set(expected) != set(actual):
@@ -350,7 +357,19 @@ def verify_model(
     show = progress or (lambda what: None)
     try:
         with _sides(timeout) as sides:
-            _run(sides, report, entry, roots, seeds, steps, batch_dim, backend, capabilities, show, rewriter)
+            _run(
+                sides,
+                report,
+                entry,
+                roots,
+                seeds,
+                steps,
+                batch_dim,
+                backend,
+                capabilities,
+                show,
+                rewriter,
+            )
     except SideError as exc:
         report.error = report.error or str(exc)
     return report.done(time.perf_counter() - start)

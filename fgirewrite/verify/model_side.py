@@ -39,7 +39,9 @@ class Worker:
         self.functions: list[type] = []
 
     def load(self, entry: Entry, roots: list[str], variant: str, rewriter: str | None) -> None:
-        self.side = load_side(entry, [Path(r) for r in roots], variant, "", self._rewriter(rewriter))
+        self.side = load_side(
+            entry, [Path(r) for r in roots], variant, "", self._rewriter(rewriter)
+        )
 
     def fresh(self) -> tuple[nn.Module, tuple]:
         """The model as the entry builds it (seed 0), with the reference weights and inputs."""
@@ -109,4 +111,3 @@ class Worker:
 
     def capability(self, name: str, batch_dim: int, backend: str) -> Cell:
         return measure(name, self.fresh, batch_dim, backend, self.functions)
-

@@ -331,7 +331,9 @@ def terminal_lines(files: list[FileVerification], width: int | None = None) -> l
         if verdict != COULD_NOT_VERIFY:
             passed = sum(c.ok for c in r.checks)
             counted = f" ({passed} of {len(r.checks)} dtype and device checks passed)"
-        lines += _wrap(f"{s.name} ({s.location}) as {r.function}(): {verdict}{counted}", width, "  ")
+        lines += _wrap(
+            f"{s.name} ({s.location}) as {r.function}(): {verdict}{counted}", width, "  "
+        )
         for g in s.gradients:
             lines += _wrap(f"d/d{g.param} = {g.derivative}", width, "      ")
         for failure in [] if r.ok else r.failures():
@@ -360,8 +362,18 @@ def _model_lines(path: str, m: ModelReport, width: int) -> list[str]:
     for capability in m.capabilities:
         lines.append(f"  {capability.name}")
         for side, status, detail, blocker in (
-            ("original: ", capability.original, capability.original_detail, capability.original_blocker),
-            ("rewritten:", capability.rewritten, capability.rewritten_detail, capability.rewritten_blocker),
+            (
+                "original: ",
+                capability.original,
+                capability.original_detail,
+                capability.original_blocker,
+            ),
+            (
+                "rewritten:",
+                capability.rewritten,
+                capability.rewritten_detail,
+                capability.rewritten_blocker,
+            ),
         ):
             blocked = f" (blocked by {blocker})" if blocker else ""
             lines += _wrap(f"{status}: {detail}{blocked}", width, f"    {side} ", 0)

@@ -76,8 +76,7 @@ class SideProcess:
             if not ready:
                 self.process.kill()
                 raise SideError(
-                    f"the {self.variant} model did not answer within {self.timeout:.0f} s "
-                    f"({what})"
+                    f"the {self.variant} model did not answer within {self.timeout:.0f} s ({what})"
                 )
             status, *rest = pickle.loads(self.inbox.recv_bytes())
         except (EOFError, OSError):

@@ -1,9 +1,8 @@
 """A two-layer spiking network: its model module imports the neuron module."""
 
 import torch
-from torch import nn
-
 from neurons import LIF
+from torch import nn
 
 
 class SpikingNet(nn.Module):
