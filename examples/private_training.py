@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -36,7 +37,8 @@ from fgirewrite.grads.private import for_opacus
 
 try:
     from .forward_gradient_training import accuracy, digits
-except ImportError:  # run as `python examples/private_training.py`: no package around it
+except ImportError:  # run as `python examples/private_training.py`, or loaded by path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from forward_gradient_training import accuracy, digits  # type: ignore[no-redef]
 
 ALIF = Path(__file__).resolve().parent / "alif.py"
