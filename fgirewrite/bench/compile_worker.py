@@ -61,7 +61,7 @@ def measure(spec: dict) -> dict:
     counters.clear()
     bypasses.reasons.clear()
     run = torch.compile(model, **compiler.options(spec["backend"], spec["compile_mode"]))
-    fns = models.steps(run, work, list(model.parameters()))
+    fns = models.steps(run, work, list(model.parameters()), model)
     train_s = dev.wall(fns["train"], device)
     no_grad_s = dev.wall(fns["no_grad"], device)
     return {

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from fgirewrite.execute.load import Side, load_sides, resolve, search_roots
+from fgirewrite.execute.state import resetter
 from fgirewrite.project import Entry, EntryError
 from fgirewrite.source import described
 
@@ -199,20 +200,28 @@ def wrap(model: nn.Module, mode: str, compile_options: dict) -> Callable:
     return torch.compile(model, fullgraph=mode == "compile-fullgraph", **compile_options)
 
 
-def steps(run: Callable, work: Workload, parameters: list[nn.Parameter]) -> dict[str, Callable]:
+def steps(
+    run: Callable, work: Workload, parameters: list[nn.Parameter], model: nn.Module | None = None
+) -> dict[str, Callable]:
     """The timed statements. The optimizer step is excluded, as in the paper; gradients are
-    reset to None so each backward allocates them afresh."""
+    reset to None so each backward allocates them afresh. A ``model`` that keeps state
+    between calls (a membrane on a module) is reset before each call, as ``verify`` resets
+    it (``fgirewrite.execute.state``): in both variants alike."""
     inputs = work.inputs
+    reset = (resetter(model) if model is not None else None) or (lambda: None)
 
     def train() -> None:
         for p in parameters:
             p.grad = None
+        reset()
         work.loss(run(*inputs)).backward()
 
     def infer() -> None:
+        reset()
         run(*inputs)
 
     def no_grad() -> None:
+        reset()
         with torch.no_grad():
             run(*inputs)
 

@@ -71,7 +71,7 @@ def _prepare(
         except Exception as exc:  # noqa: BLE001 - likewise
             result["checks"]["jit_save"] = failure(exc)
     parameters = list(model.parameters())
-    fns = models.steps(run, work, parameters)
+    fns = models.steps(run, work, parameters, model)
     for measure in MEASURES:
         try:
             result["warmup"][f"first_{measure}_s"] = dev.wall(fns[measure], device)

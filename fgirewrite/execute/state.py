@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -31,36 +32,46 @@ def seed_all(seed: int) -> None:
         numpy.random.seed(seed)
 
 
-def _library_reset(model: nn.Module) -> list[str]:
-    done = []
+def _resets(model: nn.Module) -> list[tuple[str, Callable[[], object]]]:
+    """What resets the model's state: (what, how), in the order they run."""
+    found: list[tuple[str, Callable[[], object]]] = []
     functional = sys.modules.get("spikingjelly.activation_based.functional")
     if functional is not None:
-        functional.reset_net(model)
-        done.append("spikingjelly's functional.reset_net")
+        found.append(("spikingjelly's functional.reset_net", lambda: functional.reset_net(model)))
     utils = sys.modules.get("snntorch.utils")
     if utils is not None:
-        utils.reset(model)
-        done.append("snntorch's utils.reset")
-    return done
-
-
-def reset_state(model: nn.Module) -> list[str]:
-    """Reset what the model's own reset methods (``reset()``, ``reset_state()``,
-    ``reset_states()`` taking no argument, on any of its modules) and spikingjelly's and
-    snntorch's reset functions reset; what was called."""
-    done = _library_reset(model)
+        found.append(("snntorch's utils.reset", lambda: utils.reset(model)))
     for name, module in model.named_modules():
         for method in _RESETS:
             function = getattr(type(module), method, None)
             if function is None or getattr(nn.Module, method, None) is function:
                 continue
             try:
-                getattr(module, method)()
-            except TypeError:  # it takes arguments: not a state reset
+                inspect.signature(getattr(module, method)).bind()
+            except (TypeError, ValueError):  # it takes arguments: not a state reset
                 continue
-            done.append(f"{name or type(module).__name__}.{method}()")
+            found.append((f"{name or type(module).__name__}.{method}()", getattr(module, method)))
             break
+    return found
+
+
+def reset_state(model: nn.Module) -> list[str]:
+    """Reset what the model's own reset methods (``reset()``, ``reset_state()``,
+    ``reset_states()`` taking no argument, on any of its modules) and spikingjelly's and
+    snntorch's reset functions reset; what was called."""
+    done = []
+    for what, reset in _resets(model):
+        reset()
+        done.append(what)
     return done
+
+
+def resetter(model: nn.Module) -> Callable[[], object] | None:
+    """A function that resets the model's state before a forward, or None if nothing does."""
+    resets = [reset for _, reset in _resets(model)]
+    if not resets:
+        return None
+    return lambda: [reset() for reset in resets]
 
 
 @contextlib.contextmanager
