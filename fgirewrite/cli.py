@@ -606,10 +606,13 @@ def verify_command(
     entry: str = typer.Option(
         None,
         "--entry",
-        help="NAME or FILE:NAME of a function returning (model, example_inputs). Adds "
-        "model-level checks (outputs, gradients over seeds, an optimizer trajectory) and the "
-        "capability table. Runs that function and the imports and definitions it needs.",
-        metavar="NAME",
+        help="A function returning (model, example_inputs): FILE:FUNCTION or "
+        "MODULE:FUNCTION anywhere in the project (MODULE dotted, as the project imports it), "
+        "or FUNCTION in one of the PATHs. The original model is built from the project as "
+        "written and the rewritten one from the project rewritten file by file, each in its "
+        "own process; adds model-level checks (outputs, gradients over seeds, an optimizer "
+        "trajectory) and the capability table.",
+        metavar="ENTRY",
     ),
     batch_dim: int = typer.Option(
         0, "--batch-dim", help="Batch dimension of the inputs.", metavar="DIM"
@@ -642,9 +645,20 @@ def verify_command(
 ) -> None:
     """Prove each rewrite gradient-equivalent to the Function it replaces.
 
-    For every surrogate fgirewrite would rewrite: forward bit for bit and of the same dtype, gradients within each dtype's tolerance on a dense grid, random values and edge values (float32, float64, bfloat16, float16; CPU, and CUDA when available). Only the imports and definitions a surrogate needs are executed, never the rest of the file. Exit 0 only when everything verified; 1 on a mismatch; 2 on an error.
+        For every surrogate fgirewrite would rewrite: forward bit for bit and of the same dtype, gradients within each dtype's tolerance on a dense grid, random values and edge values (float32, float64, bfloat16, float16; CPU, and CUDA when available). Only the imports and definitions a surrogate needs are executed, never the rest of the file.
+
+    Three verdicts, never mixed: equivalent, not equivalent (with the first mismatch), could not verify (with the cause and what to do). Exit 0: everything equivalent; 1: something not equivalent; 2: something could not be verified, or an error (a file that cannot be read, a bad --entry).
     """  # noqa: E501 (one line per paragraph, for the help screen)
-    from fgirewrite.verify.command import error_lines, summary, verify_file
+    from fgirewrite.project import EntryError
+    from fgirewrite.verify.command import (
+        attach,
+        error_lines,
+        model_lines,
+        resolve_entry,
+        summary,
+        verify_file,
+    )
+    from fgirewrite.verify.model import verify_model
     from fgirewrite.verify.report import (
         FileVerification,
         print_terminal,
@@ -661,20 +675,34 @@ def verify_command(
     except config.ConfigError as exc:
         _err(str(exc))
         raise typer.Exit(EXIT_ERROR) from None
-    where = Path(entry.rpartition(":")[0]) if entry and ":" in entry else None
-    if where is not None and not any(where.resolve() == path.resolve() for path in found):
-        _err(f"fgirewrite: error: --entry {entry}: {where} is not among the files to verify")
-        raise typer.Exit(EXIT_ERROR)
+    model = None
+    if entry:
+        try:
+            model = resolve_entry(entry, paths, found)
+        except EntryError as exc:
+            _err(f"fgirewrite: error: --{exc}")
+            raise typer.Exit(EXIT_ERROR) from None
     results: list[FileVerification] = []
     for path in found:
         _err(f"fgirewrite: verifying {path}")
-        results.append(
-            verify_file(path, entry, batch_dim, seeds, steps, compile_backend, plots, _err)
+        results.append(verify_file(path, plots, _err))
+    if model is not None:
+        _err(f"fgirewrite: verifying the model of --entry {entry}")
+        attach(
+            results,
+            verify_model(
+                *model,
+                seeds=seeds,
+                steps=steps,
+                batch_dim=batch_dim,
+                backend=compile_backend,
+                progress=lambda what: _err(f"fgirewrite:   {entry}: {what}"),
+            ),
         )
     results += [FileVerification(p, error=m) for p, m in errors]
     if not quiet:
         print_terminal(results)
-    for line in error_lines(results):  # whatever --quiet says, on stderr
+    for line in model_lines(results) + error_lines(results):  # whatever --quiet says
         _err(line)
     reports = [
         (json_path, lambda path: write_json(results, path)),
@@ -717,16 +745,17 @@ def _preset(flag: str, help: str):
 @app.command("bench", cls=_Command, short_help="Time a model as written and as rewritten.")
 def bench_command(
     path: Path = typer.Argument(
-        ...,
-        help="A model file. Imported (its top level runs) as "
-        "written and as rewritten in memory; the file is not changed.",
+        None,
+        help="A model file (optional with --entry FILE:FUNCTION or MODULE:FUNCTION). Its "
+        "entry is built from the project as written and as rewritten in memory, as "
+        "`fgirewrite verify --entry` builds it; no file is changed.",
         show_default=False,
     ),
     entry: str = typer.Option(
         "build",
         "--entry",
-        help="Function in PATH called as ENTRY(steps=T, batch=B, "
-        "n_in=N, n_hidden=H); returns (model, inputs).",
+        help="FUNCTION in PATH, FILE:FUNCTION or MODULE:FUNCTION (as for verify), called as "
+        "ENTRY(steps=T, batch=B, n_in=N, n_hidden=H); returns (model, inputs).",
     ),
     paper: bool = typer.Option(
         False,

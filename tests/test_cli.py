@@ -255,7 +255,7 @@ def test_cli_needs_no_click_of_its_own():
         (["rewrite"], "missing argument PATH..."),
         (["--check"], "missing argument PATH..."),
         (["verify"], "missing argument PATH..."),
-        (["bench"], "missing argument PATH"),
+        (["bench"], "give a model file, or --entry FILE:FUNCTION or MODULE:FUNCTION"),
         (["-j"], "option '-j' requires an argument"),
         (
             ["-j", "two", "x.py"],
