@@ -82,7 +82,7 @@ def measure(size: int, seconds: float) -> dict[str, float]:
         "surrogate derivative": lambda: torch.exp(-0.5 * x0**2) / math.sqrt(2 * math.pi),
         "seed (_fgi_seed)": lambda: _fgi_seed(x, out),
         "term (seed * derivative)": lambda: seed * derivative,
-        "injection (_fgi_inject: add, then overwrite)": lambda: _fgi_inject(out, [term]),
+        "injection (_fgi_inject: add, then overwrite)": lambda: _fgi_inject(out, term),
     }
     for name, fn in pieces.items():
         found[f"piece: {name}"] = _time(fn, seconds)

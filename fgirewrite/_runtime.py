@@ -23,8 +23,11 @@ def _fgi_needs_grad():
 
 def _fgi_seed(x, out):
     """`x` as the backward saw grad_output, in the dtype it computed `x`'s gradient in."""
-    # The output's dtype promoted with x's, as type promotion does it (a 0-d x does not widen).
-    return x.to(torch.result_type(x, out))
+    # The output's dtype promoted with x's, as type promotion has it: a 0-d x does not widen
+    # it (torch.fx's proxies are no tensors: a symbolic trace always promotes).
+    if isinstance(x, torch.Tensor) and x.dim() == 0:
+        return x.to(out.dtype)
+    return x.to(torch.promote_types(out.dtype, x.dtype))
 
 
 def _fgi_inject(out, term):

@@ -29,8 +29,8 @@ def rewrite(data, path):
     """The real rewrite, with every injected gradient doubled."""
     result = rewrite_source(data, path)
     if result.new_source is not None:
-        doubled = b"_fgi_inject(out, [2 * "
-        result.new_source = result.new_source.replace(b"_fgi_inject(out, [", doubled)
+        doubled = b"= _fgi_inject(out, 2 * "
+        result.new_source = result.new_source.replace(b"= _fgi_inject(out, ", doubled)
     return result
 '''
 

@@ -25,7 +25,12 @@ MUTANTS = [
     (
         "seed ignores the backward's dtype",
         "narrow_output_half.py",
-        [("return x.to(torch.result_type(x, out))", "return x.to(out.dtype)")],
+        [
+            (
+                "return x.to(torch.promote_types(out.dtype, x.dtype))\n",
+                "return x.to(out.dtype)\n",
+            )
+        ],
         "d/dx: mismatched elements",
     ),
     (
@@ -94,6 +99,25 @@ MUTANTS = [
         ],
         "forward: mismatched elements",
     ),
+    # Issue 22's families: a mutant of the construction each.
+    (
+        "a module-level tensor read without its copy (leak)",
+        "leak_config_attribute.py",
+        [("CFG.thresh.detach().clone() if", "CFG.thresh if")],
+        "with no input requiring grad, the rewrite's output requires grad",
+    ),
+    (
+        "an element of a module-level parameter read without its copy (leak)",
+        "leak_global_parameter_element.py",
+        [("value = W[1].detach().clone() if", "value = W[1] if")],
+        "with no input requiring grad, the rewrite's output requires grad",
+    ),
+    (
+        "custom_fwd's cast dropped (mixed precision)",
+        "amp_cast_inputs.py",
+        [(".to(torch.float32) if x.is_floating_point()", " if x.is_floating_point()")],
+        "autocast bfloat16: output dtype torch.bfloat16 != original torch.float32",
+    ),
 ]
 
 
@@ -109,5 +133,48 @@ def test_mutant_of_a_written_module_is_rejected(what, case, edit, message):
         text = text.replace(old, new, 1)
     mutant = replace(rewrite, new_source=text.encode())
     [report] = verify_rewrite(mutant, path)
+    assert not report.ok, what
+    assert any(message in failure for failure in report.failures()), report.failures()
+
+
+# Mutants of the static checks: with the check gone, the class is rewritten, and the written
+# module is wrong in a way verification sees (or, for what it cannot see, the check is the
+# only guard: a forward that keeps its output, a decorator that logs).
+CHECKS = [
+    (
+        "decorators",
+        "fgirewrite.extract.check_decorators",
+        lambda methods, imports: None,
+        "decorator_scales_backward.py",
+        "d/dx: mismatched elements",
+    ),
+    (
+        "forwards reading autograd state",
+        "fgirewrite.extract.check_forward",
+        lambda *args: None,
+        "forward_branches_on_requires_grad.py",
+        "forward: mismatched elements",
+    ),
+    (
+        "needs_input_grad as a value",
+        "fgirewrite.extract._needs_input_grad_only_guards",
+        lambda *args: None,
+        "needs_input_grad_as_a_scale.py",
+        "only x requiring grad d/dx: mismatched elements",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "target", "stub", "case", "message"), CHECKS, ids=[c[0] for c in CHECKS]
+)
+def test_without_its_static_check_a_family_is_caught_by_verification(
+    what, target, stub, case, message, monkeypatch
+):
+    path = TRUST / case
+    assert not rewrite_source(path.read_bytes(), str(path)).surrogates  # refused statically
+    monkeypatch.setattr(target, stub)
+    rewrite = rewrite_source(path.read_bytes(), str(path))
+    [report] = verify_rewrite(rewrite, path)
     assert not report.ok, what
     assert any(message in failure for failure in report.failures()), report.failures()

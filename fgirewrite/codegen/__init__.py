@@ -30,7 +30,8 @@ def runtime_sources() -> dict[str, str]:
     lines = text.splitlines(keepends=True)
     nodes = [n for n in ast.parse(text).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
     assert tuple(n.name for n in nodes) == (*RUNTIME_NAMES, SHIM_BASE)
-    return {n.name: "".join(lines[n.lineno - 1 : n.end_lineno]) for n in nodes}
+    first = {n.name: min([n.lineno] + [d.lineno for d in n.decorator_list]) for n in nodes}
+    return {n.name: "".join(lines[first[n.name] - 1 : n.end_lineno]) for n in nodes}
 
 
 def renamed(source: str, helper: str, name: str) -> str:

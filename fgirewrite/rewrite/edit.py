@@ -353,7 +353,9 @@ def _runtime_names(
     else:
         lines = text.replace("\r\n", "\n").replace("\r", "\n").splitlines(keepends=True)
         sources = {
-            n.name: "".join(lines[n.lineno - 1 : n.end_lineno])
+            n.name: "".join(
+                lines[min([n.lineno] + [d.lineno for d in n.decorator_list]) - 1 : n.end_lineno]
+            )
             for n in tree.body
             if isinstance(n, (ast.FunctionDef, ast.ClassDef))
         }
