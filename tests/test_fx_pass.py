@@ -278,3 +278,26 @@ def test_constant_argument_only_the_call_read_is_dropped():
     FGIPass()(gm)
     # alpha is dropped with the call; the forward's own constant is the pass's buffer
     assert [n.target for n in gm.graph.nodes if n.op == "get_attr"] == ["_fgi_constant0"]
+
+
+class TupleParameter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, x):
+        return lib.TupleScaled.apply(x, (self.scale, 2.0))
+
+
+def test_a_parameter_in_a_tuple_argument_gets_no_gradient_in_the_graph():
+    """Only the seed carries a gradient in the inlined subgraph too: the parameter, a proxy
+    inside a tuple, is read through a detached copy, as autograd's backward reads it."""
+    model = TupleParameter()
+    gm = trace(model)
+    FGIPass()(gm)
+    x = X.clone().requires_grad_()
+    gm(x).sum().backward()
+    assert model.scale.grad is None and gm.scale.grad is None
+    expected = X.clone().requires_grad_()
+    model(expected).sum().backward()
+    assert torch.equal(x.grad, expected.grad)

@@ -133,6 +133,13 @@ class _Inliner(GraphAppendingTracer):
         return super().create_arg(a)
 
 
+def _proxy_is_tensor(value: Any, kind: Any) -> bool:
+    """``isinstance`` for traced code: a proxy stands for a tensor."""
+    if isinstance(value, Proxy) and kind is torch.Tensor:
+        return True
+    return isinstance(value, kind)
+
+
 def _leaf(tracer: _Inliner, target: Callable) -> Callable:
     def call(*args: Any) -> Proxy:
         return tracer.create_proxy("call_function", target, args, {})
@@ -161,6 +168,7 @@ def inline(gm: fx.GraphModule, node: Node, function: Callable) -> Node:
         _fgi_needs_grad=lambda: True,
         _fgi_seed=_leaf(tracer, _runtime._fgi_seed),
         _fgi_inject=_leaf(tracer, _runtime._fgi_inject),
+        isinstance=_proxy_is_tensor,  # so that a proxy is read through its detached copy
     )
     traced = types.FunctionType(
         function.__code__, namespace, function.__name__, function.__defaults__, function.__closure__
