@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import cast
 
-from fgirewrite import discover, files, notebook, skips
+from fgirewrite import config, discover, files, notebook, skips
 from fgirewrite.rewrite.result import Rewrite
 from fgirewrite.source import SourceError, decode, internal_error
 from fgirewrite.surrogate import Location, Skip, Surrogate, key
@@ -111,7 +111,11 @@ def process(
             outcome.rewrite, outcome.analysed_only = result, True
             return outcome
         placed = None if outcome.notebook else placement(path, decode(data, str(path)))
-        outcome.options = {"helpers": placed and placed[0], "annotate": annotate}
+        outcome.options = {
+            "helpers": placed and placed[0],
+            "annotate": annotate,
+            "target": _target(path),
+        }
         result = rewrite_source(data, str(path), refused, **outcome.options)
         if result.changed and outcome.notebook is not None:
             outcome.notebook.render(result.new_source or b"")  # its cells come back whole
@@ -128,6 +132,14 @@ def process(
         result.source = b""  # not needed again; keeps parallel results small
     outcome.rewrite = result
     return outcome
+
+
+def _target(path: Path) -> tuple[int, int] | None:
+    """The oldest Python the file's project runs on (``target-version``, ``requires-python``)."""
+    try:
+        return config.settings_for(path).target_version
+    except config.ConfigError:  # reported where the run reads its configuration
+        return None
 
 
 def _module(data: bytes, path: str) -> tuple[bytes, notebook.Notebook | None]:

@@ -200,3 +200,24 @@ def test_the_helpers_use_no_private_torch_call():
     text = Path(_runtime.__file__).read_text()
     assert "torch._" not in text
     assert text.count("_current_level") == 2  # read by getattr, its absence documented
+
+
+def test_a_rewrite_that_needs_a_newer_python_than_the_target_is_refused(monkeypatch):
+    """Generated code must run where the original ran: checked with the target's grammar."""
+    from fgirewrite import codegen
+
+    original = codegen.function_source
+
+    def newer(*args, **kwargs):  # a `match` statement needs Python 3.10
+        text = original(*args, **kwargs)
+        return text.replace(
+            "    return out\n",
+            "    match out:\n        case _:\n            pass\n    return out\n",
+        )
+
+    path = FIXTURES / "rewrite" / "single_expression.py"
+    assert rewrite_source(path.read_bytes(), str(path), target=(3, 8)).changed
+    monkeypatch.setattr(codegen, "function_source", newer)
+    assert rewrite_source(path.read_bytes(), str(path), target=(3, 10)).changed
+    with pytest.raises(Exception, match="needs a newer Python than target-version py38"):
+        rewrite_source(path.read_bytes(), str(path), target=(3, 8))

@@ -103,6 +103,7 @@ def rewrite_source(
     helpers: str | None = None,
     guard: bool = True,
     annotate: bool = False,
+    target: tuple[int, int] | None = None,
 ) -> Rewrite:
     """Rewrite every understood surrogate in a module's source.
 
@@ -111,7 +112,9 @@ def rewrite_source(
     the file imports the runtime helpers from (``rewrite.helpers.placement``); without it
     they are written into the file. ``guard``: a subclass of a module-level class may exist
     in a module fgirewrite does not see, so rewritten classes get the base that refuses one.
-    ``annotate`` types literal defaults of generated functions, for TorchScript.
+    ``annotate`` types literal defaults of generated functions, for TorchScript. ``target``
+    is the oldest Python the project runs on: a file whose grammar it accepts must still
+    parse with it once rewritten.
     """
     result, parsed = analyse(data, path)
     for name, (code, why) in (refused or {}).items():
@@ -151,7 +154,20 @@ def rewrite_source(
         ast.parse(result.new_source)
     except SyntaxError as exc:  # never write what does not parse
         raise SourceError(f"internal error: the rewrite does not parse ({exc.msg})") from None
+    if target is not None and _parses(data, target) and not _parses(result.new_source, target):
+        raise SourceError(
+            f"internal error: the rewrite needs a newer Python than target-version "
+            f"py{target[0]}{target[1]}; left as it is"
+        )
     return result
+
+
+def _parses(data: bytes, version: tuple[int, int]) -> bool:
+    try:
+        ast.parse(data, feature_version=version)
+    except SyntaxError:
+        return False
+    return True
 
 
 _IDENTIFIER = re.compile(r"[^\W\d]\w*")
