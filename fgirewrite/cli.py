@@ -252,11 +252,19 @@ def rewrite_command(
         show_default=False,
     ),
     accept_first_order: bool = typer.Option(
-        False,
+        None,
         runner.SECOND_ORDER_FLAG,
         help="Rewrite even when the files differentiate through gradients (create_graph=True, "
         "a Hessian, jacrev of jacrev): FGI gradients are first-order, so those second "
         "derivatives change. Without it, every surrogate is then left as it is.",
+        show_default=False,
+    ),
+    torchscript: bool = typer.Option(
+        None,
+        "--torchscript",
+        help="Type the literal defaults of generated functions (alpha: float = 2.0), which "
+        "TorchScript needs; on without it when a file given calls torch.jit.script.",
+        show_default=False,
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and the summary."),
     exclude: list[str] = typer.Option(
@@ -312,6 +320,8 @@ def rewrite_command(
         verify=verify,
         jobs=jobs,
         output_format=output_format.value if output_format is not None else None,
+        accept_first_order=accept_first_order,
+        torchscript=torchscript,
     )
     try:
         resolver = config.Resolver(overrides)
@@ -320,7 +330,7 @@ def rewrite_command(
             raise typer.Exit(EXIT_OK)
         run = resolver.settings(_common_folder(paths))
         errors: list[tuple[str, str]] = []
-        outcomes, modules = _process(paths, resolver, run, mode, errors, accept_first_order)
+        outcomes, modules = _process(paths, resolver, run, mode, errors)
     except config.ConfigError as exc:
         _err(str(exc))
         raise typer.Exit(EXIT_ERROR) from None
@@ -402,19 +412,22 @@ def _process(
     run: config.Settings,
     mode: Mode,
     errors: list[tuple[str, str]],
-    accept_first_order: bool = False,
 ) -> tuple[list[runner.Outcome], list[runner.HelperModule]]:
     """Rewrite every file in memory; with --write, verify and write each changed one."""
     verify = run.verify
     try:
         found = _found(paths, resolver, run.force_exclude, errors)
         outcomes = runner.process_all(
-            found, run.jobs, _progress(len(found)), analyse_only=mode is Mode.check
+            found,
+            run.jobs,
+            _progress(len(found)),
+            analyse_only=mode is Mode.check,
+            annotate=run.torchscript or None,
         )
     except KeyboardInterrupt:
         _err("fgirewrite: interrupted; no file was written")
         raise typer.Exit(130) from None
-    if not accept_first_order:
+    if not run.accept_first_order:
         runner.hold_back_second_order(outcomes)
     if mode is not Mode.write:
         return outcomes, ([] if mode is Mode.check else runner.helper_modules(outcomes))

@@ -56,6 +56,8 @@ KEYS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "verify": ("true or false", lambda v: isinstance(v, bool)),
     "jobs": ("a whole number, 0 or more", _count),
     "output-format": (" or ".join(f'"{f}"' for f in FORMATS), lambda v: v in FORMATS),
+    "accept-first-order": ("true or false", lambda v: isinstance(v, bool)),
+    "torchscript": ("true or false", lambda v: isinstance(v, bool)),
 }
 
 
@@ -140,6 +142,8 @@ class Overrides:
     verify: bool | None = None
     jobs: int | None = None
     output_format: str | None = None
+    accept_first_order: bool | None = None
+    torchscript: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,8 @@ class Settings:
     verify: bool
     jobs: int
     output_format: str
+    accept_first_order: bool = False  # rewrite where the files differentiate twice
+    torchscript: bool = False  # type literal defaults of generated functions
     sources: Mapping[str, str] = field(default_factory=dict)  # key -> "default", a flag, a file
 
     @property
@@ -191,6 +197,8 @@ class Settings:
             "verify": self.verify,
             "jobs": self.jobs,
             "output-format": self.output_format,
+            "accept-first-order": self.accept_first_order,
+            "torchscript": self.torchscript,
         }
 
 
@@ -393,6 +401,10 @@ class Resolver:
             verify=pick("verify", verify_flag, given.verify, True),
             jobs=pick("jobs", "--jobs", given.jobs, 0),
             output_format=pick("output-format", "--output-format", given.output_format, "text"),
+            accept_first_order=pick(
+                "accept-first-order", "--accept-first-order", given.accept_first_order, False
+            ),
+            torchscript=pick("torchscript", "--torchscript", given.torchscript, False),
             sources=sources,
         )
 

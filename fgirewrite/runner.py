@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import cast
 
-from fgirewrite import config, discover, files, notebook, skips
+from fgirewrite import config, discover, files, notebook, project, skips
 from fgirewrite.rewrite.result import Rewrite
 from fgirewrite.source import SourceError, decode, internal_error
 from fgirewrite.surrogate import Location, Skip, Surrogate, key
@@ -158,16 +158,19 @@ def process_all(
     jobs: int,
     progress: Callable[[int, int], None] | None = None,
     analyse_only: bool = False,
+    annotate: bool | None = None,
 ) -> list[Outcome]:
     """Process files, in parallel when many could define a Function; results in order.
 
     The cheap byte scan runs here, file after file; the files that pass it are handed to
     worker processes as they are found, so the workers parse while the scan goes on. Each
     outcome records the file's second-order uses (``second_order``), found by the same scan.
+    ``annotate``: type generated functions' literal defaults (None: when a file scripts).
     """
     paths = list(paths)
     results: list[Outcome | None] = [None] * len(paths)
-    annotate = not analyse_only and uses_torchscript(paths)
+    if annotate is None:  # typed for TorchScript when a file given scripts
+        annotate = not analyse_only and uses_torchscript(paths)
     work = partial(process, analyse_only=analyse_only, annotate=annotate)
     workers = jobs if jobs > 0 else available_cpus()
     pool: ProcessPoolExecutor | None = None
@@ -303,22 +306,30 @@ SECOND_ORDER_FLAG = "--accept-first-order"
 
 
 def hold_back_second_order(outcomes: list[Outcome]) -> None:
-    """Leave every surrogate alone when any file differentiates through gradients: an FGI
-    rewrite would change those second derivatives (``--accept-first-order`` opts out)."""
-    uses = [(o, line, what) for o in outcomes for line, what in o.second_order]
-    if not uses:
+    """Leave a surrogate alone where a file that differentiates through gradients reaches it
+    (its own file, or one that file imports, directly or through others): an FGI rewrite
+    would change those second derivatives (``--accept-first-order`` opts out)."""
+    users = [o for o in outcomes if o.second_order]
+    if not users:
         return
-    first, line, what = uses[0]
-    more = f" and {len(uses) - 1} more" if len(uses) > 1 else ""
-    message = (
-        f"{first.line(line)} differentiates through gradients ({what}){more}: the rewrite's "
-        "gradients are first-order, so second derivatives through it would change; pass "
-        f"{SECOND_ORDER_FLAG} to rewrite anyway"
-    )
+    imports = _ImportGraph([Path(o.path) for o in outcomes])
+    blocked: dict[Path, tuple[Outcome, int, str]] = {}
+    for user in users:
+        line, what = user.second_order[0]
+        for reached in imports.reach(Path(user.path)):
+            blocked.setdefault(reached, (user, line, what))
     for outcome in outcomes:
         rewrite = outcome.rewrite
-        if rewrite is None or not rewrite.surrogates:
+        cause = blocked.get(Path(outcome.path).resolve())
+        if rewrite is None or not rewrite.surrogates or cause is None:
             continue
+        user, line, what = cause
+        how = "" if user is outcome else ", and imports this module"
+        message = (
+            f"{user.line(line)} differentiates through gradients ({what}){how}: the "
+            "rewrite's gradients are first-order, so second derivatives through it would "
+            f"change; pass {SECOND_ORDER_FLAG} to rewrite anyway"
+        )
         refused = {key(s): ("second-order", message) for s in rewrite.surrogates}
         if outcome.analysed_only:
             rewrite.findings = [
@@ -331,6 +342,55 @@ def hold_back_second_order(outcomes: list[Outcome]) -> None:
         outcome.rewrite = rewrite_source(rewrite.source, outcome.path, refused, **outcome.options)
         outcome.snapshot = None
         outcome.helper_path = None
+
+
+class _ImportGraph:
+    """Which of a run's files a file imports, directly or through others."""
+
+    def __init__(self, paths: list[Path]):
+        self.files = {p.resolve() for p in paths}
+        self._edges: dict[Path, set[Path]] = {}
+
+    def reach(self, start: Path) -> set[Path]:
+        seen, todo = {start.resolve()}, [start.resolve()]
+        while todo:
+            for found in self._imported(todo.pop()) - seen:
+                seen.add(found)
+                todo.append(found)
+        return seen
+
+    def _imported(self, path: Path) -> set[Path]:
+        if path not in self._edges:
+            self._edges[path] = {
+                found.resolve()
+                for name in _imported_modules(path)
+                if (found := project.find_module(name, project.import_roots(path))) is not None
+                and found.resolve() in self.files
+            }
+        return self._edges[path]
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Dotted names a file imports (a ``from a import b`` also as ``a.b``: b may be one)."""
+    try:
+        tree = ast.parse(notebook.python_source(path.read_bytes(), str(path)))
+    except (OSError, SyntaxError, ValueError, notebook.NotebookError):
+        return set()
+    package = project.package_of(path)[0].rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".") if package else []
+                parts = parts[: len(parts) - node.level + 1] if node.level > 1 else parts
+                base = ".".join([*parts, *([base] if base else [])])
+            if base:
+                names.add(base)
+            names.update(f"{base}.{a.name}" if base else a.name for a in node.names)
+    return names
 
 
 def verify_and_refuse(outcome: Outcome, verify: bool = True) -> None:

@@ -211,20 +211,28 @@ def test_pre_commit_hook_runs_check_mode():
 
 
 def test_double_backward_elsewhere_in_the_run_holds_rewrites_back(tmp_path, good):
-    """A second-order use anywhere in the run leaves every surrogate alone (FGI gradients are
-    first-order); --accept-first-order rewrites anyway and warns where it differs. Text that
-    only mentions it (a docstring, a comment) does not count."""
+    """A file that differentiates through gradients and imports the surrogate's module
+    leaves its surrogates alone (FGI gradients are first-order); --accept-first-order
+    rewrites anyway and warns where it differs. Text that only mentions it (a docstring, a
+    comment) does not count, nor a file that cannot reach the surrogate."""
+    (tmp_path / "other.py").write_text(
+        "import torch\n\ndef penalty(l, p):\n"
+        "    return torch.autograd.grad(l, p, create_graph=True)\n"
+    )
+    assert "would rewrite: GaussianSpike" in run("--check", str(tmp_path)).stdout
+    (tmp_path / "other.py").unlink()
     (tmp_path / "train.py").write_text(
-        'import torch\n"""create_graph=True, hessian(f)"""\n\ndef step(loss, params):\n'
+        'import torch\n"""create_graph=True, hessian(f)"""\nfrom model import run\n'
+        "def step(loss, params):\n"
         "    return torch.autograd.grad(loss, params, create_graph=True)  # hessian(\n"
     )
     result = run("--check", str(tmp_path))
     assert result.exit_code == 1
     assert (
         f"skipped: GaussianSpike [second-order] {tmp_path / 'train.py'}:5 differentiates "
-        "through gradients (create_graph=True): the rewrite's gradients are first-order, so "
-        "second derivatives through it would change; pass --accept-first-order to rewrite "
-        "anyway"
+        "through gradients (create_graph=True), and imports this module: the rewrite's "
+        "gradients are first-order, so second derivatives through it would change; pass "
+        "--accept-first-order to rewrite anyway"
     ) in result.stdout
     assert "warning" not in result.stderr
     result = run("--check", "--accept-first-order", str(tmp_path))

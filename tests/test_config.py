@@ -162,7 +162,9 @@ pythonpath = ["{root}/src"]  # {root}/pyproject.toml
 target-version = "py39"  # requires-python ">=3.9,<4" in {root}/pyproject.toml
 verify = false  # --no-verify
 jobs = 2  # {root}/pyproject.toml
-output-format = "text"  # default"""
+output-format = "text"  # default
+accept-first-order = false  # default
+torchscript = false  # default"""
 
 
 def test_show_settings_says_where_each_value_comes_from(repo):

@@ -116,6 +116,7 @@ def check_forward(
     """Refuse a forward that reads its inputs' autograd state, or keeps a value anywhere but
     ctx and its return value (``local``: its parameters and the names it binds)."""
     nodes = [*statements, result]
+    containers = _fresh_containers(nodes, imports)
     for node in nodes:
         for n in walk(node):
             if isinstance(n, cst.Attribute) and n.attr.value in AUTOGRAD_ATTRIBUTES:
@@ -131,14 +132,50 @@ def check_forward(
                     "forward-side-effect", "declares a global: it may keep a value", n
                 )
             if isinstance(n, cst.Call):
-                _check_call(n, local, imports)
+                _check_call(n, local, containers, imports)
             if isinstance(n, (cst.Assign, cst.AugAssign, cst.AnnAssign)):
                 targets = [t.target for t in n.targets] if isinstance(n, cst.Assign) else [n.target]
                 for target in targets:
                     _check_target(target, local)
 
 
-def _check_call(call: cst.Call, local: set[str], imports: dict[str, str]) -> None:
+def _fresh_containers(nodes: list[cst.CSTNode], imports: dict[str, str]) -> set[str]:
+    """Names the forward binds only to values it makes itself (``spikes = []``,
+    ``dims = torch.ones(n).tolist()``), never to one it reads (``spikes = MONITOR``):
+    appending to one keeps nothing outside the forward."""
+    bound: dict[str, bool] = {}
+    for node in nodes:
+        for n in walk(node):
+            if isinstance(n, cst.Assign):
+                for target in n.targets:
+                    if isinstance(target.target, cst.Name):
+                        name, fresh = target.target.value, _made_here(n.value, imports)
+                        bound[name] = bound.get(name, True) and fresh
+    return {name for name, fresh in bound.items() if fresh}
+
+
+_CONSTRUCTORS = frozenset({"list", "dict", "set", "tuple", "sorted", "range", "zip", "len"})
+_MAKING_METHODS = frozenset({"tolist", "copy", "clone", "keys", "values", "items", "split"})
+
+
+def _made_here(value: cst.BaseExpression, imports: dict[str, str]) -> bool:
+    """A container literal or comprehension, or what torch or a constructor returns."""
+    if isinstance(value, (cst.List, cst.Dict, cst.Set, cst.Tuple)):
+        return True
+    if isinstance(value, (cst.ListComp, cst.DictComp, cst.SetComp, cst.GeneratorExp)):
+        return True
+    if not isinstance(value, cst.Call):
+        return False
+    func = value.func
+    if isinstance(func, cst.Attribute) and func.attr.value in _MAKING_METHODS:
+        return True
+    name = qualify(dotted(func) or "", imports)
+    return name.startswith("torch.") or name in _CONSTRUCTORS
+
+
+def _check_call(
+    call: cst.Call, local: set[str], containers: set[str], imports: dict[str, str]
+) -> None:
     func = call.func
     method = func.attr.value if isinstance(func, cst.Attribute) else None
     if method in AUTOGRAD_METHODS:
@@ -147,6 +184,9 @@ def _check_call(call: cst.Call, local: set[str], imports: dict[str, str]) -> Non
             f"calls `.{method}()`: the rewrite runs the forward on detached inputs",
             call,
         )
+    receiver = func.value if isinstance(func, cst.Attribute) else None
+    if isinstance(receiver, cst.Name) and receiver.value in containers:
+        return  # a list or dict of the forward's own
     stores = method in STORING_METHODS or qualify(dotted(func) or "", imports) == "setattr"
     if stores and any(names_in(a.value) & local for a in call.args):
         shown = cst.Module([]).code_for_node(func)
