@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import keyword
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -83,9 +84,11 @@ class Names:
         self.taken = set(taken)
 
     def fresh(self, base: str) -> str:
+        """``base`` without its outer underscores, numbered until free: never a keyword
+        (``lambda_`` gives ``lambda_1``, not ``lambda``)."""
         base = base.strip("_") or "tmp"
         name, i = base, 1
-        while name in self.taken:
+        while name in self.taken or keyword.iskeyword(name):
             name, i = f"{base}_{i}", i + 1
         self.taken.add(name)
         return name
