@@ -125,9 +125,13 @@ class CallRules:
             self.check_not_random(helper, qualified, node)
         if not lins:
             self.all_const(values, node)
+            is_bool = qualified.rsplit(".", 1)[-1] in BOOL_METHODS
             return Const(
                 node.with_changes(args=self.rebuild_args(node, values)),
-                is_bool=qualified.rsplit(".", 1)[-1] in BOOL_METHODS,
+                is_bool=is_bool,
+                tensor=qualified.startswith("torch.")
+                and qualified not in rules.NOT_TENSOR_FUNCTIONS
+                and (is_bool or any(isinstance(v, Const) and v.tensor for _, v in values)),
                 zero=qualified in rules.ZERO_FUNCTIONS,
             )
         call = _GradCall(node, qualified, values, lins, self.rebuild_args(node, values))
@@ -235,6 +239,7 @@ class CallRules:
         return Const(
             rebuilt,
             is_bool=method in BOOL_METHODS,
+            tensor=receiver.tensor and method not in rules.NOT_TENSOR_METHODS,
             integral=method in rules.INTEGRAL_METHODS and method != "bool",
             zero=method in rules.ZERO_METHODS,
             external=receiver.external and aliasing,

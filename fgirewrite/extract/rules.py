@@ -73,6 +73,21 @@ SHAPE_FUNCTIONS = frozenset(
     {"torch.zeros_like", "torch.ones_like", "torch.empty_like", "torch.full_like"}
 )
 ZERO_FUNCTIONS = frozenset({"torch.zeros_like", "torch.zeros"})
+# Methods of a tensor whose result is not a tensor (a number, a size, a flag).
+NOT_TENSOR_METHODS = frozenset(
+    {
+        *("item", "tolist", "dim", "ndimension", "size", "numel", "nelement", "stride"),
+        *("element_size", "storage_offset", "data_ptr", "is_contiguous", "is_floating_point"),
+        *("is_complex", "get_device", "is_set_to", "equal", "__len__", "__bool__", "__float__"),
+    }
+)
+NOT_TENSOR_FUNCTIONS = frozenset(
+    f"torch.{name}"
+    for name in (
+        *("is_tensor", "is_floating_point", "is_complex", "is_nonzero", "numel", "equal"),
+        *("allclose", "is_same_size", "result_type", "promote_types", "can_cast"),
+    )
+)
 ZERO_METHODS = frozenset({"new_zeros", "zero_"})
 
 RANDOM_FUNCTIONS = frozenset(

@@ -275,6 +275,7 @@ class Evaluator(CallRules):
                 simple=True,
                 value=value.value,
                 is_bool=value.is_bool,
+                tensor=value.tensor,
                 integral=value.integral,
                 zero=value.zero,
                 external=value.external,
@@ -328,7 +329,8 @@ class Evaluator(CallRules):
         if not isinstance(mask, Const) or not mask.is_bool:
             raise Unsupported(
                 "unsupported-syntax",
-                f"indexed assignment to `{label}` by an index not known to be a boolean mask",
+                f"indexed assignment to `{label}` by an index not known to be a boolean mask "
+                "(a comparison of tensors, or `&`, `|`, `*`, `+` of such masks)",
                 target,
             )
         saved, self.mask = self.mask, target.slice
@@ -423,6 +425,7 @@ class Evaluator(CallRules):
         return Const(
             node.with_changes(value=operand(node.value, base.node)),
             simple=base.simple,
+            tensor=base.tensor and attr not in rules.SHAPE_ATTRIBUTES,
             external=base.external and aliasing,
             aliased=aliasing or base.aliased,
         )
@@ -435,7 +438,7 @@ class Evaluator(CallRules):
                 raise Unsupported("unsupported-ctx", "reads ctx.saved_tensors but saves none", node)
             # A saved tensor is shared with ctx, and may be the output or a view of an input
             # the caller holds: an in-place op on it is never taken for a private update.
-            return Seq([replace(c, external=True) for c in self.ctx.saved], saved=True)
+            return Seq([replace(c, external=True, tensor=True) for c in self.ctx.saved], saved=True)
         if attr == "needs_input_grad":
             items: list[Sym] = []
             for i in range(self.ctx.n_inputs):
@@ -476,6 +479,7 @@ class Evaluator(CallRules):
         base.aliased = True  # ``y = x[0]`` may be a view: an in-place op on x changes y
         return Const(
             node.with_changes(value=operand(node.value, base.node), slice=elements),
+            tensor=base.tensor,
             external=base.external,
             aliased=True,
         )
@@ -517,6 +521,7 @@ class Evaluator(CallRules):
             simple=c.simple,
             value=known,
             is_bool=isinstance(node.operator, cst.BitInvert) and c.is_bool,
+            tensor=c.tensor,
             zero=c.zero,
         )
 
@@ -543,9 +548,11 @@ class Evaluator(CallRules):
             )
         self.no_seq(left, right, node)
         assert isinstance(left, Const) and isinstance(right, Const)
+        tensor = left.tensor or right.tensor
         return Const(
             rebuilt,
-            is_bool=isinstance(op, BOOL_OPS) and left.is_bool and right.is_bool,
+            is_bool=_boolean(op, left, right, tensor),
+            tensor=tensor,
             zero=isinstance(op, cst.Multiply) and (left.zero or right.zero),
         )
 
@@ -556,12 +563,15 @@ class Evaluator(CallRules):
         ):
             raise self.not_linear(node, "a comparison of the gradient")
         left = self.const(node.left)
+        comparators = [self.const(t.comparator) for t in node.comparisons]
         targets = [
-            t.with_changes(comparator=operand(t.comparator, self.const(t.comparator).node))
-            for t in node.comparisons
+            t.with_changes(comparator=operand(t.comparator, c.node))
+            for t, c in zip(node.comparisons, comparators, strict=True)
         ]
         return Const(
-            node.with_changes(left=operand(node.left, left.node), comparisons=targets), is_bool=True
+            node.with_changes(left=operand(node.left, left.node), comparisons=targets),
+            is_bool=True,
+            tensor=left.tensor or any(c.tensor for c in comparators),
         )
 
     def e_BooleanOperation(self, node: cst.BooleanOperation) -> Sym:
@@ -610,6 +620,14 @@ class Evaluator(CallRules):
 
     def e_List(self, node: cst.List) -> Sym:
         return self.e_Tuple(node)
+
+
+def _boolean(op: cst.BaseBinaryOp, left: Const, right: Const, tensor: bool) -> bool:
+    """A boolean mask from two: ``&``, ``|``, ``^`` of any booleans; ``*`` and ``+`` of
+    boolean tensors (logical and, or), not of Python bools (``True * True`` is the int 1)."""
+    if not (left.is_bool and right.is_bool):
+        return False
+    return isinstance(op, BOOL_OPS) or (isinstance(op, (cst.Multiply, cst.Add)) and tensor)
 
 
 def _replace_in(seq: Seq, old: Sym, new: Sym) -> None:

@@ -28,7 +28,8 @@ class Const:
     node: cst.BaseExpression
     simple: bool = False  # a name, literal or attribute chain: cheap to repeat
     value: object = UNKNOWN  # a Python value known statically (True, None, 0, ...)
-    is_bool: bool = False  # a boolean mask
+    is_bool: bool = False  # a boolean mask (or a Python bool)
+    tensor: bool = False  # known to be a tensor (a saved one, or computed from one)
     integral: bool = False  # an integer tensor
     zero: bool = False
     external: bool = False  # may be a tensor the caller holds (input, saved, grad_output)
