@@ -233,7 +233,7 @@ def _code(
     scalars = {p.name.value for p in m.params if _number(p)}
     optional = {p.name.value for p in m.params if p.default is not None}
     gradients = _gradients(
-        result, m.param_names, m.backward, snippets, path, scalars, out_name, optional
+        result, m.param_names, m.backward, snippets, path, scalars, out_name, optional, state.zeros
     )
     prelude = _dead_code_eliminated(state.prelude, gradients)
     gradients = [replace(g, derivative=readable(g.derivative, prelude)) for g in gradients]
@@ -340,6 +340,7 @@ def _gradients(
     scalars: set[str],
     out: str,
     optional: set[str],
+    zeros: set[str],
 ) -> list[Gradient]:
     if result is None:
         raise Unsupported("no-gradient", "the backward returns nothing", backward)
@@ -381,7 +382,7 @@ def _gradients(
                 backward,
             )
         shown = derivative(template)
-        template = code(backward_order(cst.parse_expression(template), scalars, out))
+        template = code(backward_order(cst.parse_expression(template), scalars, out, zeros))
         gradients.append(Gradient(param, template, shown, location, "", reduction))
     if not gradients:
         raise Unsupported("no-gradient", "the backward returns None for every input", backward)

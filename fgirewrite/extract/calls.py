@@ -126,13 +126,15 @@ class CallRules:
         if not lins:
             self.all_const(values, node)
             is_bool = qualified.rsplit(".", 1)[-1] in BOOL_METHODS
+            scalar = qualified in rules.SCALAR_TENSOR and len(_positional(values)) == 1
             return Const(
                 node.with_changes(args=self.rebuild_args(node, values)),
                 is_bool=is_bool,
                 tensor=qualified.startswith("torch.")
                 and qualified not in rules.NOT_TENSOR_FUNCTIONS
                 and (is_bool or any(isinstance(v, Const) and v.tensor for _, v in values)),
-                zero=qualified in rules.ZERO_FUNCTIONS,
+                zero=rules.makes_zeros(qualified, _positional(values)),
+                keeps_dtype=scalar,
             )
         call = _GradCall(node, qualified, values, lins, self.rebuild_args(node, values))
         for family in _FUNCTION_FAMILIES:
@@ -161,8 +163,9 @@ class CallRules:
         if not (isinstance(first, Lin) and first.plain):
             return None
         args = [call.node.args[0].with_changes(value=cst.Name(self.state.out)), *call.args[1:]]
-        zero = call.qualified in rules.ZERO_FUNCTIONS
-        return Const(call.node.with_changes(args=args), zero=zero)
+        zero = rules.makes_zeros(call.qualified, _positional(call.values))
+        keeps = _keyword(call.node, "dtype") is None
+        return Const(call.node.with_changes(args=args), zero=zero, tensor=True, keeps_dtype=keeps)
 
     def where_function(self, call: _GradCall) -> Sym | None:
         if call.qualified not in rules.TORCH_WHERE or len(call.values) != 3:
@@ -241,7 +244,7 @@ class CallRules:
             is_bool=method in BOOL_METHODS,
             tensor=receiver.tensor and method not in rules.NOT_TENSOR_METHODS,
             integral=method in rules.INTEGRAL_METHODS and method != "bool",
-            zero=method in rules.ZERO_METHODS,
+            zero=rules.makes_zeros(method, _positional(values)),
             external=receiver.external and aliasing,
             aliased=aliasing,
         )
@@ -328,7 +331,12 @@ class CallRules:
             func = rebuilt.func
             assert isinstance(func, cst.Attribute)
             out = cst.Name(self.state.out)
-            return Const(rebuilt.with_changes(func=func.with_changes(value=out)))
+            return Const(
+                rebuilt.with_changes(func=func.with_changes(value=out)),
+                zero=rules.makes_zeros(method, _positional(values)),
+                tensor=method.startswith("new_"),
+                keeps_dtype=_keyword(node, "dtype") is None,
+            )
         return None
 
     def check_cast(self, node: cst.Call, values: list[tuple[str | None, Sym]]) -> None:
@@ -437,6 +445,10 @@ class CallRules:
         for branch in (a, b):
             if isinstance(branch, Const) and not branch.zero:
                 raise self.not_linear(node, "a gradient replaced by a non-zero constant")
+            if isinstance(branch, Const) and branch.keeps_dtype:
+                # a zero branch, however spelled, that cannot widen the gradient's dtype:
+                # the template may apply it last (see ``templates.backward_order``)
+                self.state.zeros.add(_code(branch.node))
             if isinstance(branch, Lin) and branch.reduction is not None:
                 raise self.not_linear(node, "an operation after the gradient's reduction")
             if not isinstance(branch, (Const, Lin)):
@@ -535,6 +547,11 @@ _FUNCTION_FAMILIES: tuple[Callable[[CallRules, _GradCall], Sym | None], ...] = (
     CallRules.scale_call,
     CallRules.masked_fill_call,
 )
+
+
+def _positional(values: list[tuple[str | None, Sym]]) -> list[object]:
+    """The statically known values of a call's positional arguments."""
+    return [v.value if isinstance(v, Const) else None for k, v in values if k is None]
 
 
 def _code(node: cst.CSTNode) -> str:

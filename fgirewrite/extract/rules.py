@@ -89,6 +89,34 @@ NOT_TENSOR_FUNCTIONS = frozenset(
     )
 )
 ZERO_METHODS = frozenset({"new_zeros", "zero_"})
+# Calls that make a tensor filled with one of their arguments (by position): zeros when it is
+# a literal zero (``torch.tensor(0.0, device=d)``, ``torch.full_like(x, 0)``).
+FILLED_BY = {
+    "torch.tensor": 0,
+    "torch.as_tensor": 0,
+    "torch.scalar_tensor": 0,
+    "torch.full": 1,
+    "torch.full_like": 1,
+    "new_tensor": 0,
+    "new_full": 1,
+    "fill": 0,
+}
+
+
+# One value in, a 0-d tensor out: it never widens a dimensioned tensor of its kind.
+SCALAR_TENSOR = frozenset({"torch.tensor", "torch.as_tensor", "torch.scalar_tensor"})
+
+
+def makes_zeros(name: str, positional: list[object]) -> bool:
+    """A call of ``name`` (a qualified function or a method) makes zeros; ``positional`` are
+    the known values of its positional arguments."""
+    if name in ZERO_FUNCTIONS or name in ZERO_METHODS:
+        return True
+    index = FILLED_BY.get(name)
+    if index is None or index >= len(positional):
+        return False
+    value = positional[index]
+    return isinstance(value, (int, float)) and value == 0
 
 RANDOM_FUNCTIONS = frozenset(
     {

@@ -280,6 +280,7 @@ class Evaluator(CallRules):
                 zero=value.zero,
                 external=value.external,
                 aliased=value.aliased,
+                keeps_dtype=value.keeps_dtype,
             )
         return value
 
@@ -395,7 +396,7 @@ class Evaluator(CallRules):
 
     def e_Integer(self, node: cst.Integer) -> Sym:
         value = literal_value(node)
-        return Const(node, simple=True, value=value, zero=(value == 0))
+        return Const(node, simple=True, value=value, zero=(value == 0), keeps_dtype=True)
 
     e_Float = e_Integer
 
@@ -523,6 +524,7 @@ class Evaluator(CallRules):
             is_bool=isinstance(node.operator, cst.BitInvert) and c.is_bool,
             tensor=c.tensor,
             zero=c.zero,
+            keeps_dtype=c.keeps_dtype,
         )
 
     def e_BinaryOperation(self, node: cst.BinaryOperation) -> Sym:

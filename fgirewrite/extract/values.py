@@ -34,6 +34,9 @@ class Const:
     zero: bool = False
     external: bool = False  # may be a tensor the caller holds (input, saved, grad_output)
     aliased: bool = False  # may share memory with another live tensor
+    # never widens the gradient's dtype in a selection: a number, a 0-d tensor, or made
+    # from the gradient (``torch.zeros_like(grad_output)``)
+    keeps_dtype: bool = False
 
 
 @dataclass(eq=False)
@@ -108,6 +111,7 @@ class State:
     free: set[str] = field(default_factory=set)
     helpers: list[str] = field(default_factory=list)
     depth: int = 0
+    zeros: set[str] = field(default_factory=set)  # code of the zero branches of a selection
 
 
 def walk(
