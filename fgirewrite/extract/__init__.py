@@ -215,7 +215,8 @@ def _backward(backward: cst.FunctionDef, state: State, ctx: Ctx) -> tuple[str, S
     if len(back_params) != 1:
         raise Unsupported("multiple-outputs", "the backward takes several gradients", backward)
     grad_param = back_params[0].name.value
-    env = {grad_param: Lin(cst.Name(GRAD), plain=True, external=True)}
+    dtype = cst.Attribute(cst.Name(state.out), cst.Name("dtype"))  # grad_output's: the output's
+    env = {grad_param: Lin(cst.Name(GRAD), plain=True, external=True, dtype=dtype)}
     return grad_param, Evaluator(state, dict(env), back_ctx, ctx, "backward").block(
         backward.body.body
     )

@@ -179,7 +179,7 @@ class CallRules:
             return None
         if len(call.values) != 1:
             return None
-        return self.lin_op(call.values[0][1], call.rebuilt, keep_reduction=True)
+        return self.lin_op(call.values[0][1], call.rebuilt, keep_reduction=True, keeps=True)
 
     def reduce_call(self, call: _GradCall) -> Sym | None:
         first = call.first
@@ -200,7 +200,8 @@ class CallRules:
         if len(call.values) != 2 or len(call.lins) != 1:
             return None
         if call.qualified in ("torch.mul", "torch.multiply") or isinstance(call.first, Lin):
-            return self.lin_op(call.lins[0], call.rebuilt, keep_reduction=True)
+            keeps = all(keeps_dtype(v) for _, v in call.values if not isinstance(v, Lin))
+            return self.lin_op(call.lins[0], call.rebuilt, keep_reduction=True, keeps=keeps)
         return None
 
     def masked_fill_call(self, call: _GradCall) -> Sym | None:
@@ -211,7 +212,9 @@ class CallRules:
         if len(call.values) != 3:
             return None
         fill = call.values[2][1]
-        return self.lin_op(first, call.rebuilt) if isinstance(fill, Const) and fill.zero else None
+        if isinstance(fill, Const) and fill.zero:
+            return self.lin_op(first, call.rebuilt, keeps=True)
+        return None
 
     def method_call(self, node: cst.Call, method: str, receiver: Sym | None = None) -> Sym:
         """``receiver.method(...)``; ``receiver`` is the receiver's value when known already."""
@@ -260,7 +263,7 @@ class CallRules:
     ) -> Sym:
         """``const.method(grad)``: the gradient is an argument of a constant's method."""
         if method in ("mul", "multiply") and len(values) == 1:
-            return self.lin_op(lins[0], rebuilt)
+            return self.lin_op(lins[0], rebuilt, keeps=keeps_dtype(receiver))
         if method == "where" and len(values) == 2:
             return self.where(values[0][1], receiver, values[1][1], node)
         if method in ("to", "type_as") and all(lin.plain for lin in lins):
@@ -288,7 +291,7 @@ class CallRules:
             )
         consts = all(isinstance(v, Const) for _, v in values)
         if method in rules.AFTER_REDUCTION and lin.reduction is not None and consts:
-            return Lin(lin.node, reduction=rebuilt)
+            return Lin(lin.node, reduction=rebuilt, dtype=lin.dtype)
         result = self.scaling_method(lin, method, values, rebuilt, consts)
         if result is None:
             result = self.selecting_method(node, lin, method, values, rebuilt, consts)
@@ -305,10 +308,17 @@ class CallRules:
         aliasing = method in rules.MAY_ALIAS_METHODS  # ``.contiguous()``, ``.float()``: maybe self
         if method in rules.GRAD_IDENTITY and not values:
             result = self.lin_op(
-                lin, rebuilt, keep_plain=True, aliasing=aliasing, keep_reduction=True
+                lin, rebuilt, keep_plain=True, aliasing=aliasing, keep_reduction=True, keeps=True
             )
         elif (method in rules.GRAD_CAST | rules.GRAD_SCALE | rules.GRAD_NEGATE) and consts:
-            result = self.lin_op(lin, rebuilt, aliasing=aliasing, keep_reduction=True)
+            result = self.lin_op(
+                lin,
+                rebuilt,
+                aliasing=aliasing,
+                keep_reduction=True,
+                keeps=all(keeps_dtype(v) for _, v in values),
+                dtype=self.cast_target(method, values) if method in rules.GRAD_CAST else None,
+            )
         else:
             return None
         if aliasing and self.held(lin):  # the result may be lin itself: both share memory
@@ -324,7 +334,7 @@ class CallRules:
         if method == "masked_fill" and len(values) == 2:
             mask, fill = values[0][1], values[1][1]
             if isinstance(mask, Const) and isinstance(fill, Const) and fill.zero:
-                return self.lin_op(lin, rebuilt)
+                return self.lin_op(lin, rebuilt, keeps=True)
         if method == "where" and len(values) == 2:
             return self.where(values[0][1], lin, values[1][1], node)
         if method in rules.SHAPE_METHODS and lin.plain and consts:
@@ -337,6 +347,22 @@ class CallRules:
                 tensor=method.startswith("new_"),
                 keeps_dtype=_keyword(node, "dtype") is None,
             )
+        return None
+
+    def cast_target(
+        self, method: str, values: list[tuple[str | None, Sym]]
+    ) -> cst.BaseExpression | None:
+        """The dtype a cast of the gradient gives, as code, when fgirewrite can tell."""
+        if method in rules.CAST_DTYPES:
+            return cst.parse_expression(rules.CAST_DTYPES[method])
+        positional = [v for k, v in values if k is None]
+        keyword = {k: v for k, v in values if k is not None}
+        target = keyword.get("dtype", positional[0] if positional else None)
+        if method == "to" and isinstance(target, Const):
+            if self.qualified(target.node) in rules.FLOAT_DTYPES:
+                return target.node
+            if isinstance(target.node, cst.Attribute) and target.node.attr.value == "dtype":
+                return target.node
         return None
 
     def check_cast(self, node: cst.Call, values: list[tuple[str | None, Sym]]) -> None:
@@ -414,26 +440,32 @@ class CallRules:
         keep_plain: bool = False,
         aliasing: bool = False,
         keep_reduction: bool = False,
+        keeps: bool = False,
+        dtype: cst.BaseExpression | None = None,
     ) -> Lin:
         """A linear operation on gradients. ``keep_reduction``: one gradient scaled, negated
-        or cast, which commutes with a reduction already applied to it."""
+        or cast, which commutes with a reduction already applied to it. ``keeps``: the result
+        has the gradients' dtype (when they share one); ``dtype``: a cast's target."""
         for part in (lin, *others):
             if not isinstance(part, Lin):
                 raise self.not_linear(rebuilt, "a gradient mixed with a non-gradient term")
             if part.reduction is not None and (others or not keep_reduction):
                 raise self.not_linear(rebuilt, "an operation after the gradient's reduction")
         assert isinstance(lin, Lin)
+        if dtype is None and keeps:
+            dtype = same_dtype(lin, *others)
         return Lin(
             rebuilt,
             reduction=lin.reduction,
             plain=keep_plain and lin.plain,
             aliased=aliasing and (lin.aliased or lin.external),
+            dtype=dtype,
         )
 
     def reduce(self, lin: Lin, rebuilt: cst.BaseExpression, node: cst.CSTNode) -> Lin:
         """A sum of the gradient (over a learnable input's broadcast dimensions): autograd's
         own reduction to the input's shape performs it, so the template leaves it out."""
-        return Lin(lin.node, reduction=rebuilt)
+        return Lin(lin.node, reduction=rebuilt, dtype=lin.dtype)
 
     def where(self, cond: Sym, a: Sym, b: Sym, node: cst.CSTNode) -> Sym:
         """``torch.where(cond, a, b)``: linear if both branches are gradients or zero."""
@@ -454,7 +486,12 @@ class CallRules:
             if not isinstance(branch, (Const, Lin)):
                 raise Unsupported("unsupported-syntax", "a tuple in torch.where", node)
         self.state.free.add("torch")
-        return Lin(where_call(cond.node, node_of(a), node_of(b)))
+        lins = [branch for branch in (a, b) if isinstance(branch, Lin)]
+        keeps = all(isinstance(branch, Lin) or keeps_dtype(branch) for branch in (a, b))
+        return Lin(
+            where_call(cond.node, node_of(a), node_of(b)),
+            dtype=same_dtype(*lins) if keeps else None,
+        )
 
     def inline(self, node: cst.Call, name: str, values: list[tuple[str | None, Sym]]) -> Sym:
         """Evaluate a module-level helper's body with its arguments bound."""
@@ -547,6 +584,21 @@ _FUNCTION_FAMILIES: tuple[Callable[[CallRules, _GradCall], Sym | None], ...] = (
     CallRules.scale_call,
     CallRules.masked_fill_call,
 )
+
+
+def keeps_dtype(value: Sym) -> bool:
+    """A factor or selection that never widens the gradient's dtype: a number, a boolean mask,
+    a 0-d tensor, a tensor made from the gradient."""
+    return isinstance(value, Const) and (value.keeps_dtype or value.is_bool)
+
+
+def same_dtype(*lins: Sym) -> cst.BaseExpression | None:
+    """The dtype the gradients share, when known for all and the same."""
+    dtypes = [lin.dtype if isinstance(lin, Lin) else None for lin in lins]
+    first = dtypes[0]
+    if first is None or any(d is None or not d.deep_equals(first) for d in dtypes):
+        return None
+    return first
 
 
 def _positional(values: list[tuple[str | None, Sym]]) -> list[object]:

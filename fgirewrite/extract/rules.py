@@ -27,6 +27,12 @@ FLOAT_DTYPES = frozenset(
 )
 INTEGRAL_METHODS = frozenset({"long", "int", "short", "char", "byte", "bool"})
 GRAD_SCALE = frozenset({"mul", "multiply", "div", "divide", "true_divide"})
+CAST_DTYPES = {
+    "float": "torch.float32",
+    "double": "torch.float64",
+    "half": "torch.float16",
+    "bfloat16": "torch.bfloat16",
+}
 # Shape changes after a gradient's reduction: the summed gradient's shape only, which
 # autograd's own reduction to the input's shape makes irrelevant.
 AFTER_REDUCTION = frozenset(

@@ -25,7 +25,7 @@ import libcst as cst
 from fgirewrite.extract import rules
 from fgirewrite.extract.blocks import const_block, touches_gradient
 from fgirewrite.extract.branches import gradient_branch
-from fgirewrite.extract.calls import CallRules
+from fgirewrite.extract.calls import CallRules, keeps_dtype
 from fgirewrite.extract.values import (
     AUG_TO_BIN,
     BOOL_OPS,
@@ -415,8 +415,16 @@ class Evaluator(CallRules):
         if isinstance(base, Lin):
             if attr in rules.SHAPE_ATTRIBUTES and base.plain:
                 return Const(cst.Attribute(cst.Name(self.state.out), cst.Name(attr)), simple=True)
+            if attr == "dtype" and base.dtype is not None:
+                return Const(base.dtype, simple=True)
             if attr == "data":
                 return base
+            if attr == "dtype":
+                raise self.not_linear(
+                    node,
+                    "`.dtype` of a gradient whose dtype fgirewrite cannot tell (a product "
+                    "with a tensor that may widen it)",
+                )
             raise self.not_linear(node, f"`.{attr}` of the gradient")
         if not isinstance(base, Const):
             raise Unsupported("unsupported-syntax", f"`.{attr}` of a tuple", node)
@@ -509,6 +517,7 @@ class Evaluator(CallRules):
                     value,
                     node.with_changes(expression=operand(node.expression, value.node)),
                     keep_reduction=True,
+                    keeps=True,
                 )
             raise self.not_linear(node, "a non-linear unary operator on the gradient")
         c = self.const(node.expression)
@@ -537,14 +546,15 @@ class Evaluator(CallRules):
             self.no_seq(left, right, node)
             if isinstance(left, Lin) and isinstance(right, Lin):
                 if isinstance(op, (cst.Add, cst.Subtract)):
-                    return self.lin_op(left, rebuilt, right)
+                    return self.lin_op(left, rebuilt, right, keeps=True)
                 raise self.not_linear(node, "a product of two gradients")
             lin, other = (left, right) if isinstance(left, Lin) else (right, left)
             assert isinstance(other, Const)
+            keeps = keeps_dtype(other)
             if isinstance(op, cst.Multiply) or (isinstance(op, cst.Divide) and lin is left):
-                return self.lin_op(lin, rebuilt, keep_reduction=True)
+                return self.lin_op(lin, rebuilt, keep_reduction=True, keeps=keeps)
             if isinstance(op, (cst.Add, cst.Subtract)) and other.zero:
-                return self.lin_op(lin, rebuilt, keep_reduction=True)
+                return self.lin_op(lin, rebuilt, keep_reduction=True, keeps=keeps)
             raise self.not_linear(
                 node, f"a gradient combined with a constant by `{op_text(op)}`, which is not linear"
             )
@@ -607,7 +617,7 @@ class Evaluator(CallRules):
             orelse=operand(node.orelse, node_of(orelse)),
         )
         if isinstance(body, Lin) and isinstance(orelse, Lin):
-            return self.lin_op(body, rebuilt, orelse)
+            return self.lin_op(body, rebuilt, orelse, keeps=True)
         if isinstance(body, Lin) or isinstance(orelse, Lin):
             raise self.not_linear(node, "a gradient in one branch of a conditional only")
         return Const(rebuilt)

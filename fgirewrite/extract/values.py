@@ -46,6 +46,7 @@ class Lin:
     plain: bool = False  # exactly the incoming gradient (possibly cloned)
     external: bool = False
     aliased: bool = False
+    dtype: cst.BaseExpression | None = None  # its dtype, in generated code, when known
 
 
 @dataclass(eq=False)
