@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import libcst as cst
 
 from fgirewrite.discover import ClassSite, ModuleInfo
+from fgirewrite.extract.calls import misaligned
 from fgirewrite.extract.classes import (
     STAR_FORWARD,
     Snippet,
@@ -371,6 +372,15 @@ def _gradients(
     for param, item in zip(params, items, strict=False):
         if isinstance(item, Lin):
             reduction = None if item.reduction is None else code(item.reduction)
+            if item.reduction is not None and (dims := misaligned(item.reduction)) is not None:
+                raise Unsupported(
+                    "backward-not-elementwise",
+                    f"the gradient for `{param}` is summed over dimensions {dims} without "
+                    "keepdim: the sum no longer lines up with the output's dimensions, as the "
+                    "rewrite's broadcasting needs (keepdim=True, or a view back to the "
+                    "input's layout, makes it rewritable)",
+                    item.reduced_at,
+                )
             template = code(item.node)
         elif isinstance(item, Const) and item.zero:
             reduction, template = None, f"{GRAD} * 0"

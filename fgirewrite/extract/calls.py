@@ -3,6 +3,7 @@ in-place ops turned out-of-place, and module-level helpers evaluated inline."""
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
@@ -15,6 +16,7 @@ from fgirewrite.extract.values import (
     Const,
     Ctx,
     Lin,
+    Seq,
     State,
     Statements,
     Sym,
@@ -289,9 +291,10 @@ class CallRules:
             raise self.not_linear(
                 node, f"`.{method}()` of the gradient with rounding_mode={_code(rounding)}"
             )
-        consts = all(isinstance(v, Const) for _, v in values)
+        # constants, tuples of them included: ``grad.sum((0, 2, 3))``
+        consts = all(not isinstance(v, Lin) and _constant(v) for _, v in values)
         if method in rules.AFTER_REDUCTION and lin.reduction is not None and consts:
-            return Lin(lin.node, reduction=rebuilt, dtype=lin.dtype)
+            return Lin(lin.node, reduction=rebuilt, dtype=lin.dtype, reduced_at=node)
         result = self.scaling_method(lin, method, values, rebuilt, consts)
         if result is None:
             result = self.selecting_method(node, lin, method, values, rebuilt, consts)
@@ -465,7 +468,7 @@ class CallRules:
     def reduce(self, lin: Lin, rebuilt: cst.BaseExpression, node: cst.CSTNode) -> Lin:
         """A sum of the gradient (over a learnable input's broadcast dimensions): autograd's
         own reduction to the input's shape performs it, so the template leaves it out."""
-        return Lin(lin.node, reduction=rebuilt, dtype=lin.dtype)
+        return Lin(lin.node, reduction=rebuilt, dtype=lin.dtype, reduced_at=node)
 
     def where(self, cond: Sym, a: Sym, b: Sym, node: cst.CSTNode) -> Sym:
         """``torch.where(cond, a, b)``: linear if both branches are gradients or zero."""
@@ -584,6 +587,48 @@ _FUNCTION_FAMILIES: tuple[Callable[[CallRules, _GradCall], Sym | None], ...] = (
     CallRules.scale_call,
     CallRules.masked_fill_call,
 )
+
+
+def misaligned(reduction: cst.BaseExpression) -> str | None:
+    """The summed dimensions of a reduction whose result no longer lines up, right-aligned,
+    with the gradient it sums (``g.sum((0, 2, 3))`` of an image gradient: (C,)), as text;
+    None when it does or cannot be told: kept dimensions, leading ones only, a view after
+    it, ``sum_to_size``, dimensions known only at run time."""
+    if not isinstance(reduction, cst.Call) or not isinstance(reduction.func, cst.Attribute):
+        return None
+    method = reduction.func.attr.value
+    positional = [a.value for a in reduction.args if a.keyword is None]
+    keywords = {a.keyword.value: a.value for a in reduction.args if a.keyword is not None}
+    if method != "sum" or literal(keywords.get("keepdim")) is True:
+        return None
+    function = dotted(reduction.func) in ("torch.sum",)  # the gradient is the first argument
+    dims = keywords.get(
+        "dim", positional[1 if function else 0] if len(positional) > int(function) else None
+    )
+    if function and len(positional) > 2 and literal(positional[2]) is True:
+        return None
+    value = literal(dims)
+    summed = value if isinstance(value, tuple) else (value,)
+    if dims is None or not all(isinstance(d, int) and d >= 0 for d in summed):
+        return None
+    return None if sorted(summed) == list(range(len(summed))) else _code(dims)
+
+
+def literal(node: cst.BaseExpression | None) -> object:
+    """A literal's Python value (ints, bools, tuples of them); None otherwise."""
+    if node is None:
+        return None
+    try:
+        return ast.literal_eval(_code(node))
+    except (ValueError, SyntaxError):
+        return None
+
+
+def _constant(value: Sym) -> bool:
+    """A constant, or a tuple of constants (not ``ctx.saved_tensors`` itself)."""
+    if isinstance(value, Seq):
+        return not value.saved and all(_constant(item) for item in value.items)
+    return isinstance(value, Const)
 
 
 def keeps_dtype(value: Sym) -> bool:

@@ -124,6 +124,7 @@ def makes_zeros(name: str, positional: list[object]) -> bool:
     value = positional[index]
     return isinstance(value, (int, float)) and value == 0
 
+
 RANDOM_FUNCTIONS = frozenset(
     {
         "torch.rand",

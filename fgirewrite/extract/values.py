@@ -47,6 +47,7 @@ class Lin:
     external: bool = False
     aliased: bool = False
     dtype: cst.BaseExpression | None = None  # its dtype, in generated code, when known
+    reduced_at: cst.CSTNode | None = None  # the backward's own reduction, for messages
 
 
 @dataclass(eq=False)

@@ -91,18 +91,19 @@ def probe_sets(spec: Spec, dtype: torch.dtype) -> list[tuple[str, torch.Tensor, 
     if spec.domain != probes.DOMAINS[0]:
         centers = []
     grid = probes.grid(dtype, centers, spec.domain)
+    rows = probes.laid_out(probes.as_matrix(grid), spec.rank)
     sets: list[tuple[str, torch.Tensor, dict]] = [
-        ("grid", probes.as_matrix(grid), {}),
-        ("edges", probes.as_matrix(probes.edges(dtype)), {}),
+        ("grid", rows, {}),
+        ("edges", probes.laid_out(probes.as_matrix(probes.edges(dtype)), spec.rank), {}),
     ]
     if dtype not in (torch.float32, torch.float64):
         return sets
     extra = [n for n in spec.names[1:] if n in spec.tensors]
-    for kind in ("row", "col") if extra else ():
+    for kind in ("row", "col") if extra and spec.rank == 2 else ():
         sets.append(("square", probes.square(grid), {n: kind for n in extra}))
     numbers = [n for n in spec.names[1:] if n in spec.maybe_tensors]
     for name in numbers:
-        sets.append((f"{name} as a tensor", probes.as_matrix(grid), {name: "scalar"}))
+        sets.append((f"{name} as a tensor", rows, {name: "scalar"}))
     return sets
 
 
