@@ -67,6 +67,8 @@ class CallRules:
         for arg in node.args:
             if arg.star:
                 raise Unsupported("unsupported-syntax", "a call with *args or **kwargs", node)
+            if arg.keyword is not None and arg.keyword.value == "out":
+                return self.written_out(node, arg)
         func = node.func
         qualified = self.qualified(func)
         if qualified is not None:
@@ -302,6 +304,12 @@ class CallRules:
             return result
         if method in rules.NOT_ELEMENTWISE:
             raise _mixes(node, f"`.{method}()`")
+        if method in ("index_put", "masked_scatter"):
+            raise self.not_linear(
+                node,
+                f"`.{method}()` puts into the gradient values that are not known to be zero "
+                "(only zero keeps it linear in grad_output)",
+            )
         raise self.not_linear(node, f"`.{method}()` of the gradient")
 
     def scaling_method(
@@ -340,6 +348,9 @@ class CallRules:
                 return self.lin_op(lin, rebuilt, keeps=True)
         if method == "where" and len(values) == 2:
             return self.where(values[0][1], lin, values[1][1], node)
+        if method in ("index_put", "masked_scatter") and (mask := _zeroed_mask(method, values)):
+            # ``g.index_put((mask,), 0)``, ``g.masked_scatter(mask, zeros)``: ``g[mask] = 0``
+            return self.where(mask, _ZERO, lin, node)
         if method in rules.SHAPE_METHODS and lin.plain and consts:
             func = rebuilt.func
             assert isinstance(func, cst.Attribute)
@@ -408,20 +419,18 @@ class CallRules:
         self.check_inplace(receiver, label, node)
         outplace = method[:-1]
         if method == "zero_":
-            self.state.free.add("torch")
-            new: Sym = Const(
-                cst.Call(
-                    cst.Attribute(cst.Name("torch"), cst.Name("zeros_like")),
-                    [cst.Arg(node_of(receiver))],
-                ),
-                zero=True,
-            )
+            new: Sym = self.zeros_of(receiver, node)
         else:
-            new = self.method_call(
-                node.with_changes(func=func.with_changes(attr=cst.Name(outplace))),
-                outplace,
-                receiver,  # evaluated once: evaluating it again would repeat its in-place ops
-            )
+            rebuilt = node.with_changes(func=func.with_changes(attr=cst.Name(outplace)))
+            try:
+                # the receiver evaluated once: evaluating it again would repeat its in-place ops
+                new = self.method_call(rebuilt, outplace, self.kept_dtype(receiver))
+            except Unsupported as exc:
+                if exc.node is rebuilt:  # report it where the source has it
+                    exc.node = node
+                raise
+            if isinstance(new, Lin) and isinstance(receiver, Lin):
+                new.dtype = receiver.dtype  # an in-place result keeps the receiver's dtype
         if isinstance(new, (Const, Lin)):
             new.aliased = False
             new.external = False
@@ -432,6 +441,48 @@ class CallRules:
         if isinstance(target, (cst.Name, cst.Attribute, cst.Subscript)):
             raise Unsupported("in-place-alias", f"an in-place op on `{label}`", node)
         return new
+
+    def kept_dtype(self, receiver: Sym) -> Sym:
+        """The receiver of an in-place op on a gradient, cast to its own dtype: ``g.mul_(t)``
+        rounds ``g * t`` to ``g``'s dtype, and the cast's backward rounds the rewrite's
+        gradient there too (the rewrite's seed may be wider than grad_output)."""
+        if not isinstance(receiver, Lin) or receiver.dtype is None:
+            return receiver
+        cast_node = cst.Call(
+            cst.Attribute(operand_of_call(receiver.node), cst.Name("to")),
+            [cst.Arg(receiver.dtype)],
+        )
+        return Lin(cast_node, reduction=receiver.reduction, dtype=receiver.dtype)
+
+    def zeros_of(self, receiver: Sym, node: cst.Call) -> Const:
+        """``t.zero_()``: zeros like ``t`` (like the output, for the gradient)."""
+        self.state.free.add("torch")
+        like = node_of(receiver)
+        keywords = []
+        if isinstance(receiver, Lin):
+            if receiver.dtype is None:
+                raise self.not_linear(node, "`.zero_()` of a gradient whose dtype is unknown")
+            like = cst.Name(self.state.out)
+            keywords = [cst.Arg(receiver.dtype, keyword=cst.Name("dtype"))]
+        call = cst.Call(
+            cst.Attribute(cst.Name("torch"), cst.Name("zeros_like")), [cst.Arg(like), *keywords]
+        )
+        return Const(call, zero=True, tensor=True, keeps_dtype=isinstance(receiver, Lin))
+
+    def written_out(self, node: cst.Call, out: cst.Arg) -> Sym:
+        """``torch.f(..., out=t)``: ``f``'s value written into ``t``, an in-place write."""
+        if not isinstance(out.value, cst.Name) or out.value.value not in self.env:
+            raise Unsupported(
+                "in-place-alias",
+                "writes a result into a tensor fgirewrite does not track (out=)",
+                node,
+            )
+        label = out.value.value
+        old = self.expr(out.value)
+        self.check_inplace(old, label, node)
+        new = self.expr(node.with_changes(args=[a for a in node.args if a is not out]))
+        self.rebind(old, new, label)
+        return cast(Sym, self.env[label])
 
     # ---------------------------------------------------------------- linear building blocks
 
@@ -479,7 +530,11 @@ class CallRules:
             return Const(where_call(cond.node, node_of(a), node_of(b)))
         for branch in (a, b):
             if isinstance(branch, Const) and not branch.zero:
-                raise self.not_linear(node, "a gradient replaced by a non-zero constant")
+                raise self.not_linear(
+                    node,
+                    f"elements of the gradient replaced by `{_short(branch.node)}`, which does "
+                    "not depend on grad_output (only zero keeps it linear)",
+                )
             if isinstance(branch, Const) and branch.keeps_dtype:
                 # a zero branch, however spelled, that cannot widen the gradient's dtype:
                 # the template may apply it last (see ``templates.backward_order``)
@@ -624,6 +679,29 @@ def literal(node: cst.BaseExpression | None) -> object:
         return None
 
 
+_ZERO = Const(cst.Integer("0"), simple=True, value=0, zero=True, keeps_dtype=True)
+
+
+def _zeroed_mask(method: str, values: list[tuple[str | None, Sym]]) -> Const | None:
+    """The boolean mask of ``index_put((mask,), zero)`` or ``masked_scatter(mask, zeros)``
+    (elements set to zero where the mask holds), else None."""
+    names = ("indices", "values", "accumulate") if method == "index_put" else ("mask", "source")
+    bound = dict(zip(names, (v for k, v in values if k is None), strict=False))
+    bound |= {k: v for k, v in values if k is not None}
+    if set(bound) - set(names):
+        return None
+    first, value = bound.get(names[0]), bound.get(names[1])
+    accumulate = bound.get("accumulate")
+    if accumulate is not None and not (isinstance(accumulate, Const) and accumulate.value is False):
+        return None
+    mask = first.items[0] if isinstance(first, Seq) and len(first.items) == 1 else first
+    if method == "index_put" and not isinstance(first, Seq):
+        return None
+    if isinstance(mask, Const) and mask.is_bool and isinstance(value, Const) and value.zero:
+        return mask
+    return None
+
+
 def _constant(value: Sym) -> bool:
     """A constant, or a tuple of constants (not ``ctx.saved_tensors`` itself)."""
     if isinstance(value, Seq):
@@ -649,6 +727,19 @@ def same_dtype(*lins: Sym) -> cst.BaseExpression | None:
 def _positional(values: list[tuple[str | None, Sym]]) -> list[object]:
     """The statically known values of a call's positional arguments."""
     return [v.value if isinstance(v, Const) else None for k, v in values if k is None]
+
+
+def operand_of_call(node: cst.BaseExpression) -> cst.BaseExpression:
+    """``node`` as the receiver of a method call: parenthesized unless atomic."""
+    if isinstance(node, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) or node.lpar:
+        return node
+    return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+
+
+def _short(node: cst.CSTNode, limit: int = 40) -> str:
+    """A node's code on one line, cut to ``limit`` characters."""
+    text = " ".join(_code(node).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _code(node: cst.CSTNode) -> str:

@@ -161,6 +161,11 @@ class Evaluator(CallRules):
         value = stmt.value
         if isinstance(value, (cst.SimpleString, cst.ConcatenatedString)):
             return None
+        if isinstance(value, cst.Call) and any(
+            a.keyword is not None and a.keyword.value == "out" for a in value.args
+        ):  # ``torch.where(c, g, 0, out=g)``: writes into ``g``
+            self.expr(value)
+            return None
         if isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute):
             receiver = value.func.value
             method = value.func.attr.value
@@ -186,9 +191,17 @@ class Evaluator(CallRules):
             return None
         if not isinstance(stmt.target, cst.Name):
             raise Unsupported("unsupported-syntax", "augmented assignment to an attribute", stmt)
+        name = stmt.target.value
         old = self.expr(stmt.target)
-        self.check_inplace(old, stmt.target.value, stmt)
-        self.rebind(old, self.expr(op), stmt.target.value)
+        self.check_inplace(old, name, stmt)
+        self.env[name] = self.kept_dtype(old)  # ``g *= t`` is in place on a tensor
+        try:
+            new = self.expr(op)
+        finally:
+            self.env[name] = old
+        if isinstance(new, Lin) and isinstance(old, Lin):
+            new.dtype = old.dtype
+        self.rebind(old, new, name)
         return None
 
     def imported(self, stmt: cst.Import | cst.ImportFrom) -> None:
@@ -307,8 +320,17 @@ class Evaluator(CallRules):
         )
 
     def check_inplace(self, target: Sym, label: str, node: cst.CSTNode) -> None:
+        """Refuse an in-place op on a tensor that may share memory with another. The incoming
+        gradient itself may be written into: autograd hands the backward that buffer, and the
+        rewrite computes the same values out of place (see the README's numeric contract)."""
+        if isinstance(target, Lin) and target.external and not target.aliased:
+            return
         if isinstance(target, (Const, Lin)) and (target.external or target.aliased):
-            shared = "the caller's tensors" if target.external else "a view or alias of it"
+            shared = (
+                "the caller's tensors"
+                if target.external and not (isinstance(target, Lin) and target.aliased)
+                else "a view or alias of it"
+            )
             raise Unsupported(
                 "in-place-alias",
                 f"an in-place op on `{label}`, which may share memory with {shared}",
