@@ -333,9 +333,16 @@ def _site(statement: ClassStatement, imports: dict[str, str], known: set[str]) -
 
 def _star_forward(node: ast.ClassDef) -> tuple[int, int] | None:
     own = {s.name: s for s in node.body if isinstance(s, ast.FunctionDef)}
-    forward = own.get("forward")
-    if forward is None or "backward" not in own:
+    forward, backward = own.get("forward"), own.get("backward")
+    if forward is None or backward is None:
         return None
     if forward.args.vararg is None and forward.args.kwarg is None:
+        return None
+    # Several outputs (a tuple returned, several gradients taken) is the truer reason:
+    # extraction reports it (a reversible block's ``forward(ctx, fn, *args)``).
+    several = backward.args.vararg is not None or len(backward.args.args) > 2
+    if several or any(
+        isinstance(n, ast.Return) and isinstance(n.value, ast.Tuple) for n in ast.walk(forward)
+    ):
         return None
     return forward.lineno, forward.col_offset + 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import cast
 
 import libcst as cst
 
@@ -19,7 +20,9 @@ from fgirewrite.extract.classes import (
     Snippet,
     annotated_tensor,
     inherited,
+    keyword_only,
     locate,
+    star_arg,
 )
 from fgirewrite.extract.classes import methods as class_methods
 from fgirewrite.extract.classes import params as params_of
@@ -37,7 +40,10 @@ from fgirewrite.extract.values import (
     Unbound,
     Unsupported,
     as_const,
+    dotted,
+    is_docstring,
     names_in,
+    walk,
 )
 from fgirewrite.source import first_line
 from fgirewrite.surrogate import GRAD, RUNTIME_NAMES, SHIM_BASE, Gradient, Location, Skip, Surrogate
@@ -153,15 +159,104 @@ def _methods(classdef: cst.ClassDef, info: ModuleInfo, snippets: list[Snippet]) 
     if "backward" not in methods:
         raise Unsupported("no-backward", "defines no backward", classdef)
     setup = methods.get("setup_context")
-    params, ctx_name = params_of(methods["forward"], skip_first=setup is None)
-    return _Methods(methods["forward"], methods["backward"], setup, params, ctx_name)
+    forward, backward = methods["forward"], methods["backward"]
+    _one_output(forward, backward)
+    for method in (forward, backward, setup):
+        _refuse_class_reads(method, classdef.name.value)
+    forward = _with_constants(forward)
+    params, ctx_name = params_of(forward, skip_first=setup is None)
+    return _Methods(forward, backward, setup, params, ctx_name)
+
+
+def _refuse_class_reads(method: cst.FunctionDef | None, name: str) -> None:
+    """A classmethod that reads its class (``cls.alpha``): the class ``apply`` was called on,
+    which may be a subclass that changes it; the rewrite is one function for the class."""
+    if method is None or not any(_decorator(d) == "classmethod" for d in method.decorators):
+        return
+    ordered = [*method.params.posonly_params, *method.params.params]
+    if not ordered:
+        return
+    cls = ordered[0].name.value
+    nodes = list(walk(method.body))
+    labels = {id(n.attr) for n in nodes if isinstance(n, cst.Attribute)}
+    labels |= {id(n.keyword) for n in nodes if isinstance(n, cst.Arg) and n.keyword is not None}
+    for node in nodes:
+        if id(node) in labels:  # ``ctx.cls``, ``f(cls=1)``: a label, not the variable
+            continue
+        if isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name):
+            if node.value.value == cls:
+                attr = node.attr.value
+                raise Unsupported(
+                    "unsupported-syntax",
+                    f"the {method.name.value} reads `{cls}.{attr}`, from the class `apply` is "
+                    "called on, which a subclass may change; the rewrite is one function for "
+                    f"the class (read `{name}.{attr}` to make it rewritable)",
+                    node,
+                )
+        elif isinstance(node, cst.Name) and node.value == cls:
+            raise Unsupported(
+                "unsupported-syntax",
+                f"the {method.name.value} uses `{cls}`, the class `apply` is called on; the "
+                f"rewrite is one function for the class (use `{name}` to make it rewritable)",
+                node,
+            )
+
+
+def _decorator(decorator: cst.Decorator) -> str | None:
+    target = decorator.decorator
+    return dotted(target.func if isinstance(target, cst.Call) else target)
+
+
+def _one_output(forward: cst.FunctionDef, backward: cst.FunctionDef) -> None:
+    """Refuse several outputs first: it is the reason that tells what the class is (a
+    reversible block's ``forward(ctx, fn, *args)`` returning a tuple is no surrogate)."""
+    for node in walk(forward.body, lambda n: not isinstance(n, (cst.FunctionDef, cst.Lambda))):
+        if isinstance(node, cst.Return) and isinstance(node.value, (cst.Tuple, cst.List)):
+            raise Unsupported("multiple-outputs", "the forward returns a tuple", node.value)
+    grads, _ = params_of(backward, skip_first=True, star=True)
+    if len(grads) > 1:
+        raise Unsupported("multiple-outputs", "the backward takes several gradients", backward)
+
+
+def _with_constants(forward: cst.FunctionDef) -> cst.FunctionDef:
+    """The forward with its keyword-only parameters bound to their defaults, after its
+    docstring: ``Function.apply`` never passes them."""
+    constants = [
+        cst.SimpleStatementLine(
+            [
+                cst.Assign(
+                    [cst.AssignTarget(cst.Name(p.name.value))], cast(cst.BaseExpression, p.default)
+                )
+            ]
+        )
+        for p in keyword_only(forward)
+    ]
+    if not constants:
+        return forward
+    suite = forward.body
+    body: list[cst.BaseStatement] = (
+        list(suite.body)
+        if isinstance(suite, cst.IndentedBlock)
+        else [cst.SimpleStatementLine(cast(cst.SimpleStatementSuite, suite).body)]
+    )
+    at = 1 if body and is_docstring(body[0]) else 0
+    positional = list(forward.params.params)
+    if positional:  # no comma left dangling before the ``*`` that goes
+        positional[-1] = positional[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+    return forward.with_changes(
+        body=cst.IndentedBlock([*body[:at], *constants, *body[at:]]),
+        params=forward.params.with_changes(
+            params=positional, star_arg=cst.MaybeSentinel.DEFAULT, kwonly_params=[]
+        ),
+    )
 
 
 def _taken(m: _Methods, info: ModuleInfo) -> set[str]:
     """Names a fresh name must avoid: everything the generated function reads or binds. The
     backward's own locals may be reused, since the generated code rebinds them explicitly."""
     backward_reads = names_in(m.backward) - assigned_names(m.backward.body)
-    backward_reads -= {p.name.value for p in params_of(m.backward, skip_first=False)[0]}
+    backward_reads -= {p.name.value for p in params_of(m.backward, False, star=True)[0]}
+    backward_reads -= {p.name.value for p in [star_arg(m.backward)] if p is not None}
     taken = names_in(m.forward) | backward_reads | set(info.imports) | set(info.functions)
     taken |= set(info.classes) | info.assigned | {"torch", SHIM_BASE, *RUNTIME_NAMES}
     if m.setup_context is not None:
@@ -208,16 +303,30 @@ def _context(m: _Methods, fwd: Forward, entry: dict[str, str], out_name: str, st
 
 def _backward(backward: cst.FunctionDef, state: State, ctx: Ctx) -> tuple[str, Sym | None]:
     """The backward's grad_output parameter, and what it returns, evaluated symbolically."""
-    back_params, back_ctx = params_of(backward, skip_first=True)
-    if not back_params:
-        raise Unsupported(
-            "unsupported-ctx", "the backward takes no ctx (autograd passes it one)", backward
-        )
-    if len(back_params) != 1:
-        raise Unsupported("multiple-outputs", "the backward takes several gradients", backward)
-    grad_param = back_params[0].name.value
+    back_params, back_ctx = params_of(backward, skip_first=True, star=True)
+    keyword_only(backward)  # autograd passes none: each is its (literal) default
+    star = star_arg(backward)
     dtype = cst.Attribute(cst.Name(state.out), cst.Name("dtype"))  # grad_output's: the output's
-    env = {grad_param: Lin(cst.Name(GRAD), plain=True, external=True, dtype=dtype)}
+    grad = Lin(cst.Name(GRAD), plain=True, external=True, dtype=dtype)
+    env: dict[str, Sym | Unbound] = {}
+    if back_params:
+        grad_param = back_params[0].name.value
+        env[grad_param] = grad
+        if star is not None:  # ``backward(ctx, g, *rest)``: nothing is left for ``rest``
+            env[star.name.value] = Seq([])
+    elif star is not None:  # ``backward(ctx, *grads)``: the one output's gradient
+        env[star.name.value] = Seq([grad])
+        grad_param = state.names.fresh("grad_output")  # names the gradient in the rewrite
+    else:
+        raise Unsupported(
+            "unsupported-ctx" if back_ctx is None else "no-gradient",
+            "the backward takes no ctx (autograd passes it one)"
+            if back_ctx is None
+            else "the backward takes no gradient (autograd passes it one)",
+            backward,
+        )
+    for param in keyword_only(backward):
+        env[param.name.value] = Const(cast(cst.BaseExpression, param.default), simple=True)
     return grad_param, Evaluator(state, dict(env), back_ctx, ctx, "backward").block(
         backward.body.body
     )

@@ -116,26 +116,75 @@ def inherited(
     return found
 
 
-STAR_FORWARD = "the forward takes *args or **kwargs"
+STAR_FORWARD = "the forward takes *args or **kwargs (name its parameters to make it rewritable)"
 
 
-def params(function: cst.FunctionDef, skip_first: bool) -> tuple[list[cst.Param], str | None]:
+def star_arg(function: cst.FunctionDef) -> cst.Param | None:
+    """``*args`` (not the bare ``*`` that marks keyword-only parameters)."""
+    star = function.params.star_arg
+    return star if isinstance(star, cst.Param) else None
+
+
+def params(
+    function: cst.FunctionDef, skip_first: bool, star: bool = False
+) -> tuple[list[cst.Param], str | None]:
+    """The positional parameters (``cls`` of a classmethod left out) and, with
+    ``skip_first``, the first one's name apart (ctx). ``*args`` (unless ``star`` says the
+    caller handles it) and ``**kwargs`` are refused with their reason; keyword-only
+    parameters are not among them (``keyword_only``)."""
     params = function.params
-    if params.star_arg not in (cst.MaybeSentinel.DEFAULT, None) or params.star_kwarg:
-        raise Unsupported("unsupported-syntax", STAR_FORWARD, function)
-    ordered = list(params.posonly_params) + list(params.params) + list(params.kwonly_params)
+    if (star_arg(function) is not None and not star) or params.star_kwarg:
+        method = function.name.value
+        if method == "forward":
+            raise Unsupported("unsupported-syntax", STAR_FORWARD, function)
+        raise Unsupported("unsupported-syntax", f"the {method} takes *args or **kwargs", function)
+    ordered = list(params.posonly_params) + list(params.params)
     if any(_decorator_name(d) == "classmethod" for d in function.decorators):
         ordered = ordered[1:]  # ``cls``: autograd calls ``Fn.forward(ctx, ...)`` on the class
     if not skip_first:
         return ordered, None
     if not ordered:
-        raise Unsupported("unsupported-ctx", "the forward takes no ctx", function)
+        raise Unsupported("unsupported-ctx", f"the {function.name.value} takes no ctx", function)
     return ordered[1:], ordered[0].name.value
 
 
 def _decorator_name(decorator: cst.Decorator) -> str | None:
     target = decorator.decorator
     return dotted(target.func if isinstance(target, cst.Call) else target)
+
+
+def keyword_only(function: cst.FunctionDef) -> list[cst.Param]:
+    """Parameters after ``*``: ``Function.apply`` never passes them (it binds what it is given
+    to the positional ones), so each is its default, which must be a literal."""
+    found = list(function.params.kwonly_params)
+    for param in found:
+        name = param.name.value
+        if param.default is None:
+            raise Unsupported(
+                "unsupported-syntax",
+                f"the {function.name.value}'s keyword-only parameter `{name}` has no default, "
+                "and Function.apply cannot pass it: the Function cannot be called",
+                param,
+            )
+        if not _literal(param.default):
+            raise Unsupported(
+                "unsupported-syntax",
+                f"the {function.name.value}'s keyword-only parameter `{name}` defaults to a "
+                "value computed once, when the class is made (a literal default, or a "
+                "positional parameter, makes it rewritable)",
+                param,
+            )
+    return found
+
+
+def _literal(node: cst.BaseExpression) -> bool:
+    if isinstance(node, cst.UnaryOperation):
+        node = node.expression
+    if isinstance(node, (cst.Integer, cst.Float, cst.SimpleString)):
+        return True
+    if isinstance(node, (cst.Tuple, cst.List)):
+        return all(_literal(e.value) for e in node.elements)
+    return isinstance(node, cst.Name) and node.value in ("True", "False", "None")
 
 
 def annotated_tensor(param: cst.Param) -> bool:
