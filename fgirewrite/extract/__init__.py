@@ -7,6 +7,7 @@ elementwise in grad_output; ``rules.py`` holds the tables of operations both rel
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import cast
@@ -114,16 +115,17 @@ def _extract(
 ) -> Surrogate:
     classdef = snippet.node
     assert isinstance(classdef, cst.ClassDef)
-    m = _methods(classdef, info, snippets)
+    names_of = _Resolved(site, info)
+    m = _methods(classdef, info, snippets, names_of.module_class)
     param_names = m.param_names
     names = Names(_taken(m, info))
-    fwd = read_forward(m.forward, m.ctx_name, param_names, names, info.imports)
+    fwd = read_forward(m.forward, m.ctx_name, param_names, names, names_of.imports)
     out_name = _output_name(fwd, param_names, names)
     # A parameter the forward rebinds is read after the forward through a snapshot.
     snapshots = {p: names.fresh(p + "_0") for p in param_names if p in fwd.assigned}
     entry = {p: snapshots.get(p, p) for p in param_names}
     shadowed = fwd.assigned | set(param_names) | {out_name} | set(snapshots.values())
-    state = State(names, info.imports, _helper_reader(info, snippets), out_name, shadowed)
+    state = State(names, names_of.imports, _helper_reader(names_of, snippets), out_name, shadowed)
     ctx = _context(m, fwd, entry, out_name, state)
     grad_param, result = _backward(m.backward, state, ctx)
     built = _code(m, fwd, out_name, state, result, snippets, path)
@@ -152,8 +154,13 @@ def _extract(
     )
 
 
-def _methods(classdef: cst.ClassDef, info: ModuleInfo, snippets: list[Snippet]) -> _Methods:
-    methods = inherited(classdef, info, snippets) | class_methods(classdef)
+def _methods(
+    classdef: cst.ClassDef,
+    info: ModuleInfo,
+    snippets: list[Snippet],
+    module_class: Callable[[str], bool],
+) -> _Methods:
+    methods = inherited(classdef, info, snippets, module_class) | class_methods(classdef)
     if "forward" not in methods:
         raise Unsupported("no-forward", "defines no forward", classdef)
     if "backward" not in methods:
@@ -264,13 +271,55 @@ def _taken(m: _Methods, info: ModuleInfo) -> set[str]:
     return taken
 
 
+class _Resolved:
+    """What the free names of a class's methods mean, by scope: the imports they reach (a
+    factory's own included; a name the factory or the module rebinds otherwise is none),
+    and the module-level functions they reach (not one a factory's local shadows, nor one
+    the module rebinds)."""
+
+    def __init__(self, site: ClassSite, info: ModuleInfo):
+        self.info = info
+        scopes = info.scopes
+        classdef = scopes.class_at(site.line, site.column)
+        self.scope = scopes.module if classdef is None else scopes.methods_scope(classdef)
+        candidates = set(info.imports)
+        for scope in self.scope.enclosing():
+            candidates |= {n for n, b in scope.bindings.items() if b[0].imported is not None}
+        self.imports = {
+            name: target
+            for name in sorted(candidates)
+            if (target := scopes.imported(name, self.scope)) is not None
+        }
+        own = scopes.own(classdef) if classdef is not None else None
+        self.statement_scope = own.parent if own is not None and own.parent else scopes.module
+
+    def module_class(self, name: str) -> bool:
+        """A base's name, read where the class statement stands, means the module-level class
+        of that name, which the module binds once."""
+        scopes = self.info.scopes
+        if scopes.resolve(name.split(".")[0], self.statement_scope) is not scopes.module:
+            return False
+        node = self.info.classes.get(name)
+        bindings = [b.node for b in scopes.module.bindings.get(name, []) if not b.fallback]
+        return node is not None and bindings == [node]
+
+    def function(self, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+        node = self.info.functions.get(name)
+        scopes = self.info.scopes
+        if node is None or scopes.resolve(name, self.scope) is not scopes.module:
+            return None
+        bindings = [b for b in scopes.module.bindings.get(name, []) if not b.fallback]
+        return node if [b.node for b in bindings] == [node] else None
+
+
 def _helper_reader(
-    info: ModuleInfo, snippets: list[Snippet]
+    names_of: _Resolved, snippets: list[Snippet]
 ) -> Callable[[str], cst.FunctionDef | None]:
     """Looks up a module-level helper function by name, parsing only its own lines."""
+    info = names_of.info
 
     def function(name: str) -> cst.FunctionDef | None:
-        node = info.functions.get(name)
+        node = names_of.function(name)
         if node is None or node.lineno is None:
             return None
         first = min([node.lineno] + [d.lineno for d in node.decorator_list])
@@ -317,13 +366,13 @@ def _backward(backward: cst.FunctionDef, state: State, ctx: Ctx) -> tuple[str, S
     elif star is not None:  # ``backward(ctx, *grads)``: the one output's gradient
         env[star.name.value] = Seq([grad])
         grad_param = state.names.fresh("grad_output")  # names the gradient in the rewrite
-    else:
+    elif back_ctx is not None and back_ctx in ("ctx", "context", "self"):
         raise Unsupported(
-            "unsupported-ctx" if back_ctx is None else "no-gradient",
-            "the backward takes no ctx (autograd passes it one)"
-            if back_ctx is None
-            else "the backward takes no gradient (autograd passes it one)",
-            backward,
+            "no-gradient", "the backward takes no gradient (autograd passes it one)", backward
+        )
+    else:  # ``backward(grad_output)``: one parameter, where autograd passes ctx and a gradient
+        raise Unsupported(
+            "unsupported-ctx", "the backward takes no ctx (autograd passes it one)", backward
         )
     for param in keyword_only(backward):
         env[param.name.value] = Const(cast(cst.BaseExpression, param.default), simple=True)
@@ -484,7 +533,7 @@ def _gradients(
             if item.reduction is not None and (dims := misaligned(item.reduction)) is not None:
                 raise Unsupported(
                     "backward-not-elementwise",
-                    f"the gradient for `{param}` is summed over dimensions {dims} without "
+                    f"the gradient for `{param}` is summed over {dims} without "
                     "keepdim: the sum no longer lines up with the output's dimensions, as the "
                     "rewrite's broadcasting needs (keepdim=True, or a view back to the "
                     "input's layout, makes it rewritable)",

@@ -666,7 +666,9 @@ def misaligned(reduction: cst.BaseExpression) -> str | None:
     summed = value if isinstance(value, tuple) else (value,)
     if dims is None or not all(isinstance(d, int) and d >= 0 for d in summed):
         return None
-    return None if sorted(summed) == list(range(len(summed))) else _code(dims)
+    if sorted(summed) == list(range(len(summed))):
+        return None
+    return f"dimension {_code(dims)}" if isinstance(value, int) else f"dimensions {_code(dims)}"
 
 
 def literal(node: cst.BaseExpression | None) -> object:

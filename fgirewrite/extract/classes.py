@@ -4,7 +4,7 @@ file), its methods (inherited from the module's own base classes too) and their 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import cast
 
 import libcst as cst
@@ -90,6 +90,18 @@ def locate(snippets: list[Snippet], node: cst.CSTNode | None, path: str) -> Loca
     return next((loc for s in snippets if (loc := s.locate(node, path))), None)
 
 
+def _at_module(info: ModuleInfo) -> Callable[[str], bool]:
+    """For a module-level class statement: a base's name means the module's own class when
+    the module binds it once, by that class statement."""
+    scopes = info.scopes
+
+    def module_class(name: str) -> bool:
+        bindings = [b.node for b in scopes.module.bindings.get(name, []) if not b.fallback]
+        return bindings == [info.classes.get(name)]
+
+    return module_class
+
+
 def methods(classdef: cst.ClassDef) -> dict[str, cst.FunctionDef]:
     found = {}
     for stmt in classdef.body.body:
@@ -99,20 +111,28 @@ def methods(classdef: cst.ClassDef) -> dict[str, cst.FunctionDef]:
 
 
 def inherited(
-    classdef: cst.ClassDef, info: ModuleInfo, snippets: list[Snippet], depth: int = 0
+    classdef: cst.ClassDef,
+    info: ModuleInfo,
+    snippets: list[Snippet],
+    module_class: Callable[[str], bool],
+    depth: int = 0,
 ) -> dict[str, cst.FunctionDef]:
     """Methods from the module's own base classes (a mixin defining ``backward``), by MRO-ish
-    order: later bases first, so earlier ones override them."""
+    order: later bases first, so earlier ones override them. ``module_class`` says whether a
+    base's name, where the class statement reads it, means the module-level class of that
+    name (a factory's local class of the same name does not)."""
     found: dict[str, cst.FunctionDef] = {}
     for base in reversed(classdef.bases):
-        node = info.classes.get(dotted(base.value) or "")
-        if node is None or depth > 8:
+        name = dotted(base.value) or ""
+        node = info.classes.get(name)
+        if node is None or depth > 8 or not module_class(name):
             continue
         first = min([node.lineno] + [d.lineno for d in node.decorator_list])
         snippet = Snippet(info.segment(first, node.end_lineno or node.lineno), first, False)
         snippets.append(snippet)
         assert isinstance(snippet.node, cst.ClassDef)
-        found |= inherited(snippet.node, info, snippets, depth + 1) | methods(snippet.node)
+        bases = inherited(snippet.node, info, snippets, _at_module(info), depth + 1)
+        found |= bases | methods(snippet.node)
     return found
 
 

@@ -23,6 +23,7 @@ from fgirewrite.extract import extract
 from fgirewrite.extract.values import dotted, is_docstring, names_in
 from fgirewrite.rewrite import uses
 from fgirewrite.rewrite.result import Rewrite
+from fgirewrite.scopes import Scopes
 from fgirewrite.source import SourceError, first_line
 from fgirewrite.surrogate import SHIM_BASE, Skip, Surrogate, key
 
@@ -59,6 +60,7 @@ def _refuse_reliance(
         ]
         return
     nodes = list(ast.walk(tree))
+    scopes = Scopes(tree)
     tested = uses.introspection(nodes, info.imports)
     changed = True
     while changed:
@@ -66,7 +68,7 @@ def _refuse_reliance(
         kept = {s.name for s, f in zip(sites, result.findings, strict=True) if isinstance(f, Skip)}
         for i, (site, finding) in enumerate(zip(sites, result.findings, strict=True)):
             if isinstance(finding, Surrogate):
-                found = uses.reliance(tree, nodes, site, kept) or tested
+                found = uses.reliance(tree, nodes, site, kept, scopes) or tested
                 if found is not None:
                     result.findings[i] = Skip(
                         finding.name, finding.location, "relies-on-function", found.message
