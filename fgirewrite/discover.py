@@ -324,11 +324,14 @@ class _Lazy:
         return self._scopes
 
 
+_FUNCTION_NAMES = frozenset(base.rsplit(".", 1)[-1] for base in FUNCTION_BASES)
+
+
 def _qualified_base(base: ast.expr, name: str, imports: dict[str, str], lazy: _Lazy) -> str:
     """A base's qualified name: its head resolved by scope to an import when its spelling
     could name a Function (``Function``, ``torch.autograd.Function``)."""
     spelled = qualify(name, imports)
-    if spelled not in FUNCTION_BASES:
+    if spelled not in FUNCTION_BASES and name.rsplit(".", 1)[-1] not in _FUNCTION_NAMES:
         return spelled
     head_node = base
     while isinstance(head_node, ast.Attribute):

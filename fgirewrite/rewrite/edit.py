@@ -225,9 +225,11 @@ class _Bases:
         name = dotted(arg.value)
         if name is None:
             return True
-        return discover.qualify(name, self.info.imports) not in discover.FUNCTION_BASES and (
-            name not in self.kept
-        )
+        head, _, rest = name.partition(".")
+        scopes = self.info.scopes  # what the module binds the name to, not a function's import
+        imported = scopes.imported(head, scopes.module)
+        qualified = imported + ("." + rest if rest else "") if imported else name
+        return qualified not in discover.FUNCTION_BASES and name not in self.kept
 
 
 def _shim(classdef: cst.ClassDef, apply: cst.BaseStatement, bases: _Bases) -> cst.ClassDef:
