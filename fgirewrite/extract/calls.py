@@ -452,7 +452,10 @@ class CallRules:
             cst.Attribute(operand_of_call(receiver.node), cst.Name("to")),
             [cst.Arg(receiver.dtype)],
         )
-        return Lin(cast_node, reduction=receiver.reduction, dtype=receiver.dtype)
+        # still "plain" for grad_output itself: cast to the output's dtype, it has its shape
+        return Lin(
+            cast_node, reduction=receiver.reduction, dtype=receiver.dtype, plain=receiver.plain
+        )
 
     def zeros_of(self, receiver: Sym, node: cst.Call) -> Const:
         """``t.zero_()``: zeros like ``t`` (like the output, for the gradient)."""
@@ -480,7 +483,15 @@ class CallRules:
         label = out.value.value
         old = self.expr(out.value)
         self.check_inplace(old, label, node)
-        new = self.expr(node.with_changes(args=[a for a in node.args if a is not out]))
+        args = [a for a in node.args if a is not out]
+        args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+        self.env[label] = self.kept_dtype(old)  # written in its own dtype, as in place
+        try:
+            new = self.expr(node.with_changes(args=args))
+        finally:
+            self.env[label] = old
+        if isinstance(new, Lin) and isinstance(old, Lin):
+            new.dtype = old.dtype
         self.rebind(old, new, label)
         return cast(Sym, self.env[label])
 
