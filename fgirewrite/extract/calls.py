@@ -286,6 +286,14 @@ class CallRules:
         """``grad.method(...)``: the gradient is the receiver."""
         if method in rules.GRAD_DROPPED and not values:
             return lin
+        if method == "type" and not values:  # its type's name, a string: the output's
+            if not lin.plain:
+                raise self.not_linear(node, "`.type()` of a gradient other than grad_output")
+            func = rebuilt.func
+            assert isinstance(func, cst.Attribute)
+            return Const(
+                rebuilt.with_changes(func=func.with_changes(value=cst.Name(self.state.out)))
+            )
         if method in rules.GRAD_CAST:
             self.check_cast(node, values)
         rounding = _keyword(node, "rounding_mode")
