@@ -391,6 +391,13 @@ def _site(
     )
 
 
+def _tuple(value: ast.expr | None) -> bool:
+    """A tuple display, or ``tuple(...)``/``list(...)``: several outputs."""
+    if isinstance(value, (ast.Tuple, ast.List)):
+        return True
+    return isinstance(value, ast.Call) and dotted(value.func) in ("tuple", "list")
+
+
 def _star_forward(node: ast.ClassDef) -> tuple[int, int] | None:
     own = {s.name: s for s in node.body if isinstance(s, ast.FunctionDef)}
     forward, backward = own.get("forward"), own.get("backward")
@@ -401,8 +408,6 @@ def _star_forward(node: ast.ClassDef) -> tuple[int, int] | None:
     # Several outputs (a tuple returned, several gradients taken) is the truer reason:
     # extraction reports it (a reversible block's ``forward(ctx, fn, *args)``).
     several = backward.args.vararg is not None or len(backward.args.args) > 2
-    if several or any(
-        isinstance(n, ast.Return) and isinstance(n.value, ast.Tuple) for n in ast.walk(forward)
-    ):
+    if several or any(isinstance(n, ast.Return) and _tuple(n.value) for n in ast.walk(forward)):
         return None
     return forward.lineno, forward.col_offset + 1

@@ -218,11 +218,18 @@ def _one_output(forward: cst.FunctionDef, backward: cst.FunctionDef) -> None:
     """Refuse several outputs first: it is the reason that tells what the class is (a
     reversible block's ``forward(ctx, fn, *args)`` returning a tuple is no surrogate)."""
     for node in walk(forward.body, lambda n: not isinstance(n, (cst.FunctionDef, cst.Lambda))):
-        if isinstance(node, cst.Return) and isinstance(node.value, (cst.Tuple, cst.List)):
+        if isinstance(node, cst.Return) and node.value is not None and _several(node.value):
             raise Unsupported("multiple-outputs", "the forward returns a tuple", node.value)
     grads, _ = params_of(backward, skip_first=True, star=True)
     if len(grads) > 1:
         raise Unsupported("multiple-outputs", "the backward takes several gradients", backward)
+
+
+def _several(value: cst.BaseExpression) -> bool:
+    """A tuple or list display, or one built by ``tuple(...)`` or ``list(...)``."""
+    if isinstance(value, (cst.Tuple, cst.List)):
+        return True
+    return isinstance(value, cst.Call) and dotted(value.func) in ("tuple", "list")
 
 
 def _with_constants(forward: cst.FunctionDef) -> cst.FunctionDef:

@@ -278,7 +278,13 @@ class CallRules:
                 for a, (_, v) in zip(node.args, values, strict=True)
             ]
             return Const(rebuilt.with_changes(args=args))
-        raise self.not_linear(node, f"the gradient passed to `.{method}()`")
+        if method in rules.TENSOR_METHODS or method in BOOL_METHODS:
+            raise self.not_linear(node, f"the gradient passed to `.{method}()`")
+        raise Unsupported(
+            "unknown-call",
+            f"the gradient is passed to `.{method}()`, not known to be linear in it",
+            node,
+        )
 
     def lin_method(
         self, node: cst.Call, lin: Lin, method: str, values: list, rebuilt: cst.Call

@@ -150,6 +150,7 @@ def read_forward(
     body = _hoisted_torch(_without_no_grad(body, imports))
     if ctx_name is not None:
         _refuse_marks(function, ctx_name)
+    _refuse_metadata_changes(body, params)
     body, result = _split_return(body, function, names, imports)
     later: list[set[str]] = []  # names bound at or after each statement
     acc: set[str] = set()
@@ -296,6 +297,28 @@ def _if_returning(stmt: cst.If, rest: list[Statement], out: str) -> cst.If:
         new_else = link.with_changes(body=cst.IndentedBlock(body), orelse=new_else)
     assert isinstance(new_else, cst.If)
     return new_else
+
+
+def _refuse_metadata_changes(body: list[Statement], params: list[str]) -> None:
+    """An input whose shape, storage or autograd flags the forward changes in place
+    (``placeholder.set_(tensor)``): the rewrite's forward works on a detached alias, which
+    shares the values but not those, so the caller's tensor would not change."""
+    inputs = set(params)
+    for stmt in body:
+        for call in walk(stmt, lambda n: not isinstance(n, (cst.FunctionDef, cst.Lambda))):
+            if not (isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute)):
+                continue
+            method, receiver = call.func.attr.value, call.func.value
+            if method in rules.METADATA_INPLACE and isinstance(receiver, cst.Name):
+                if receiver.value in inputs:
+                    raise Unsupported(
+                        "in-place-alias",
+                        f"the forward changes input `{receiver.value}` in place with "
+                        f"`.{method}()`, which the rewrite (working on a detached alias of "
+                        "it) would not pass on to the caller's tensor",
+                        call,
+                    )
+        inputs -= assigned_names(stmt)  # rebound: no longer the caller's tensor
 
 
 def _refuse_marks(function: cst.FunctionDef, ctx_name: str) -> None:

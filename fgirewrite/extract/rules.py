@@ -57,6 +57,20 @@ NOT_ELEMENTWISE = frozenset(
     }
 )
 GRAD_NEGATE = frozenset({"neg", "negative"})
+# Tensor methods that take another tensor: with the gradient as that one, none is linear in it
+# (``x.add(g)``); a method not among them belongs to some other object (unknown).
+TENSOR_METHODS = (
+    NONLINEAR
+    | NOT_ELEMENTWISE
+    | frozenset(
+        {
+            *("add", "sub", "subtract", "div", "divide", "true_divide", "pow", "float_power"),
+            *("atan2", "lerp", "addcmul", "addcdiv", "copy_", "masked_fill", "index_fill"),
+            *("scatter", "scatter_add", "index_add", "index_copy", "put", "take", "dist"),
+            *("mul", "multiply", "where", "to", "type", "type_as", "new_tensor", "fill_"),
+        }
+    )
+)
 GRAD_REDUCE = frozenset({"sum", "sum_to_size"})
 
 # torch functions that are linear in their tensor argument(s), with the same roles.
@@ -211,6 +225,16 @@ TRANSPARENT_DECORATORS = frozenset(
         "torch.no_grad",
         "torch.compile",
         "torch.autograd.function.once_differentiable",
+    }
+)
+
+# In-place methods that change a tensor's metadata (shape, strides, storage, autograd flags),
+# not only its values: on the detached alias the rewrite's forward works on, the caller's
+# tensor would not see the change.
+METADATA_INPLACE = frozenset(
+    {
+        *("set_", "resize_", "resize_as_", "as_strided_", "t_", "transpose_", "squeeze_"),
+        *("unsqueeze_", "swapdims_", "swapaxes_", "detach_", "requires_grad_", "retain_grad"),
     }
 )
 
