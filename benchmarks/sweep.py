@@ -44,6 +44,7 @@ import libcst as cst  # noqa: E402
 
 from benchmarks.corpus import LIBRARIES as CORPUS  # noqa: E402
 from fgirewrite import files, runner  # noqa: E402
+from fgirewrite.notebook import python_source  # noqa: E402
 from fgirewrite.rewrite import SourceError, rewrite_source  # noqa: E402
 
 # The corpus's versions; these five install with --no-deps and import without extras.
@@ -59,8 +60,8 @@ def check_file(path: Path) -> dict:
     """Every invariant on one file; the facts the summary needs."""
     record: dict = {"path": str(path), "bytes": 0, "surrogates": 0, "skipped": 0}
     try:
-        data = files.read(path).data
-    except files.FileError as exc:
+        data = python_source(files.read(path).data, str(path))  # a notebook: its cells
+    except (files.FileError, SourceError) as exc:
         record["error"] = str(exc)
         return record
     record["bytes"] = len(data)

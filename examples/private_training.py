@@ -13,14 +13,16 @@ that takes the batch first, as Opacus's data loader gives it.
 Data: scikit-learn's bundled 8x8 digits (1797 images, no download), read row by row: 8 time
 steps of 8 pixels. Needs ``pip install opacus scikit-learn``.
 
-Run from the repository root: ``python -m examples.private_training`` (``--help`` for the
-options; about a minute on one CPU core).
+Run from the repository root: ``python -m examples.private_training`` or
+``python examples/private_training.py`` (``--help`` for the options; about a minute on one
+CPU core).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -30,9 +32,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import fgirewrite
-from examples.forward_gradient_training import accuracy, digits
 from fgirewrite import load_pair
 from fgirewrite.grads.private import for_opacus
+
+try:
+    from .forward_gradient_training import accuracy, digits
+except ImportError:  # run as `python examples/private_training.py`, or loaded by path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from forward_gradient_training import accuracy, digits  # type: ignore[no-redef]
 
 ALIF = Path(__file__).resolve().parent / "alif.py"
 

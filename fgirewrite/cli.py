@@ -1,9 +1,10 @@
 """The ``fgirewrite`` command line.
 
 ``fgirewrite PATH...`` is ``fgirewrite rewrite PATH...``: the default command.
-Exit codes: 0 nothing to do or all done; 1 changes pending (``--check``) or a Function class
-left unrewritten; 2 an error (a path missing or without Python files, a file that cannot be
-read, parsed or written, a usage error), each one line on stderr.
+Exit codes: 0 nothing to do or all done; 1 changes pending or an unused skip comment
+(``--check``), or a Function class left unrewritten; 2 an error (a path missing or without
+Python files, a bad configuration, a file that cannot be read, parsed or written, a usage
+error), each one line on stderr.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typer._click.exceptions import (
 )
 from typer.core import TyperCommand, TyperGroup
 
-from fgirewrite import __version__, files, runner
+from fgirewrite import __version__, config, files, runner
 from fgirewrite.reasons import EXAMPLES, REASONS
 from fgirewrite.surrogate import Skip, Surrogate, key
 
@@ -167,24 +168,29 @@ def _err(message: str) -> None:
 
 def _status(finding: Surrogate | Skip, mode: Mode, outcome: runner.Outcome) -> str:
     if isinstance(finding, Skip):
+        if finding.code == "excluded":
+            return "excluded"
         return "failed" if finding.code in ("verification-failed", "cannot-verify") else "skipped"
     if mode is Mode.write:
         return "rewritten" if outcome.written else "not-written"
     return "would-rewrite"
 
 
-def _finding_line(finding: Surrogate | Skip, status: str, function: str | None) -> str:
+def _finding_line(row: Row) -> str:
+    finding, where = row.finding, row.outcome.where(row.finding.location)
     if isinstance(finding, Skip):
         verb = {
             "verification-failed": "not rewritten (verification failed)",
             "cannot-verify": "not rewritten (verification could not run here)",
+            "excluded": "excluded",
         }.get(finding.code, "skipped")
-        return f"{finding.location}: {verb}: {finding.name} [{finding.code}] {finding.message}"
+        message = row.outcome.message(finding.message)
+        return f"{where}: {verb}: {finding.name} [{finding.code}] {message}"
     verb = {"rewritten": "rewrote", "would-rewrite": "would rewrite", "not-written": "not written"}[
-        status
+        row.status
     ]
     grads = ", ".join(f"d/d{g.param} = {g.derivative}" for g in finding.gradients)
-    return f"{finding.location}: {verb}: {finding.name} as {function}() ({grads})"
+    return f"{where}: {verb}: {finding.name} as {row.function}() ({grads})"
 
 
 def _progress(total: int):
@@ -205,7 +211,10 @@ def _progress(total: int):
 )
 def rewrite_command(
     paths: list[Path] = typer.Argument(
-        ..., help="Python files or directories (recursive).", show_default=False, metavar="PATH"
+        ...,
+        help="Python files, notebooks or directories (recursive).",
+        show_default=False,
+        metavar="PATH",
     ),
     check: bool = typer.Option(
         False,
@@ -221,34 +230,95 @@ def rewrite_command(
         False, "--write", help="Rewrite files in place, atomically, after verifying each rewrite."
     ),
     verify: bool = typer.Option(
-        True,
+        None,
         "--verify/--no-verify",
         help="With --write: verify each rewrite numerically first "
         "(runs the imports and definitions the surrogate needs, never "
-        "the rest of the file). --no-verify writes unverified.",
+        "the rest of the file). --no-verify writes unverified. [default: --verify]",
+        show_default=False,
     ),
     output_format: Format = typer.Option(
-        Format.text, "--output-format", help="How findings are listed on stdout."
+        None,
+        "--output-format",
+        help="How findings are listed on stdout. [default: text]",
+        show_default=False,
     ),
     jobs: int = typer.Option(
-        0,
+        None,
         "--jobs",
         "-j",
-        help="Worker processes when more than 8 files could define a Function; 0: one per CPU.",
+        help="Worker processes when more than 8 files could define a Function; 0: one per CPU. "
+        "[default: 0]",
         metavar="N",
+        show_default=False,
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and the summary."),
+    exclude: list[str] = typer.Option(
+        None,
+        "--exclude",
+        help="Globs of files and folders to leave out, replacing the default list "
+        "(.git, virtual environments, build folders, ...) and `exclude` in pyproject.toml; "
+        "repeat it or separate globs with commas. A glob without / matches a name at any "
+        "depth; one with / a path from the current folder; ** crosses folders.",
+        metavar="GLOB",
+        show_default=False,
+    ),
+    extend_exclude: list[str] = typer.Option(
+        None,
+        "--extend-exclude",
+        help="Globs to leave out in addition to the default list and the config's.",
+        metavar="GLOB",
+        show_default=False,
+    ),
+    force_exclude: bool = typer.Option(
+        None,
+        "--force-exclude/--no-force-exclude",
+        help="Leave out excluded paths even when they are given by name (pre-commit passes "
+        "file names). [default: off]",
+        show_default=False,
+    ),
+    show_settings: bool = typer.Option(
+        False,
+        "--show-settings",
+        help="Print the settings that apply to each PATH and where each value comes from "
+        "([tool.fgirewrite] in the closest pyproject.toml, a flag, or the default); "
+        "change nothing.",
+    ),
 ) -> None:
     """Find surrogate Functions in PATHs and rewrite them into inline FGI.
 
     The default mode is --diff: show what would change, write nothing. Static modes (--diff, --check) never import or execute the files they read, so what they show is unverified: --write verifies each rewrite before writing it, and may refuse one.
+
+    PATHs are *.py files, Jupyter notebooks (*.ipynb: their code cells, read as one module; IPython lines are kept and never run) and folders, searched recursively.
+
+    `# fgirewrite: skip` on a class line (or its first decorator line) leaves that class alone; it is counted as excluded.
+
+    Defaults come from [tool.fgirewrite] in the closest pyproject.toml (exclude, extend-exclude, force-exclude, pythonpath, target-version, verify, jobs, output-format); flags override it. See --show-settings.
     """  # noqa: E501 (one line per paragraph, for the help screen)
     if sum((check, diff, write)) > 1:
         _err("fgirewrite: error: choose one of --check, --diff and --write")
         raise typer.Exit(EXIT_ERROR)
     mode = Mode.check if check else Mode.write if write else Mode.diff
-    errors: list[tuple[str, str]] = []
-    outcomes = _process(paths, jobs, mode, verify, errors)
+    overrides = config.Overrides(
+        exclude=_globs(exclude) if exclude else None,
+        extend_exclude=_globs(extend_exclude or []),
+        force_exclude=force_exclude,
+        verify=verify,
+        jobs=jobs,
+        output_format=output_format.value if output_format is not None else None,
+    )
+    try:
+        resolver = config.Resolver(overrides)
+        if show_settings:
+            _show_settings(paths, resolver)
+            raise typer.Exit(EXIT_OK)
+        run = resolver.settings(_common_folder(paths))
+        errors: list[tuple[str, str]] = []
+        outcomes = _process(paths, resolver, run, mode, errors)
+    except config.ConfigError as exc:
+        _err(str(exc))
+        raise typer.Exit(EXIT_ERROR) from None
+    verify = run.verify
     errors = [_hint(path, message) for path, message in errors]
     errors += [(o.path, o.error) for o in outcomes if o.error]
     rows = [
@@ -256,7 +326,7 @@ def rewrite_command(
         for o in outcomes
         for f in o.findings
     ]
-    if output_format is Format.json:
+    if run.output_format == Format.json.value:
         verified = mode is Mode.write and verify
         typer.echo(json.dumps(_json(rows, outcomes, errors, mode, verified), indent=2))
     else:
@@ -268,7 +338,7 @@ def rewrite_command(
     _err(_summary(rows, outcomes, errors, mode, verify))
 
     left = any(row.status in ("skipped", "failed") for row in rows)
-    pending = mode is Mode.check and any(o.changed for o in outcomes)
+    pending = mode is Mode.check and any(o.changed or _unused(o) for o in outcomes)
     if errors:
         raise typer.Exit(EXIT_ERROR)
     raise typer.Exit(EXIT_FINDINGS if left or pending else EXIT_OK)
@@ -287,14 +357,52 @@ class Row(NamedTuple):
         return self.status in ("rewritten", "would-rewrite")
 
 
+def _globs(values: list[str]) -> tuple[str, ...]:
+    """``--exclude a,b --exclude c``: the globs a, b and c."""
+    return tuple(g.strip() for value in values for g in value.split(",") if g.strip())
+
+
+def _common_folder(paths: list[Path]) -> Path:
+    """The folder that holds every PATH: run-wide settings (--verify, --jobs, --output-format,
+    --force-exclude) come from its configuration."""
+    import os
+
+    folders = [p.resolve() if p.is_dir() else p.resolve().parent for p in paths if p.exists()]
+    return Path(os.path.commonpath(folders)) if folders else Path.cwd()
+
+
+def _found(
+    paths: list[Path], resolver: config.Resolver, force: bool, errors: list[tuple[str, str]]
+) -> list[Path]:
+    """The files under PATHs that no exclusion names (a PATH given by name only with
+    --force-exclude). Every PATH's configuration is read first: a bad one is an error even
+    where nothing else would read it."""
+    for path in paths:
+        resolver.settings(path)
+    explicitly = resolver.excluded_explicitly if force else None
+    return list(files.python_files(paths, errors, resolver.excluded, explicitly))
+
+
+def _show_settings(paths: list[Path], resolver: config.Resolver) -> None:
+    for i, path in enumerate(paths):
+        settings = resolver.settings(path)
+        excluded = resolver.excluded_explicitly(path) if path.exists() else None
+        typer.echo(("\n" if i else "") + config.show(path, settings, excluded))
+
+
 def _process(
-    paths: list[Path], jobs: int, mode: Mode, verify: bool, errors: list[tuple[str, str]]
+    paths: list[Path],
+    resolver: config.Resolver,
+    run: config.Settings,
+    mode: Mode,
+    errors: list[tuple[str, str]],
 ) -> list[runner.Outcome]:
     """Rewrite every file in memory; with --write, verify and write each changed one."""
+    verify = run.verify
     try:
-        found = list(files.python_files(paths, errors))
+        found = _found(paths, resolver, run.force_exclude, errors)
         outcomes = runner.process_all(
-            found, jobs, _progress(len(found)), analyse_only=mode is Mode.check
+            found, run.jobs, _progress(len(found)), analyse_only=mode is Mode.check
         )
     except KeyboardInterrupt:
         _err("fgirewrite: interrupted; no file was written")
@@ -319,7 +427,14 @@ def _print_findings(
     """One line per finding (on stderr with --diff, whose stdout is the diff), then the diff."""
     for row in rows:
         if not quiet or row.status == "failed":
-            typer.echo(_finding_line(row.finding, row.status, row.function), err=mode is Mode.diff)
+            typer.echo(_finding_line(row), err=mode is Mode.diff)
+    for outcome in outcomes:
+        for location in _unused(outcome):
+            typer.echo(
+                f"{outcome.where(location)}: unused skip comment: no Function class is "
+                "left alone by it (it goes on the class line or its first decorator line)",
+                err=mode is Mode.diff,
+            )
     if mode is Mode.diff:
         for outcome in outcomes:
             if outcome.changed:
@@ -330,7 +445,7 @@ def _warn_second_order(outcomes: list[runner.Outcome]) -> None:
     for outcome in outcomes:
         for line in outcome.second_order:
             _err(
-                f"{outcome.path}:{line}: warning: differentiates through gradients; FGI "
+                f"{outcome.line(line)}: warning: differentiates through gradients; FGI "
                 "gradients are first-order, so second derivatives through a rewritten "
                 "surrogate change"
             )
@@ -360,16 +475,38 @@ def _summary(
         text += " (unverified: --write verifies before writing)"
     elif rewritten and not verify:
         text += " (unverified: --no-verify)"
-    skipped = Counter(r.finding.code for r in rows if isinstance(r.finding, Skip))
+    skipped = Counter(
+        r.finding.code for r in rows if isinstance(r.finding, Skip) and r.status != "excluded"
+    )
     if skipped:
         reasons = ", ".join(f"{code} ({n})" for code, n in skipped.most_common())
         text += f"; {sum(skipped.values())} left as they are: {reasons}"
+    excluded = sum(r.status == "excluded" for r in rows)
+    if excluded:
+        text += f"; {excluded} excluded by skip comments"
+    unused = sum(len(_unused(o)) for o in outcomes)
+    if unused:
+        text += f"; {unused} unused skip comment{'s' * (unused != 1)}"
     text += f"; {len(errors)} error{'s' * (len(errors) != 1)}"
     text += f"; {len(outcomes)} file{'s' * (len(outcomes) != 1)} checked"
     return text
 
 
-JSON_VERSION = 3  # 2 added "verified", at the top level and on every finding; 3 "verification"
+# 2 added "verified", at the top level and on every finding; 3 "verification"; 4 the status
+# "excluded" and its count, "unused_skip_comments", and "cell" on a notebook's findings
+JSON_VERSION = 4
+
+
+def _unused(outcome: runner.Outcome) -> list:
+    return outcome.rewrite.unused_skips if outcome.rewrite is not None else []
+
+
+def _position(outcome: runner.Outcome, line: int, column: int) -> dict:
+    """``line`` and ``column``, in a notebook's cell (and ``cell``: 1-based, all cells)."""
+    found = outcome.notebook.where(line) if outcome.notebook is not None else None
+    if found is None:
+        return {"line": line, "column": column}
+    return {"cell": found[0], "line": found[1], "column": column}
 
 
 def _json(
@@ -379,13 +516,13 @@ def _json(
     for outcome, finding, status, function in rows:
         item = {
             "path": outcome.path,
-            "line": finding.location.line,
-            "column": finding.location.column,
+            **_position(outcome, finding.location.line, finding.location.column),
             "class": finding.name,
             "status": status,
         }
         if isinstance(finding, Skip):
-            item.update(code=finding.code, message=finding.message, verified=False)
+            message = outcome.message(finding.message)
+            item.update(code=finding.code, message=message, verified=False)
         else:
             item["function"] = function
             item["gradients"] = {g.param: g.derivative for g in finding.gradients}
@@ -403,6 +540,12 @@ def _json(
         "findings": findings,
         "errors": [{"path": p, "message": m} for p, m in errors],
         "files": {"checked": len(outcomes), "changed": sum(o.changed for o in outcomes)},
+        "excluded": sum(status == "excluded" for _, _, status, _ in rows),
+        "unused_skip_comments": [
+            {"path": o.path, **_position(o, at.line, at.column)}
+            for o in outcomes
+            for at in _unused(o)
+        ],
     }
 
 
@@ -416,10 +559,13 @@ def verify_command(
     entry: str = typer.Option(
         None,
         "--entry",
-        help="NAME or FILE:NAME of a function returning (model, example_inputs). Adds "
-        "model-level checks (outputs, gradients over seeds, an optimizer trajectory) and the "
-        "capability table. Runs that function and the imports and definitions it needs.",
-        metavar="NAME",
+        help="A function returning (model, example_inputs): FILE:FUNCTION or "
+        "MODULE:FUNCTION anywhere in the project (MODULE dotted, as the project imports it), "
+        "or FUNCTION in one of the PATHs. The original model is built from the project as "
+        "written and the rewritten one from the project rewritten file by file, each in its "
+        "own process; adds model-level checks (outputs, gradients over seeds, an optimizer "
+        "trajectory) and the capability table.",
+        metavar="ENTRY",
     ),
     batch_dim: int = typer.Option(
         0, "--batch-dim", help="Batch dimension of the inputs.", metavar="DIM"
@@ -452,9 +598,20 @@ def verify_command(
 ) -> None:
     """Prove each rewrite gradient-equivalent to the Function it replaces.
 
-    For every surrogate fgirewrite would rewrite: forward bit for bit and of the same dtype, gradients within each dtype's tolerance on a dense grid, random values and edge values (float32, float64, bfloat16, float16; CPU, and CUDA when available). Only the imports and definitions a surrogate needs are executed, never the rest of the file. Exit 0 only when everything verified; 1 on a mismatch; 2 on an error.
+        For every surrogate fgirewrite would rewrite: forward bit for bit and of the same dtype, gradients within each dtype's tolerance on a dense grid, random values and edge values (float32, float64, bfloat16, float16; CPU, and CUDA when available). Only the imports and definitions a surrogate needs are executed, never the rest of the file.
+
+    Three verdicts, never mixed: equivalent, not equivalent (with the first mismatch), could not verify (with the cause and what to do). Exit 0: everything equivalent; 1: something not equivalent; 2: something could not be verified, or an error (a file that cannot be read, a bad --entry).
     """  # noqa: E501 (one line per paragraph, for the help screen)
-    from fgirewrite.verify.command import error_lines, summary, verify_file
+    from fgirewrite.project import EntryError
+    from fgirewrite.verify.command import (
+        attach,
+        error_lines,
+        model_lines,
+        resolve_entry,
+        summary,
+        verify_file,
+    )
+    from fgirewrite.verify.model import verify_model
     from fgirewrite.verify.report import (
         FileVerification,
         print_terminal,
@@ -464,21 +621,41 @@ def verify_command(
     )
 
     errors: list[tuple[str, str]] = []
-    found = list(files.python_files(paths, errors))
-    where = Path(entry.rpartition(":")[0]) if entry and ":" in entry else None
-    if where is not None and not any(where.resolve() == path.resolve() for path in found):
-        _err(f"fgirewrite: error: --entry {entry}: {where} is not among the files to verify")
-        raise typer.Exit(EXIT_ERROR)
+    resolver = config.Resolver()
+    try:
+        run = resolver.settings(_common_folder(paths))
+        found = _found(paths, resolver, run.force_exclude, errors)
+    except config.ConfigError as exc:
+        _err(str(exc))
+        raise typer.Exit(EXIT_ERROR) from None
+    model = None
+    if entry:
+        try:
+            model = resolve_entry(entry, paths, found)
+        except EntryError as exc:
+            _err(f"fgirewrite: error: --{exc}")
+            raise typer.Exit(EXIT_ERROR) from None
     results: list[FileVerification] = []
     for path in found:
         _err(f"fgirewrite: verifying {path}")
-        results.append(
-            verify_file(path, entry, batch_dim, seeds, steps, compile_backend, plots, _err)
+        results.append(verify_file(path, plots, _err))
+    if model is not None:
+        _err(f"fgirewrite: verifying the model of --entry {entry}")
+        attach(
+            results,
+            verify_model(
+                *model,
+                seeds=seeds,
+                steps=steps,
+                batch_dim=batch_dim,
+                backend=compile_backend,
+                progress=lambda what: _err(f"fgirewrite:   {entry}: {what}"),
+            ),
         )
     results += [FileVerification(p, error=m) for p, m in errors]
     if not quiet:
         print_terminal(results)
-    for line in error_lines(results):  # whatever --quiet says, on stderr
+    for line in model_lines(results) + error_lines(results):  # whatever --quiet says
         _err(line)
     reports = [
         (json_path, lambda path: write_json(results, path)),
@@ -531,16 +708,17 @@ def _preset(flag: str, help: str):
 @app.command("bench", cls=_Command, short_help="Time a model as written and as rewritten.")
 def bench_command(
     path: Path = typer.Argument(
-        ...,
-        help="A model file. Imported (its top level runs) as "
-        "written and as rewritten in memory; the file is not changed.",
+        None,
+        help="A model file (optional with --entry FILE:FUNCTION or MODULE:FUNCTION). Its "
+        "entry is built from the project as written and as rewritten in memory, as "
+        "`fgirewrite verify --entry` builds it; no file is changed.",
         show_default=False,
     ),
     entry: str = typer.Option(
         "build",
         "--entry",
-        help="Function in PATH called as ENTRY(steps=T, batch=B, "
-        "n_in=N, n_hidden=H); returns (model, inputs).",
+        help="FUNCTION in PATH, FILE:FUNCTION or MODULE:FUNCTION (as for verify), called as "
+        "ENTRY(steps=T, batch=B, n_in=N, n_hidden=H); returns (model, inputs).",
     ),
     paper: bool = typer.Option(
         False,

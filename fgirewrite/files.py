@@ -10,7 +10,7 @@ import errno
 import os
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ SKIP_DIRS = frozenset(
         "dist",
         "node_modules",
         ".eggs",
+        ".ipynb_checkpoints",  # Jupyter's copies of the notebooks beside it
     }
 )
 
@@ -49,13 +50,28 @@ class Snapshot:
 
 
 NO_PYTHON_FILE = (
-    "no Python file here (*.py files are searched for; .git, virtual environments and build "
-    "folders are skipped)"
+    "no Python file here (*.py and *.ipynb files are searched for; .git, virtual environments, "
+    "build folders and excluded paths are skipped)"
 )
+SUFFIXES = (".py", ".ipynb")
+
+# Whether a path met while walking is excluded: (absolute resolved path, is a directory).
+Excluded = Callable[[Path, bool], object]
 
 
-def python_files(paths: Iterable[Path], errors: list[tuple[str, str]]) -> Iterator[Path]:
-    """Python files under ``paths``, each once; problems go to ``errors``, one line each.
+def _default_excluded(path: Path, is_dir: bool) -> bool:
+    return is_dir and (path.name in SKIP_DIRS or path.name.endswith(".egg-info"))
+
+
+def python_files(
+    paths: Iterable[Path],
+    errors: list[tuple[str, str]],
+    excluded: Excluded = _default_excluded,
+    explicitly: Callable[[Path], object] | None = None,
+) -> Iterator[Path]:
+    """Python files and notebooks under ``paths``, each once; problems go to ``errors``, one
+    line each. What ``excluded`` names is not entered or listed; a path given is checked
+    only by ``explicitly`` (``--force-exclude``), and is skipped silently when excluded.
 
     A missing path, a directory that cannot be read, and a directory with no Python file
     in it are errors: a mistyped path must not pass as "nothing to do".
@@ -65,9 +81,11 @@ def python_files(paths: Iterable[Path], errors: list[tuple[str, str]]) -> Iterat
         if not path.exists() and not path.is_symlink():
             errors.append((str(path), "no such file or directory"))
             continue
+        if explicitly is not None and explicitly(path):
+            continue
         known_errors = len(errors)
         found = 0
-        walked = _walk(path, errors) if path.is_dir() else iter([(path, None)])
+        walked = _walk(path, errors, excluded) if path.is_dir() else iter([(path, None)])
         for candidate, key in walked:
             found += 1
             if key is None:
@@ -85,8 +103,11 @@ def python_files(paths: Iterable[Path], errors: list[tuple[str, str]]) -> Iterat
             errors.append((str(path), NO_PYTHON_FILE))
 
 
-def _walk(root: Path, errors: list[tuple[str, str]]) -> Iterator[tuple[Path, Path | None]]:
-    """``(path, resolved path)`` of each ``*.py`` under ``root``, sorted, top-down.
+def _walk(
+    root: Path, errors: list[tuple[str, str]], excluded: Excluded
+) -> Iterator[tuple[Path, Path | None]]:
+    """``(path, resolved path)`` of each ``*.py`` and ``*.ipynb`` under ``root``, sorted,
+    top-down, leaving out what ``excluded`` names.
 
     A symlinked directory is not entered, so link loops cannot recurse; the resolved path is
     None where it must be asked for (a symlinked file). Everything else is resolved by
@@ -110,9 +131,9 @@ def _walk(root: Path, errors: list[tuple[str, str]]) -> Iterator[tuple[Path, Pat
             link = entry.is_symlink()
             name = entry.name
             if is_dir:
-                if not link and name not in SKIP_DIRS and not name.endswith(".egg-info"):
+                if not link and not excluded(resolved / name, True):
                     subdirs.append((directory / name, resolved / name))
-            elif name.endswith(".py"):
+            elif name.endswith(SUFFIXES) and not excluded(resolved / name, False):
                 yield directory / name, None if link else resolved / name
         stack.extend(reversed(subdirs))
 

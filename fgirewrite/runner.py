@@ -13,10 +13,10 @@ from functools import partial
 from pathlib import Path
 from typing import cast
 
-from fgirewrite import discover, files
+from fgirewrite import discover, files, notebook, skips
 from fgirewrite.rewrite.result import Rewrite
 from fgirewrite.source import SourceError, decode, internal_error
-from fgirewrite.surrogate import Skip, Surrogate, key
+from fgirewrite.surrogate import Location, Skip, Surrogate, key
 
 
 @dataclass
@@ -33,6 +33,7 @@ class Outcome:
     # ones too: a Skip has the key of the surrogate it was)
     verification: dict = field(default_factory=dict)
     second_order: list[int] = field(default_factory=list)  # lines: see second_order_lines
+    notebook: notebook.Notebook | None = None  # a notebook's cells, read as one module
 
     @property
     def findings(self) -> list[Surrogate | Skip]:
@@ -49,8 +50,30 @@ class Outcome:
             return False
         return bool(self.rewrite.surrogates) if self.analysed_only else self.rewrite.changed
 
+    def where(self, location: Location) -> str:
+        """``path:line:col``, or in a notebook ``path:cell N:line:col``."""
+        return str(location) if self.notebook is None else self.notebook.location(location)
+
+    def line(self, line: int) -> str:
+        """``path:line``, or in a notebook ``path:cell N:line``."""
+        found = self.notebook.where(line) if self.notebook is not None else None
+        return f"{self.path}:{line}" if found is None else f"{self.path}:cell {found[0]}:{found[1]}"
+
+    def message(self, text: str) -> str:
+        """A message whose ``line N`` is the module's, told in a notebook's cells."""
+        return text if self.notebook is None else self.notebook.relocate(text)
+
+    def output(self) -> bytes:
+        """The bytes to write: the rewritten source, or the notebook with its cells."""
+        assert self.new_source is not None
+        if self.notebook is None:
+            return self.new_source
+        return self.notebook.render(self.new_source)
+
     def diff(self) -> str:
         assert self.snapshot is not None and self.new_source is not None
+        if self.notebook is not None:
+            return self.notebook.diff(self.new_source)
         before = decode(self.snapshot.data, self.path).splitlines(keepends=True)
         after = decode(self.new_source, self.path).splitlines(keepends=True)
         a, b = ("", "") if Path(self.path).is_absolute() else ("a/", "b/")
@@ -75,14 +98,17 @@ def process(
     outcome = Outcome(str(path))
     try:
         snapshot = files.read(path)
+        data, outcome.notebook = _module(snapshot.data, str(path))
         if analyse_only:
-            result: Rewrite = analyse(snapshot.data, str(path))[0]
+            result: Rewrite = analyse(data, str(path))[0]
             result.source = b""
             outcome.rewrite, outcome.analysed_only = result, True
             return outcome
-        result = rewrite_source(snapshot.data, str(path), refused)
+        result = rewrite_source(data, str(path), refused)
+        if result.changed and outcome.notebook is not None:
+            outcome.notebook.render(result.new_source or b"")  # its cells come back whole
     except (files.FileError, SourceError) as exc:
-        outcome.error = str(exc)
+        outcome.error = outcome.message(str(exc))
         return outcome
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
         outcome.error = internal_error(exc)
@@ -93,6 +119,14 @@ def process(
         result.source = b""  # not needed again; keeps parallel results small
     outcome.rewrite = result
     return outcome
+
+
+def _module(data: bytes, path: str) -> tuple[bytes, notebook.Notebook | None]:
+    """The module a file is read as, and the notebook it comes from, if it is one."""
+    if not notebook.is_notebook(path):
+        return data, None
+    found = notebook.read(data, path)
+    return found.module, found
 
 
 PARALLEL_FROM = 8  # candidate files; fewer are rewritten in this process
@@ -121,13 +155,14 @@ def process_all(
     try:
         for index, path in enumerate(paths):
             try:
-                data = files.read(path).data
-            except files.FileError as exc:
+                data, book = _module(files.read(path).data, str(path))
+            except (files.FileError, SourceError) as exc:
                 results[index] = Outcome(str(path), error=str(exc))
                 continue
             second[index] = second_order_lines(data)
-            if not discover.may_define_function(data):
-                results[index] = Outcome(str(path), rewrite=Rewrite(str(path), b""))
+            if not discover.may_define_function(data) and not skips.mentioned(data):
+                rewrite = Rewrite(str(path), b"")
+                results[index] = Outcome(str(path), rewrite=rewrite, notebook=book)
                 continue
             pending.append(index)
             if pool is None and workers > 1 and len(pending) > PARALLEL_FROM:
@@ -228,16 +263,21 @@ def verify_and_refuse(outcome: Outcome, verify: bool = True) -> None:
         if not failed:
             break
         refused |= failed
-        outcome.rewrite = rewrite_source(outcome.snapshot.data, outcome.path, refused)
+        outcome.rewrite = rewrite_source(outcome.rewrite.source, outcome.path, refused)
     if outcome.rewrite.changed and (problem := instability(outcome.rewrite)) is not None:
         outcome.error = problem
+    if outcome.rewrite.changed and outcome.error is None and outcome.notebook is not None:
+        try:
+            outcome.notebook.render(outcome.rewrite.new_source or b"")
+        except SourceError as exc:
+            outcome.error = str(exc)
 
 
 def write(outcome: Outcome) -> None:
     assert outcome.snapshot is not None and outcome.rewrite is not None
     assert outcome.rewrite.new_source is not None
     try:
-        files.write(outcome.snapshot, outcome.rewrite.new_source)
+        files.write(outcome.snapshot, outcome.output())
         outcome.written = True
     except files.FileError as exc:
         outcome.error = str(exc)

@@ -253,8 +253,8 @@ def test_missing_paths(tmp_path):
 
 
 NO_PYTHON = (
-    "no Python file here (*.py files are searched for; .git, virtual environments and build "
-    "folders are skipped)"
+    "no Python file here (*.py and *.ipynb files are searched for; .git, virtual environments, "
+    "build folders and excluded paths are skipped)"
 )
 
 
@@ -469,14 +469,22 @@ def test_verify_on_bad_input_is_one_line_per_problem(tmp_path):
     assert errors(result) == expected and ": error: " not in result.stdout
 
 
-def test_verify_refuses_an_entry_in_a_file_it_does_not_verify(tmp_path):
-    """``--entry other.py:build`` with other.py not verified: the model checks were silently
-    skipped and the run passed."""
+def test_verify_refuses_an_entry_whose_file_does_not_exist(tmp_path):
+    """An entry may be anywhere in the project; a missing one is a one-line error."""
     path = write(tmp_path / "model.py", GOOD)
     result = run("verify", path, "--entry", "other.py:build")
     assert result.exit_code == 2
+    assert result.stderr == "fgirewrite: error: --entry `other.py:build`: no such file\n"
+    result = run("verify", path, "--entry", "nets.missing:build")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        "fgirewrite: error: --entry `nets.missing:build`: no module `nets.missing` in the "
+        "import roots ("
+    )
+    result = run("verify", path, "--entry", "build")
     assert result.stderr == (
-        "fgirewrite: error: --entry other.py:build: other.py is not among the files to verify\n"
+        "fgirewrite: error: --entry `build`: none of the files verified; name it as "
+        "FILE:FUNCTION or MODULE:FUNCTION\n"
     )
 
 

@@ -170,11 +170,41 @@ def test_a_function_from_an_installed_package(monkeypatch):
     assert message == (
         "per_sample_grads: the model calls torch.autograd.Function `NoVmapRule` "
         "(/usr/lib/python3/dist-packages/spiking/surrogate.py:12), which blocks torch.func: "
-        "why; it comes from an installed package: swap it in memory with `NoVmapRule.apply = "
-        "staticmethod(fgirewrite.live.fgi_function(NoVmapRule)[0])`, or rewrite a copy of its "
-        "file with `fgirewrite --write`"
+        "why; it comes from an installed package: rewrite the model in memory with "
+        "`fgirewrite.inject(model)`"
     )
     assert source == "/usr/lib/python3/dist-packages/spiking/surrogate.py"
+
+
+REFUSED = """
+import torch
+
+
+class Noisy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output * torch.rand_like(x)
+"""
+
+
+def test_a_function_fgirewrite_refuses_is_named_with_its_reason_not_a_command(tmp_path):
+    """The message told the user to run `fgirewrite --write` on a file whose Function
+    fgirewrite had just refused."""
+    path = tmp_path / "noisy.py"
+    path.write_text(REFUSED)
+    original, _, _ = load_pair(path)
+    model = Step(original.Noisy)
+    with pytest.raises(TransformBlockedError) as info:
+        per_sample_grads(model, _mse, torch.randn(4, 3), torch.zeros(4, 2))
+    message = str(info.value)
+    assert "fgirewrite leaves it as a Function ([backward-random] " in message
+    assert "--write" not in message and "load_pair" not in message
 
 
 def test_other_errors_pass_through():

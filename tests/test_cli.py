@@ -95,7 +95,7 @@ def test_json_lists_every_finding(tmp_path):
     result = run("--check", "--output-format", "json", str(tmp_path))
     assert result.exit_code == 1
     report = json.loads(result.stdout)
-    assert report["version"] == 3 and report["mode"] == "check"
+    assert report["version"] == 4 and report["mode"] == "check"
     assert report["verified"] is False
     statuses = {(f["class"], f["status"], f["verified"]) for f in report["findings"]}
     assert statuses == {
@@ -138,7 +138,7 @@ def test_write_json_carries_each_surrogates_verification(good):
     result = run("--write", "--output-format", "json", str(good))
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
-    assert report["version"] == 3 and report["verified"] is True
+    assert report["version"] == 4 and report["verified"] is True
     found = {f["class"]: f for f in report["findings"]}
     assert found["GaussianSpike"]["status"] == "rewritten"
     assert found["NaNs"]["status"] == "failed"
@@ -227,7 +227,8 @@ def test_module_and_console_script(good):
 
 def test_pre_commit_hook_runs_check_mode():
     hooks = (ROOT / ".pre-commit-hooks.yaml").read_text()
-    assert "entry: fgirewrite --check" in hooks and "types: [python]" in hooks
+    assert "entry: fgirewrite --check --force-exclude" in hooks
+    assert "types_or: [python, jupyter]" in hooks
 
 
 def test_double_backward_elsewhere_in_the_run_is_warned(tmp_path, good):
@@ -261,7 +262,7 @@ def test_cli_needs_no_click_of_its_own():
         (["rewrite"], "missing argument PATH..."),
         (["--check"], "missing argument PATH..."),
         (["verify"], "missing argument PATH..."),
-        (["bench"], "missing argument PATH"),
+        (["bench"], "give a model file, or --entry FILE:FUNCTION or MODULE:FUNCTION"),
         (["-j"], "option '-j' requires an argument"),
         (
             ["-j", "two", "x.py"],
@@ -310,7 +311,7 @@ def test_help_reads_well_at_80_columns_without_a_terminal(command):
     if command == ["rewrite"]:
         assert lines[0] == "Usage: python -m fgirewrite rewrite [OPTIONS] PATH..."
         assert "  --check  " in done.stdout and "  -q, --quiet  " in done.stdout
-        assert "  PATH...  Python files or directories (recursive).  [required]" in lines
+        assert "  PATH...  Python files, notebooks or directories (recursive).  [required]" in lines
     if command == ["bench"]:
         assert "  --compile-cache / --no-compile-cache" in lines
         assert any(line.startswith("  --matmul-precision <str>  ") for line in lines)

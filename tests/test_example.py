@@ -72,3 +72,41 @@ def test_readme_shows_the_rewrite_of_the_example_as_it_is():
     source = (EXAMPLES / "alif.py").read_text(encoding="utf-8")
     assert before in source
     assert after in rewrite_source(source.encode(), "alif.py").new_source.decode()
+
+
+SCRIPTS = [
+    ("alif.py", [], "step 19"),
+    ("per_sample_grads.py", [], "per-sample gradients"),
+    ("forward_gradient_training.py", ["--help"], "usage:"),
+    ("private_training.py", ["--help"], "usage:"),
+    ("spiking_project/train.py", [], "epoch 4"),
+]
+
+
+@pytest.mark.parametrize(("script", "args", "printed"), SCRIPTS, ids=[s for s, _, _ in SCRIPTS])
+def test_every_example_runs_as_a_script_from_anywhere(script, args, printed, tmp_path):
+    """``python examples/private_training.py`` failed with ModuleNotFoundError."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(EXAMPLES.parent))
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert printed in done.stdout
+
+
+def test_every_example_is_listed():
+    found = {
+        str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*.py") if p.name != "__init__.py"
+    }
+    runnable = {s for s, _, _ in SCRIPTS}
+    libraries = {"spiking_project/neurons.py", "spiking_project/models/snn.py"}
+    assert found == runnable | libraries

@@ -152,8 +152,8 @@ def test_a_directory_with_no_python_file_is_an_error(tmp_path):
         (str(tmp_path / name), files.NO_PYTHON_FILE) for name in ("empty", "docs", "venv")
     ]
     assert files.NO_PYTHON_FILE == (
-        "no Python file here (*.py files are searched for; .git, virtual environments and "
-        "build folders are skipped)"
+        "no Python file here (*.py and *.ipynb files are searched for; .git, virtual "
+        "environments, build folders and excluded paths are skipped)"
     )
 
 

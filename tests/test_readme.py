@@ -61,7 +61,7 @@ def test_the_pre_commit_snippet_is_the_shipped_hook_and_names_no_missing_tag():
     (snippet,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
     assert "repo: local" in snippet and "rev:" not in snippet
     hook = (ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8")
-    for key in ("id", "name", "entry", "types"):
+    for key in ("id", "name", "entry", "types_or"):
         (value,) = re.findall(rf"^\s*-?\s*{key}: (.*)$", hook, re.M)
         assert re.search(rf"^\s*-?\s*{key}: {re.escape(value)}$", snippet, re.M), key
     assert "language: system" in snippet  # fgirewrite as installed, no environment to build

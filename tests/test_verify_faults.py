@@ -320,11 +320,18 @@ def build():
 
 
 def _model_report(tmp_path, output: str):
+    from fgirewrite.project import Entry, import_roots
     from fgirewrite.verify.model import verify_model
 
     path = tmp_path / "neuron.py"
     path.write_text(MODEL.replace("{OUTPUT}", output))
-    return verify_model(path, "build", seeds=1, steps=2, capabilities=("eager backward",))
+    return verify_model(
+        Entry("build", path=path),
+        import_roots(path),
+        seeds=1,
+        steps=2,
+        capabilities=("eager backward",),
+    )
 
 
 def test_a_model_without_parameters_is_verified(tmp_path):
@@ -336,10 +343,13 @@ def test_a_model_without_parameters_is_verified(tmp_path):
 
 
 def test_a_model_that_cannot_be_compared_is_an_error_not_a_crash(tmp_path):
-    """A model-level check that raises (here: the model returns None) was a traceback."""
-    report = _model_report(tmp_path, "None")
-    assert not report.ok
-    assert report.error == "TypeError: 'NoneType' object is not iterable"
+    """A model-level check that raises was a traceback."""
+    report = _model_report(tmp_path, "Spike.apply(x).nope")
+    assert report.verdict == "could not verify"
+    assert report.error == (
+        "building the original model and running one forward raised AttributeError: "
+        "'Tensor' object has no attribute 'nope'"
+    )
 
 
 class HalfPrecisionSlope(torch.autograd.Function):

@@ -25,7 +25,7 @@ def _report() -> FileVerification:
     model = ModelReport(
         "model.py",
         "build",
-        (ModelCheck("outputs bitwise (seed 0)", True, "bit-identical"),),
+        (ModelCheck("outputs bitwise (seed 0)", "ok", "bit-identical"),),
         (
             Capability("torch.func.vmap(grad)", "fails", LONG, "ok", "per-sample gradients"),
             Capability("eager backward", "ok", "forward and backward run", "ok", "same"),
@@ -44,13 +44,13 @@ def test_the_report_is_a_list_that_fits_80_columns():
     lines = terminal_lines([_report()], width=80)
     assert lines[:5] == [
         "Surrogates",
-        "  GaussianSpike (model.py:7:1) as gaussian_spike(): NOT equivalent (1 of 2 dtype",
+        "  GaussianSpike (model.py:7:1) as gaussian_spike(): not equivalent (1 of 2 dtype",
         "      and device checks passed)",
         "      d/dx = torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)",
         "      float64/cpu: grid d/dx: off",
     ]
     assert lines[5:] == [
-        "Model model.py:build",
+        "Model build: equivalent (0.0 s)",
         "  ok: outputs bitwise (seed 0): bit-identical",
         "Capabilities, measured on both models",
         "  torch.func.vmap(grad)",
@@ -69,7 +69,20 @@ def test_the_report_is_a_list_that_fits_80_columns():
 def test_a_wide_terminal_gets_long_lines():
     lines = terminal_lines([_report()], width=200)
     assert lines[1] == (
-        "  GaussianSpike (model.py:7:1) as gaussian_spike(): NOT equivalent "
+        "  GaussianSpike (model.py:7:1) as gaussian_spike(): not equivalent "
         "(1 of 2 dtype and device checks passed)"
     )
     assert "    original:  fails: " + LONG in lines
+
+
+def test_a_surrogate_that_could_not_be_evaluated_is_not_called_not_equivalent():
+    """Was "NOT equivalent (4 of 4 checks passed)": an error is no mismatch."""
+    rewrite = rewrite_source(GOOD.read_bytes(), "model.py")
+    (surrogate,) = rewrite.surrogates
+    checks = (Check("float32", "cpu"), Check("float64", "cpu"))
+    report = SurrogateReport(
+        surrogate.name, str(surrogate.location), "gaussian_spike", {}, checks, error="it needs CUDA"
+    )
+    lines = terminal_lines([FileVerification("model.py", surrogates=[(surrogate, report)])], 200)
+    assert lines[1] == "  GaussianSpike (model.py:7:1) as gaussian_spike(): could not verify"
+    assert "      it needs CUDA" in lines

@@ -36,7 +36,7 @@ def _check_values(given: dict) -> None:
 
 
 def make_config(
-    path: Path, *, paper: bool, smoke: bool, cuda: bool, **overrides
+    path: Path | None, *, paper: bool, smoke: bool, cuda: bool, **overrides
 ) -> cfg.BenchConfig:
     """The quick defaults, or a preset (``paper``, ``smoke``), then every option given
     explicitly (``None`` means not given). A preset's compile-cost experiment runs only when a
@@ -153,7 +153,7 @@ def render(path: Path, out: Path | None, as_json: bool) -> int:
 
 
 def main(
-    path: Path,
+    path: Path | None,
     *,
     out: Path | None,
     as_json: bool,
@@ -166,11 +166,15 @@ def main(
 ) -> int:
     """Check every option and the model file's entry function, then run the benchmark and
     print or write its results; the exit code."""
-    if not path.is_file():
+    if path is not None and not path.is_file():
         return _error(f"{path}: no such file")
+    entry = overrides.get("entry") or "build"
+    if path is None and (from_json or ":" not in entry):
+        return _error("give a model file, or --entry FILE:FUNCTION or MODULE:FUNCTION")
     if out is not None and out.exists() and not out.is_dir():
         return _error(f"--out {out}: exists and is not a directory")
     if from_json:
+        assert path is not None
         return render(path, out, as_json)
 
     import torch
@@ -182,8 +186,8 @@ def main(
     try:
         config = make_config(path, paper=paper, smoke=smoke, cuda=cuda, device=device, **overrides)
         target = check_device(config)
-        pair = models.load(path)
-        models.check(pair, config.entry, config.check_kwargs(), target)
+        pair = models.load(path, config.entry)
+        models.check(pair, config.check_kwargs(), target)
         check_compiler(config)
     except (UsageError, models.ModelError) as exc:
         return _error(str(exc))

@@ -67,7 +67,7 @@ def run(config: BenchConfig, device: torch.device, progress: Progress) -> dict:
     }
     for variant in VARIANTS:
         spec = {
-            "path": str(Path(config.path).resolve()),
+            "path": str(Path(config.path).resolve()) if config.path else None,
             "entry": config.entry,
             "kwargs": kwargs,
             "variant": variant,

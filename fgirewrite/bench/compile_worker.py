@@ -53,15 +53,15 @@ def measure(spec: dict) -> dict:
         logger.setLevel(logging.INFO)
         logger.addHandler(bypasses)
     device = torch.device(spec["device"])
-    pair = models.load(Path(spec["path"]))
-    work = models.workload(pair, spec["entry"], spec["kwargs"], device)
+    pair = models.load(Path(spec["path"]) if spec["path"] else None, spec["entry"])
+    work = models.workload(pair, spec["kwargs"], device)
     model = work.models[spec["variant"]]
     # untimed: both processes time the model's compile, not start-up
     compiler.start(device, spec["backend"])
     counters.clear()
     bypasses.reasons.clear()
     run = torch.compile(model, **compiler.options(spec["backend"], spec["compile_mode"]))
-    fns = models.steps(run, work, list(model.parameters()))
+    fns = models.steps(run, work, list(model.parameters()), model)
     train_s = dev.wall(fns["train"], device)
     no_grad_s = dev.wall(fns["no_grad"], device)
     return {

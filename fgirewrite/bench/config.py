@@ -33,7 +33,7 @@ SEQUENCE_PIXELS = 784  # sequential MNIST: n_in = 784 / T pixels per step
 class BenchConfig:
     """One benchmark run. ``n_in=None`` means the paper's ``784 // T`` pixels per step."""
 
-    path: Path
+    path: Path | None
     entry: str = "build"
     lengths: tuple[int, ...] = (8,)
     batch: int = 16
@@ -80,7 +80,7 @@ class BenchConfig:
 
     def as_json(self) -> dict:
         data = asdict(self)
-        data["path"] = str(self.path)
+        data["path"] = None if self.path is None else str(self.path)
         for key in ("lengths", "modes"):
             data[key] = list(data[key])
         return data

@@ -1,10 +1,12 @@
-"""The model under test: loaded as written and as rewritten, built, wrapped per mode.
+"""The model under test: built from its entry as written and as rewritten, wrapped per mode.
 
-The model file is imported twice (``fgirewrite.execute.load.load_pair``) and its entry function is
-called with keyword arguments ``steps``, ``batch``, ``n_in`` and ``n_hidden``; it returns
-``(model, inputs)`` (``inputs`` a tensor or a tuple of tensors, the first of shape
-``[steps, batch, n_in]`` for sequence models). Both variants get the original's weights and
-inputs, so they compute the same thing.
+The entry (``--entry``: ``FILE:FUNCTION``, ``MODULE:FUNCTION``, or ``FUNCTION`` in the model
+file) is loaded as ``fgirewrite verify`` loads it (``fgirewrite.execute.load``): its slice,
+with the project imported as written on one side and rewritten file by file on the other,
+here both in this process under private module names. It is called with keyword arguments
+``steps``, ``batch``, ``n_in`` and ``n_hidden`` and returns ``(model, inputs)`` (``inputs``
+a tensor or a tuple of tensors, the first of shape ``[steps, batch, n_in]`` for sequence
+models). Both variants get the original's weights and inputs, so they compute the same thing.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import torch
 from torch import nn
 
-from fgirewrite.execute.load import load_pair
+from fgirewrite.execute.load import Side, load_sides, resolve, search_roots
+from fgirewrite.execute.state import resetter
+from fgirewrite.project import Entry, EntryError
 from fgirewrite.source import described
 
 
@@ -29,29 +32,36 @@ class ModelError(Exception):
 
 @dataclass
 class Pair:
-    """The model file imported as written and as rewritten."""
+    """The entry loaded as written and as rewritten."""
 
     path: Path
-    original: ModuleType
-    fgi: ModuleType
+    entry: Entry
+    original: Side
+    fgi: Side
     rewrite: dict
 
-    def module(self, variant: str) -> ModuleType:
+    def side(self, variant: str) -> Side:
         return self.original if variant == "original" else self.fgi
 
 
-def load(path: Path) -> Pair:
-    """Import ``path`` both ways; what the rewrite did is kept for the report."""
+def load(path: Path | None, spec: str = "build") -> Pair:
+    """Load the entry ``spec`` (a function of ``path`` when it names no file or module) both
+    ways; what the rewrite did is kept for the report."""
     try:
-        original, fgi, result = load_pair(path)
-    except Exception as exc:  # the file's own top level may raise anything
-        raise ModelError(f"cannot import {path}: {described(exc)}") from exc
+        entry, roots = resolve(spec, path, search_roots([path] if path is not None else []))
+    except EntryError as exc:
+        raise ModelError(str(exc)) from None
+    try:
+        original, fgi = load_sides(entry, roots)
+    except Exception as exc:  # the project's own top level may raise anything
+        raise ModelError(f"cannot import {entry}: {described(exc)}") from exc
+    served = fgi.importer.served.values()
     rewrite = {
-        "changed": result.changed,
-        "rewritten": {s.name: result.function(s) for s in result.surrogates},
-        "skipped": {s.name: f"[{s.code}] {s.message}" for s in result.skipped},
+        "changed": any(r.changed for r in served),
+        "rewritten": {s.name: r.function(s) for r in served for s in r.surrogates},
+        "skipped": {s.name: f"[{s.code}] {s.message}" for r in served for s in r.skipped},
     }
-    return Pair(path, original, fgi, rewrite)
+    return Pair(original.path, entry, original, fgi, rewrite)
 
 
 def call(entry: str, kwargs: dict) -> str:
@@ -59,14 +69,13 @@ def call(entry: str, kwargs: dict) -> str:
     return f"{entry}({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
 
 
-def build(pair: Pair, variant: str, entry: str, kwargs: dict) -> tuple[nn.Module, tuple]:
+def build(pair: Pair, variant: str, kwargs: dict) -> tuple[nn.Module, tuple]:
     """Call the entry function of one variant; ``(model, inputs)``."""
-    module = pair.module(variant)
-    if not hasattr(module, entry):
-        raise ModelError(f"{pair.path} defines no `{entry}` (see --entry)")
-    fn = getattr(module, entry)
-    if not callable(fn):
-        raise ModelError(f"{pair.path}: `{entry}` is a {type(fn).__name__}, not a function")
+    entry = pair.entry.function
+    try:
+        fn = pair.side(variant).function
+    except EntryError as exc:
+        raise ModelError(str(exc)) from None
     try:
         inspect.signature(fn).bind(**kwargs)
     except TypeError as exc:
@@ -120,10 +129,10 @@ def _first_output(variants: list[nn.Module], inputs: tuple) -> object:
     raise errors[0]
 
 
-def workload(pair: Pair, entry: str, kwargs: dict, device: torch.device) -> Workload:
+def workload(pair: Pair, kwargs: dict, device: torch.device) -> Workload:
     """Build both variants; the rewritten one takes the original's weights."""
-    original, inputs = build(pair, "original", entry, kwargs)
-    fgi, _ = build(pair, "fgi", entry, kwargs)
+    original, inputs = build(pair, "original", kwargs)
+    fgi, _ = build(pair, "fgi", kwargs)
     fgi.load_state_dict(original.state_dict())
     original.to(device).train()
     fgi.to(device).train()
@@ -137,15 +146,16 @@ def workload(pair: Pair, entry: str, kwargs: dict, device: torch.device) -> Work
     return Workload({"original": original, "fgi": fgi}, inputs, target, shapes)
 
 
-def check(pair: Pair, entry: str, kwargs: dict, device: torch.device) -> None:
+def check(pair: Pair, kwargs: dict, device: torch.device) -> None:
     """Build both variants once, at a tiny size, and run one forward: a bad entry function is
     reported (as a ModelError) before any warm-up or compile."""
     try:
-        workload(pair, entry, kwargs, device)
+        workload(pair, kwargs, device)
     except ModelError:
         raise
     except Exception as exc:  # the entry function and the model may raise anything
-        raise ModelError(f"{pair.path}: {call(entry, kwargs)} failed: {described(exc)}") from exc
+        what = call(pair.entry.function, kwargs)
+        raise ModelError(f"{pair.path}: {what} failed: {described(exc)}") from exc
 
 
 def equivalence(work: Workload) -> dict:
@@ -190,20 +200,28 @@ def wrap(model: nn.Module, mode: str, compile_options: dict) -> Callable:
     return torch.compile(model, fullgraph=mode == "compile-fullgraph", **compile_options)
 
 
-def steps(run: Callable, work: Workload, parameters: list[nn.Parameter]) -> dict[str, Callable]:
+def steps(
+    run: Callable, work: Workload, parameters: list[nn.Parameter], model: nn.Module | None = None
+) -> dict[str, Callable]:
     """The timed statements. The optimizer step is excluded, as in the paper; gradients are
-    reset to None so each backward allocates them afresh."""
+    reset to None so each backward allocates them afresh. A ``model`` that keeps state
+    between calls (a membrane on a module) is reset before each call, as ``verify`` resets
+    it (``fgirewrite.execute.state``): in both variants alike."""
     inputs = work.inputs
+    reset = (resetter(model) if model is not None else None) or (lambda: None)
 
     def train() -> None:
         for p in parameters:
             p.grad = None
+        reset()
         work.loss(run(*inputs)).backward()
 
     def infer() -> None:
+        reset()
         run(*inputs)
 
     def no_grad() -> None:
+        reset()
         with torch.no_grad():
             run(*inputs)
 

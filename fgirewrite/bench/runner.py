@@ -71,7 +71,7 @@ def _prepare(
         except Exception as exc:  # noqa: BLE001 - likewise
             result["checks"]["jit_save"] = failure(exc)
     parameters = list(model.parameters())
-    fns = models.steps(run, work, parameters)
+    fns = models.steps(run, work, parameters, model)
     for measure in MEASURES:
         try:
             result["warmup"][f"first_{measure}_s"] = dev.wall(fns[measure], device)
@@ -213,7 +213,7 @@ def _lengths(
         doc["lengths"].append(entry)
         with progress.unit(f"T={length}: build both variants, check equivalence"):
             try:
-                work = models.workload(pair, config.entry, kwargs, device)
+                work = models.workload(pair, kwargs, device)
                 entry["shapes"] = work.shapes
                 entry["equivalence"] = models.equivalence(work)
             except Exception as exc:
@@ -237,10 +237,10 @@ def run(
     document (see ``schema``)."""
     progress = progress or Progress(units(config), enabled=False)
     device = dev.choose(config.device)
-    pair = pair or models.load(config.path)
+    pair = pair or models.load(config.path, config.entry)
     command = " ".join(["fgirewrite", *sys.argv[1:]])
     with _torch_settings(config):
-        doc = schema.new_document(config, dev.describe(device), pair.rewrite, command)
+        doc = schema.new_document(config, dev.describe(device), pair.rewrite, command, pair.path)
         with compiler.isolated() if config.compiling else contextlib.nullcontext():
             if config.compiling:
                 with progress.unit("start torch.compile up"), contextlib.suppress(Exception):

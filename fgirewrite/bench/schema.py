@@ -41,6 +41,7 @@ above 1 is faster.
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 
 from fgirewrite.bench.config import MEASURES, MODES, VARIANTS, BenchConfig
 
@@ -49,7 +50,9 @@ VERSION = 1
 STATUSES = ("ok", "partial", "failed", "skipped")
 
 
-def new_document(config: BenchConfig, environment: dict, rewrite: dict, command: str) -> dict:
+def new_document(
+    config: BenchConfig, environment: dict, rewrite: dict, command: str, path: Path
+) -> dict:
     """An empty result document for ``config``."""
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return {
@@ -60,7 +63,7 @@ def new_document(config: BenchConfig, environment: dict, rewrite: dict, command:
         "command": command,
         "environment": environment,
         "settings": config.as_json(),
-        "model": {"path": str(config.path), "entry": config.entry, "rewrite": rewrite},
+        "model": {"path": str(path), "entry": config.entry, "rewrite": rewrite},
         "lengths": [],
         "results": [],
         "compile_cache": None,

@@ -15,6 +15,7 @@ from collections.abc import Collection
 from pathlib import Path
 from types import ModuleType
 
+from fgirewrite.config import ConfigError, settings_for
 from fgirewrite.discover import ClassSite, ModuleInfo
 from fgirewrite.project import package_of
 from fgirewrite.source import first_line
@@ -267,8 +268,13 @@ def evaluate_names(path: Path, tree: ast.Module, info: ModuleInfo, names: set[st
 
 
 def run_slice(path: Path, code: str, what: str) -> dict:
-    """Execute source as the module at ``path`` would run (its package root on sys.path)."""
+    """Execute source as the module at ``path`` would run: its package root on sys.path,
+    then the ``pythonpath`` of its ``[tool.fgirewrite]``."""
     name, root = package_of(path)
+    try:
+        extra = [str(p) for p in settings_for(path).pythonpath]
+    except ConfigError as exc:
+        raise SandboxError(f"cannot read the settings for {what}: {exc}") from None
     package = name.rpartition(".")[0]
     module = ModuleType(name)
     module.__dict__.update(
@@ -280,16 +286,15 @@ def run_slice(path: Path, code: str, what: str) -> dict:
             TEST_CALLABLE: test_callable,
         }
     )
-    added = str(root) not in sys.path
-    if added:
-        sys.path.insert(0, str(root))
+    added = [r for r in dict.fromkeys([str(root), *extra]) if r not in sys.path]
+    sys.path[:0] = added
     try:
         exec(compile(code, str(path), "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - the slice only
     except Exception as exc:  # the slice itself failed: say what and where
         raise SandboxError(f"evaluating {what} failed: {_described(exc)}{advice(exc)}") from exc
     finally:
-        if added:
-            sys.path.remove(str(root))
+        for entry in added:
+            sys.path.remove(entry)
     return module.__dict__
 
 

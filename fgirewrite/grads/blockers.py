@@ -1,38 +1,53 @@
-"""Name the custom ``torch.autograd.Function`` that stops a ``torch.func`` transform.
+"""Name the custom ``torch.autograd.Function`` that stops a ``torch.func`` transform, and say
+what to do about it: never a command that would refuse.
 
-torch raises a generic error ("In order to use an autograd.Function with functorch
-transforms ... it must override the setup_context staticmethod") that names no class. The
-class is still on the stack when torch raises: ``Function.apply`` is a classmethod whose
-frame holds it as ``cls``, and the frame below is the model line that called it. When a
-traceback has lost that frame, the autograd graph of one eager run names the Function
-classes the model uses (each backward node keeps its ``_forward_cls``).
+The class is found on the stack (``fgirewrite.verify.blocker``); when a traceback has lost
+that frame, the autograd graph of one eager run names the Function classes the model uses.
+Whether fgirewrite can rewrite the class is asked of the rewriter itself (the file's
+rewrite, or the live extraction for an installed package), so that a Function it refuses
+is reported with its reason, not with a command that would refuse it again.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 from collections.abc import Callable, Iterator
-from types import TracebackType
 
 import torch
 
-# Phrases of the errors torch raises for a Function that a transform cannot run, and why.
-_BLOCKING = (
-    (
-        ("autograd.Function", "setup_context"),
-        "an old-style Function (forward(ctx, ...)) cannot run under vmap, grad or jvp",
-    ),
-    (
-        ("vmap over", "does not have vmap support"),
-        "it has no vmap rule (a vmap staticmethod or generate_vmap_rule=True)",
-    ),
-    (
-        ("custom autograd.Function", "forward mode AD"),
-        "it has no jvp staticmethod for forward-mode AD",
-    ),
-)
+from fgirewrite.execute.census import function_classes
+from fgirewrite.surrogate import Skip
+from fgirewrite.verify.blocker import blocking_reason, function_from_traceback, source_of
+
+_source_of = source_of  # a module attribute: tests stand an installed file in
+
+
+def _installed(path: str) -> bool:
+    parts = path.replace(os.sep, "/").split("/")
+    return "site-packages" in parts or "dist-packages" in parts
+
+
+def refusal(cls: type, path: str | None) -> Skip | None:
+    """Why fgirewrite leaves ``cls`` as a Function (its file's rewrite, or for an installed
+    package the live extraction), or None when it rewrites it."""
+    if path is None or _installed(path):
+        from fgirewrite.live.surrogates import extract_class
+
+        found = extract_class(cls)
+        return found if isinstance(found, Skip) else None
+    from fgirewrite.rewrite import rewrite_source
+    from fgirewrite.source import SourceError
+
+    try:
+        with open(path, "rb") as handle:
+            result = rewrite_source(handle.read(), path)
+    except (OSError, SourceError):
+        return None
+    for finding in result.findings:
+        if finding.name == cls.__qualname__:
+            return finding if isinstance(finding, Skip) else None
+    return None
 
 
 class TransformBlockedError(RuntimeError):
@@ -47,91 +62,9 @@ class TransformBlockedError(RuntimeError):
         self.call_site = call_site  # "path:line" of the model code that called .apply
 
 
-def blocking_reason(exc: BaseException) -> str | None:
-    """Why torch refused a custom Function under a transform, or None for other errors."""
-    text = str(exc)
-    return next((why for phrases, why in _BLOCKING if all(p in text for p in phrases)), None)
-
-
-def _is_apply_frame(tb: TracebackType) -> bool:
-    code = tb.tb_frame.f_code
-    cls = tb.tb_frame.f_locals.get("cls")
-    return (
-        code.co_name == "apply"
-        and isinstance(cls, type)
-        and issubclass(cls, torch.autograd.Function)
-        and code.co_filename.replace(os.sep, "/").endswith("torch/autograd/function.py")
-    )
-
-
-def _where(frame_tb: TracebackType) -> str:
-    return f"{_display(frame_tb.tb_frame.f_code.co_filename)}:{frame_tb.tb_lineno}"
-
-
-def function_from_traceback(exc: BaseException) -> tuple[type, str | None] | None:
-    """The innermost Function class being applied when ``exc`` (or its cause) was raised,
-    and the call site ``path:line`` that applied it."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        found = None
-        previous: TracebackType | None = None
-        tb = current.__traceback__
-        while tb is not None:
-            if _is_apply_frame(tb):
-                found = (
-                    tb.tb_frame.f_locals["cls"],
-                    None if previous is None else _where(previous),
-                )
-            previous, tb = tb, tb.tb_next
-        if found is not None:
-            return found
-        current = current.__cause__ or current.__context__
-    return None
-
-
 def functions_in_graph(output: torch.Tensor) -> list[type]:
     """The custom Function classes in the autograd graph of ``output``, first seen first."""
-    found: list[type] = []
-    stack = [output.grad_fn] if output.grad_fn is not None else []
-    seen: set[int] = set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        cls = getattr(node, "_forward_cls", None)
-        if cls is not None and cls not in found:
-            found.append(cls)
-        stack.extend(child for child, _ in node.next_functions if child is not None)
-    return found
-
-
-def _display(path: str) -> str:
-    """A path relative to the working directory when it lies below it."""
-    with contextlib.suppress(ValueError):
-        relative = os.path.relpath(path)
-        if not relative.startswith(".."):
-            return relative.replace(os.sep, "/")
-    return path
-
-
-def _installed(path: str) -> bool:
-    parts = path.replace(os.sep, "/").split("/")
-    return "site-packages" in parts or "dist-packages" in parts
-
-
-def _source_of(cls: type) -> tuple[str | None, int | None]:
-    try:
-        path = inspect.getsourcefile(cls) or inspect.getfile(cls)
-    except TypeError:
-        return None, None
-    try:
-        line = inspect.getsourcelines(cls)[1]
-    except (OSError, TypeError):
-        line = None
-    return _display(path), line
+    return list(function_classes(output))
 
 
 def blocked_message(
@@ -148,13 +81,19 @@ def blocked_message(
     where = "source unknown" if path is None else path if line is None else f"{path}:{line}"
     called = f", called at {call_site}" if call_site else ""
     name = cls.__qualname__
-    if path is None:
+    refused = refusal(cls, path)
+    if refused is not None:
+        fix = (
+            f"fgirewrite leaves it as a Function ([{refused.code}] {refused.message}), so "
+            "its rewrite cannot help: give it a setup_context staticmethod with a jvp and a "
+            "vmap rule (generate_vmap_rule=True), or keep it out of the transformed code"
+        )
+    elif path is None:
         fix = "rewrite its source file with `fgirewrite --write <file>`"
     elif _installed(path):
         fix = (
-            f"it comes from an installed package: swap it in memory with `{name}.apply = "
-            f"staticmethod(fgirewrite.live.fgi_function({name})[0])`, or rewrite a copy of "
-            "its file with `fgirewrite --write`"
+            "it comes from an installed package: rewrite the model in memory with "
+            "`fgirewrite.inject(model)`"
         )
     else:
         fix = (

@@ -27,6 +27,8 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 from torch.fx.proxy import GraphAppendingTracer, Proxy
 
 from fgirewrite import _runtime
+from fgirewrite.execute.census import function_classes
+from fgirewrite.execute.state import preserved
 from fgirewrite.live.replacement import (
     FUNCTION_CLASS,
     Replaced,
@@ -34,7 +36,7 @@ from fgirewrite.live.replacement import (
     Unrewritten,
     function_class,
 )
-from fgirewrite.surrogate import Skip, Surrogate
+from fgirewrite.surrogate import Location, Skip, Surrogate
 
 
 def _has_proxy(value: Argument) -> bool:
@@ -196,12 +198,22 @@ class FGIPass(PassBase):
 
     After a call, ``replaced`` and ``skipped`` say what this run did; a Function that
     cannot be rewritten keeps its node (and its gradient) and is listed in ``skipped``.
+    With ``example_inputs`` the rewritten module runs once (leaving no trace) and every
+    custom Function still in its autograd graph (called inside a leaf module, say, where
+    the graph has no node for it) is listed in ``skipped`` too, as ``hidden-call``.
     """
 
-    def __init__(self, verify: bool = True, resolver: Resolver | None = None):
+    def __init__(
+        self,
+        verify: bool = True,
+        resolver: Resolver | None = None,
+        example_inputs: tuple | None = None,
+    ):
         self.resolver = resolver or Resolver(verify)
+        self.example_inputs = example_inputs
         self.replaced: list[Replaced] = []
         self.skipped: list[Unrewritten] = []
+        self._static = 0  # skipped nodes still in the graph
 
     def requires(self, graph_module: fx.GraphModule) -> None:
         if not isinstance(graph_module, fx.GraphModule):
@@ -239,12 +251,38 @@ class FGIPass(PassBase):
         if modified:
             graph_module.graph.lint()
             graph_module.recompile()
+        self._static = len(self.skipped)
+        if self.example_inputs is not None:
+            self.skipped += self._still_called(graph_module)
         return PassResult(graph_module, modified)
+
+    def _still_called(self, graph_module: fx.GraphModule) -> list[Unrewritten]:
+        """Functions in the autograd graph of one forward that no node of the graph calls."""
+        assert self.example_inputs is not None
+        inputs = tuple(
+            t.detach().clone().requires_grad_(t.is_floating_point())
+            if isinstance(t, torch.Tensor)
+            else t
+            for t in self.example_inputs
+        )
+        with torch.enable_grad(), preserved(graph_module):
+            outputs = graph_module(*inputs)
+        kept = {function_class(n.target) for n in surrogate_calls(graph_module.graph)}
+        where = f"{graph_module.__class__.__name__}(*example_inputs)"
+        found = []
+        for cls in function_classes(outputs):
+            if cls in kept:
+                continue
+            name = cls.__qualname__
+            location = Location(getattr(cls, "__module__", "?"), 0, 0)
+            reason = "called where the graph has no node for it (inside a leaf module)"
+            found.append(Unrewritten(where, Skip(name, location, "hidden-call", reason)))
+        return found
 
     def ensures(self, graph_module: fx.GraphModule) -> None:
         graph_module.graph.lint()
         left = len(surrogate_calls(graph_module.graph))
-        if left != len(self.skipped):
+        if left != self._static:
             raise AssertionError(
-                f"{left} Function calls remain but {len(self.skipped)} were reported as skipped"
+                f"{left} Function calls remain but {self._static} were reported as skipped"
             )

@@ -11,7 +11,6 @@ own classes, functions and modules are never mutated.
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,8 +18,10 @@ from typing import Any, Literal, overload
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_map
 
+from fgirewrite.execute.census import function_classes
+from fgirewrite.execute.state import copy_model, preserved
 from fgirewrite.live.references import Rewriter
 from fgirewrite.live.replacement import Replaced, Resolver, Unrewritten
 from fgirewrite.surrogate import Skip, Surrogate
@@ -66,21 +67,7 @@ class InjectResult:
 
 def autograd_functions(outputs: object) -> list[type]:
     """The custom ``autograd.Function`` classes in the autograd graph of ``outputs``."""
-    tensors = [t for t in tree_flatten(outputs)[0] if isinstance(t, torch.Tensor)]
-    seen: set = set()
-    stack: list[torch.autograd.graph.Node | None] = [
-        t.grad_fn for t in tensors if t.grad_fn is not None
-    ]
-    found: dict[type, None] = {}
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        if isinstance(node, torch.autograd.function.BackwardCFunction):
-            found[node._forward_cls] = None
-        stack.extend(f for f, _ in node.next_functions)
-    return list(found)
+    return list(function_classes(outputs))
 
 
 @overload
@@ -143,7 +130,7 @@ def inject_report(
     run once (on a copy) and any custom Function still in its autograd graph is reported too.
     """
     if not inplace:
-        model = copy.deepcopy(model)
+        model = copy_model(model)  # also a model that has run (state left on its modules)
     resolver = Resolver(verify)
     rewriter = Rewriter(lambda cls: resolver.resolve(cls).function)
     result = InjectResult(model)
@@ -198,8 +185,8 @@ def _named(value: Any) -> str:
 def _still_called(
     model: nn.Module, example_inputs: Sequence[object], resolver: Resolver
 ) -> list[Unrewritten]:
-    """Functions still in the autograd graph of one forward of (a copy of) the model."""
-    probe = copy.deepcopy(model)
+    """Functions still in the autograd graph of one forward of the model, run so that it
+    leaves no trace (its state, buffers and random generators restored)."""
     inputs = tree_map(
         lambda t: (
             t.detach().clone().requires_grad_(t.is_floating_point())
@@ -208,8 +195,8 @@ def _still_called(
         ),
         tuple(example_inputs),
     )
-    with torch.enable_grad():
-        outputs = probe(*inputs)
+    with torch.enable_grad(), preserved(model):
+        outputs = model(*inputs)
     found = []
     for cls in autograd_functions(outputs):
         resolution = resolver.resolve(cls)

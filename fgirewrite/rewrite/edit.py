@@ -18,23 +18,38 @@ from dataclasses import dataclass
 import libcst as cst
 from libcst.metadata import MetadataWrapper, ScopeProvider
 
-from fgirewrite import codegen, discover
+from fgirewrite import codegen, discover, skips
 from fgirewrite.extract import extract
 from fgirewrite.extract.values import dotted, is_docstring, names_in
 from fgirewrite.rewrite import uses
 from fgirewrite.rewrite.result import Rewrite
 from fgirewrite.scopes import Scopes
-from fgirewrite.source import SourceError, first_line
-from fgirewrite.surrogate import SHIM_BASE, Skip, Surrogate, key
+from fgirewrite.source import SourceError, decode, first_line
+from fgirewrite.surrogate import SHIM_BASE, Location, Skip, Surrogate, key
 
 
 def analyse(data: bytes, path: str) -> tuple[Rewrite, discover.Parsed | None]:
     """Find and extract every Function subclass; no libcst parse of the whole file."""
     result = Rewrite(path, data)
+    marked = skips.mentioned(data)
     if not discover.may_define_function(data):
+        if marked:  # no Function class: every skip comment is unused
+            try:
+                found = skips.comments(decode(data, path))
+            except SourceError:
+                found = {}
+            result.unused_skips = [Location(path, *at) for at in sorted(found.items())]
         return result, None
     module = discover.parse(data, path)
-    result.findings = [extract(site, module.info, path) for site in module.sites]
+    marks = skips.marks(module.tree, module.sites, skips.comments(module.text) if marked else {})
+    result.left_alone = marks.classes
+    result.unused_skips = [Location(path, *at) for at in marks.unused]
+    result.findings = [
+        Skip(site.qualname, Location(path, site.line, site.column), "excluded", why)
+        if (why := marks.reason(site)) is not None
+        else extract(site, module.info, path)
+        for site in module.sites
+    ]
     _refuse_reliance(result, module.tree, module.info, module.sites)
     if result.surrogates:  # every word of the file is taken, comments included: conservative
         # Builtins too: ``def round`` would shadow ``round`` for a module that star-imports it.
@@ -151,6 +166,7 @@ class _Rewriter(cst.CSTTransformer):
         self.path: list[str] = []
         self.occurrences = discover.Occurrences()
         self.found: list[Surrogate | None] = []  # the surrogate of each class being visited
+        self.marked: list[bool] = []  # each class being visited: a skip comment marks it
         self.apply_refs: dict[int, str] = {}  # id(Name node) -> function name
         self.info = info
         kept = {f.name.split(".")[-1] for f in result.skipped}
@@ -159,8 +175,10 @@ class _Rewriter(cst.CSTTransformer):
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         self.path.append(node.name.value)
         qualname = ".".join(self.path)
-        surrogate = self.by_site.get((qualname, self.occurrences(qualname)))
+        occurrence = self.occurrences(qualname)
+        surrogate = self.by_site.get((qualname, occurrence))
         self.found.append(surrogate)
+        self.marked.append((qualname, occurrence) in self.result.left_alone)
         if surrogate is not None and not self._nested_in_class():
             name = self.result.names[key(surrogate)]
             for assignment in self.scopes[node].assignments[node.name.value]:
@@ -180,7 +198,11 @@ class _Rewriter(cst.CSTTransformer):
         return len(self.path) > 1 and self.path[-2] != "<locals>"
 
     def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute):
-        if original.attr.value == "apply" and id(original.value) in self.apply_refs:
+        if (
+            original.attr.value == "apply"
+            and id(original.value) in self.apply_refs
+            and not any(self.marked)  # a class a skip comment marks is left as it is
+        ):
             return cst.Name(self.apply_refs[id(original.value)]).with_changes(
                 lpar=updated.lpar, rpar=updated.rpar
             )
@@ -189,6 +211,7 @@ class _Rewriter(cst.CSTTransformer):
     def leave_ClassDef(self, original: cst.ClassDef, updated: cst.ClassDef):
         nested = self._nested_in_class()
         self.path.pop()
+        self.marked.pop()
         surrogate = self.found.pop()
         if surrogate is None:
             return updated

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fgirewrite.surrogate import Skip, Surrogate, key
+from fgirewrite.surrogate import Location, Skip, Surrogate, key
 
 
 @dataclass
@@ -18,6 +18,10 @@ class Rewrite:
     new_source: bytes | None = None
     names: dict[str, str] = field(default_factory=dict)  # key(surrogate) -> generated function
     helpers: dict[str, str] = field(default_factory=dict)  # runtime helper -> its name here
+    # ``# fgirewrite: skip``: (qualname, occurrence) of each class left alone, nothing in it
+    # edited; and the comments that leave no Function class alone
+    left_alone: frozenset[tuple[str, int]] = frozenset()
+    unused_skips: list[Location] = field(default_factory=list)
 
     @property
     def surrogates(self) -> list[Surrogate]:

@@ -13,11 +13,22 @@ from pathlib import Path
 
 from fgirewrite import __version__
 from fgirewrite.surrogate import Skip, Surrogate
-from fgirewrite.verify.model import ModelReport
+from fgirewrite.verify.model import COULD_NOT_VERIFY, EQUIVALENT, NOT_EQUIVALENT, ModelReport
 from fgirewrite.verify.pair import Check, SurrogateReport
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
+
+
+def surrogate_verdict(r: SurrogateReport) -> str:
+    """``equivalent``, ``not equivalent`` (a compared value differs, on its own name or on
+    another name callers reach it by) or ``could not verify`` (nothing compared, or the
+    evaluation failed)."""
+    if r.ok:
+        return EQUIVALENT
+    if any(c.failures for c in r.checks if c.compared) or (r.error or "").startswith("through `"):
+        return NOT_EQUIVALENT
+    return COULD_NOT_VERIFY
 
 
 @dataclass
@@ -127,18 +138,38 @@ def _model_json(m: ModelReport) -> dict:
     return {
         "entry": m.entry,
         "ok": m.ok,
+        "verdict": m.verdict,
+        "cause": m.cause,
         "error": m.error,
-        "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in m.checks],
+        "seconds": round(m.seconds, 3),
+        "functions": [
+            {
+                "name": u.name,
+                "where": u.where,
+                "status": u.status,
+                "original_nodes": u.original_nodes,
+                "rewritten_nodes": u.rewritten_nodes,
+                "reason": u.reason,
+            }
+            for u in m.functions
+        ],
+        "checks": [
+            {"name": c.name, "ok": c.ok, "status": c.status, "detail": c.detail} for c in m.checks
+        ],
         "capabilities": [
             {
                 "name": c.name,
-                "original": {"status": c.original, "detail": c.original_detail},
-                "rewritten": {"status": c.rewritten, "detail": c.rewritten_detail},
+                "original": _cell_json(c.original, c.original_detail, c.original_blocker),
+                "rewritten": _cell_json(c.rewritten, c.rewritten_detail, c.rewritten_blocker),
             }
             for c in m.capabilities
         ],
         "warnings": list(m.warnings),
     }
+
+
+def _cell_json(status: str, detail: str, blocker: str) -> dict:
+    return {"status": status, "detail": detail, "blocked_by": blocker or None}
 
 
 def to_junit(files: list[FileVerification]) -> str:
@@ -176,15 +207,14 @@ def to_junit(files: list[FileVerification]) -> str:
         if f.model is not None:
             classname = f"{f.path}::model:{f.model.entry}"
             if f.model.error is not None:
-                ET.SubElement(case(classname, "build"), "error", message=f.model.error)
+                ET.SubElement(case(classname, "compare"), "error", message=f.model.error)
                 counts["errors"] += 1
             for check in f.model.checks:
                 element = case(classname, check.name)
                 if not check.ok:
-                    ET.SubElement(
-                        element, "failure", message=check.detail[:500]
-                    ).text = check.detail
-                    counts["failures"] += 1
+                    kind = "failure" if check.status == "mismatch" else "error"
+                    ET.SubElement(element, kind, message=check.detail[:500]).text = check.detail
+                    counts["failures" if kind == "failure" else "errors"] += 1
             if f.model.capabilities:
                 out = ET.SubElement(suite, "system-out")
                 out.text = capability_markdown(f.model) + "\n" + "\n".join(f.model.warnings)
@@ -203,10 +233,15 @@ _MARK = {"ok": "✅ ok", "fails": "❌ fails", "differs": "⚠️ differs"}
 def capability_markdown(model: ModelReport) -> str:
     rows = ["| capability | original | rewritten |", "| --- | --- | --- |"]
     for c in model.capabilities:
-        rows.append(
-            f"| {c.name} | {_MARK.get(c.original, c.original)}: {_md(c.original_detail)} "
-            f"| {_MARK.get(c.rewritten, c.rewritten)}: {_md(c.rewritten_detail)} |"
-        )
+        cells = [
+            f"{_MARK.get(status, status)}: {_md(detail)}"
+            + (f" (blocked by {_md(blocker)})" if blocker else "")
+            for status, detail, blocker in (
+                (c.original, c.original_detail, c.original_blocker),
+                (c.rewritten, c.rewritten_detail, c.rewritten_blocker),
+            )
+        ]
+        rows.append(f"| {c.name} | {cells[0]} | {cells[1]} |")
     return "\n".join(rows)
 
 
@@ -216,8 +251,7 @@ def _md(text: str) -> str:
 
 def to_markdown(files: list[FileVerification]) -> str:
     """A summary for a CI job page."""
-    ok = all(f.ok for f in files)
-    lines = [f"## fgirewrite verify: {'✅ all equivalent' if ok else '❌ not equivalent'}", ""]
+    lines = [f"## fgirewrite verify: {_headline(files)}", ""]
     lines += _markdown_surrogates([(s, r) for f in files for s, r in f.surrogates])
     skipped = [s for f in files for s in f.skipped]
     if skipped:
@@ -229,6 +263,16 @@ def to_markdown(files: list[FileVerification]) -> str:
         if f.model is not None:
             lines += _markdown_model(f.path, f.model)
     return "\n".join(lines) + "\n"
+
+
+def _headline(files: list[FileVerification]) -> str:
+    verdicts = {surrogate_verdict(r) for f in files for _, r in f.surrogates}
+    verdicts |= {f.model.verdict for f in files if f.model is not None}
+    if NOT_EQUIVALENT in verdicts:
+        return "❌ not equivalent"
+    if COULD_NOT_VERIFY in verdicts or any(f.error for f in files):
+        return "⚠️ could not verify everything"
+    return "✅ all equivalent"
 
 
 def _markdown_surrogates(surrogates: list[tuple[Surrogate, SurrogateReport]]) -> list[str]:
@@ -254,10 +298,12 @@ def _markdown_surrogates(surrogates: list[tuple[Surrogate, SurrogateReport]]) ->
 
 
 def _markdown_model(path: str, m: ModelReport) -> list[str]:
-    lines = ["", f"### Model `{path}:{m.entry}`", ""]
-    if m.error:
-        lines.append(f"❌ {_md(m.error)}")
-    lines += ["| check | result |", "| --- | --- |"]
+    mark = {EQUIVALENT: "✅", NOT_EQUIVALENT: "❌", COULD_NOT_VERIFY: "⚠️"}[m.verdict]
+    lines = ["", f"### Model `{m.entry}`: {mark} {m.verdict}", ""]
+    if m.cause:
+        lines += [_md(m.cause), ""]
+    lines += [f"- `{_md(u.name)}` ({u.where}): {u.status}" for u in m.functions]
+    lines += ["", "| check | result |", "| --- | --- |"]
     lines += [f"| {c.name} | {'✅' if c.ok else '❌'} {_md(c.detail)} |" for c in m.checks]
     if m.capabilities:
         lines += ["", capability_markdown(m)]
@@ -280,13 +326,13 @@ def terminal_lines(files: list[FileVerification], width: int | None = None) -> l
     if surrogates:
         lines.append("Surrogates")
     for s, r in surrogates:
-        passed = sum(c.ok for c in r.checks)
-        verdict = "equivalent" if r.ok else "NOT equivalent"
+        verdict = surrogate_verdict(r)
+        counted = ""
+        if verdict != COULD_NOT_VERIFY:
+            passed = sum(c.ok for c in r.checks)
+            counted = f" ({passed} of {len(r.checks)} dtype and device checks passed)"
         lines += _wrap(
-            f"{s.name} ({s.location}) as {r.function}(): {verdict} "
-            f"({passed} of {len(r.checks)} dtype and device checks passed)",
-            width,
-            "  ",
+            f"{s.name} ({s.location}) as {r.function}(): {verdict}{counted}", width, "  "
         )
         for g in s.gradients:
             lines += _wrap(f"d/d{g.param} = {g.derivative}", width, "      ")
@@ -303,20 +349,34 @@ def terminal_lines(files: list[FileVerification], width: int | None = None) -> l
 
 
 def _model_lines(path: str, m: ModelReport, width: int) -> list[str]:
-    lines = [f"Model {path}:{m.entry}"]
-    if m.error:
-        lines += _wrap(f"not verified: {m.error}", width, "  ")
+    lines = [f"Model {m.entry}: {m.verdict} ({m.seconds:.1f} s)"]
+    if m.cause:
+        lines += _wrap(m.cause, width, "  ")
+    for use in m.functions:
+        lines += _wrap(f"Function {use}", width, "  ")
+    label = {"ok": "ok", "mismatch": "NOT EQUIVALENT", "error": "COULD NOT RUN"}
     for c in m.checks:
-        lines += _wrap(f"{'ok' if c.ok else 'FAILED'}: {c.name}: {c.detail}", width, "  ")
+        lines += _wrap(f"{label[c.status]}: {c.name}: {c.detail}", width, "  ")
     if m.capabilities:
         lines.append("Capabilities, measured on both models")
     for capability in m.capabilities:
         lines.append(f"  {capability.name}")
-        for label, status, detail in (
-            ("original: ", capability.original, capability.original_detail),
-            ("rewritten:", capability.rewritten, capability.rewritten_detail),
+        for side, status, detail, blocker in (
+            (
+                "original: ",
+                capability.original,
+                capability.original_detail,
+                capability.original_blocker,
+            ),
+            (
+                "rewritten:",
+                capability.rewritten,
+                capability.rewritten_detail,
+                capability.rewritten_blocker,
+            ),
         ):
-            lines += _wrap(f"{status}: {detail}", width, f"    {label} ", 0)
+            blocked = f" (blocked by {blocker})" if blocker else ""
+            lines += _wrap(f"{status}: {detail}{blocked}", width, f"    {side} ", 0)
     lines += [f"warning: {w}" for w in m.warnings]
     return lines
 
