@@ -23,7 +23,6 @@ from fgirewrite.extract import extract
 from fgirewrite.extract.values import dotted, is_docstring, names_in
 from fgirewrite.rewrite import uses
 from fgirewrite.rewrite.result import Rewrite
-from fgirewrite.scopes import Scopes
 from fgirewrite.source import SourceError, decode, first_line
 from fgirewrite.surrogate import SHIM_BASE, Location, Skip, Surrogate, key
 
@@ -75,8 +74,8 @@ def _refuse_reliance(
         ]
         return
     nodes = list(ast.walk(tree))
-    scopes = Scopes(tree)
-    tested = uses.introspection(nodes, info.imports)
+    scopes = info.scopes
+    tested = uses.introspection(nodes, info.imports, scopes)
     changed = True
     while changed:
         changed = False

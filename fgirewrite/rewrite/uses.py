@@ -56,9 +56,12 @@ def _own_attributes(node: ast.ClassDef) -> set[str]:
     return names - PROTOCOL
 
 
-def introspection(nodes: list[ast.AST], imports: dict[str, str]) -> Reliance | None:
+def introspection(
+    nodes: list[ast.AST], imports: dict[str, str], scopes: Scopes | None = None
+) -> Reliance | None:
     """A test, anywhere among a module's ``nodes`` (``list(ast.walk(tree))``), of whether
-    something is a torch.autograd.Function: it would change for every class it rewrites."""
+    something is a torch.autograd.Function: it would change for every class it rewrites. The
+    class tested for is resolved where the test reads it (``scopes``), else by ``imports``."""
     for node in nodes:
         if (
             isinstance(node, ast.Call)
@@ -69,7 +72,7 @@ def introspection(nodes: list[ast.AST], imports: dict[str, str]) -> Reliance | N
             kinds = node.args[1].elts if isinstance(node.args[1], ast.Tuple) else [node.args[1]]
             for kind in kinds:
                 name = dotted(kind)
-                if name is not None and qualify(name, imports) in FUNCTION_BASES:
+                if name is not None and _qualified(kind, name, imports, scopes) in FUNCTION_BASES:
                     return Reliance(
                         f"`{node.func.id}` tests for torch.autograd.Function (line {node.lineno})",
                         node.lineno,
@@ -110,7 +113,7 @@ def reliance(
         return Reliance(f"the class has a `{node.keywords[0].arg}=` keyword", node.lineno)
     if "apply" in _own_attributes(node):
         return Reliance("the class defines `apply` itself", node.lineno)
-    inherited = _kept_base_attribute(nodes, node, kept)
+    inherited = _kept_base_attribute(nodes, node, kept, scopes)
     if inherited is not None:
         base, attribute = inherited
         return Reliance(
@@ -129,18 +132,34 @@ def reliance(
     return None
 
 
+def _qualified(node: ast.expr, name: str, imports: dict[str, str], scopes: Scopes | None) -> str:
+    """A dotted name's qualified name: its head's import where it is read."""
+    if scopes is None:
+        return qualify(name, imports)
+    head = node
+    while isinstance(head, ast.Attribute):
+        head = head.value
+    first, _, rest = name.partition(".")
+    imported = scopes.imported(first, scopes.read_in(head))
+    return name if imported is None else imported + ("." + rest if rest else "")
+
+
 def _kept_base_attribute(
-    nodes: list[ast.AST], node: ast.ClassDef, kept: set[str]
+    nodes: list[ast.AST], node: ast.ClassDef, kept: set[str], scopes: Scopes
 ) -> tuple[str, str] | None:
-    """A base among the Function classes that stay (by name), and an attribute of its own
-    other than the protocol methods: what the rewritten class, no longer its subclass,
-    would lose."""
+    """A base among the Function classes that stay (by name; a bare name by what it means
+    where the class reads it), and an attribute of its own other than the protocol methods:
+    what the rewritten class, no longer its subclass, would lose."""
     for base in node.bases:
         name = _tail(base)
         if name not in kept:
             continue
+        bound = scopes.resolve(name, scopes.read_in(base)) if isinstance(base, ast.Name) else None
         for other in nodes:
             if isinstance(other, ast.ClassDef) and other.name == name:
+                own_scope = scopes.own(other)
+                if bound is not None and own_scope is not None and own_scope.parent is not bound:
+                    continue  # another class of that name, in another scope
                 own = sorted(_own_attributes(other) - {"__doc__"})
                 if own:
                     return name, own[0]
