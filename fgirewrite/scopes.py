@@ -10,9 +10,8 @@ class ``F`` or ``torch.nn.functional``?" is answered by scope, not by spelling.
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import cast
 
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
@@ -124,46 +123,56 @@ class Scopes:
     # ------------------------------------------------------------------ building
 
     def _visit(self, node: ast.AST, scope: Scope) -> None:
-        if isinstance(node, (*_FUNCTIONS, ast.Lambda)):
-            self._function(node, scope)
-        elif isinstance(node, ast.ClassDef):
-            self._classes[(node.lineno, node.col_offset)] = node
-            scope.bind(node.name, self._binding(node))
-            for part in [*node.decorator_list, *node.bases, *node.keywords]:
-                self._visit(part, scope)
-            inner = self._open(node, scope, "class")
-            for stmt in node.body:
-                self._visit(stmt, inner)
-        elif isinstance(node, _COMPREHENSIONS):
-            self._comprehension(node, scope)
-        elif isinstance(node, ast.Global):
-            scope.globals.update(node.names)
-            for name in node.names:
-                self.module.bind(name, self._binding(node))
-        elif isinstance(node, ast.Nonlocal):
-            scope.nonlocals.update(node.names)
-        elif isinstance(node, ast.Name):
+        kind = type(node)
+        if kind is ast.Name:  # the commonest node first: this walk is on --check's path
             self._read_in[id(node)] = scope
-            if isinstance(node.ctx, (ast.Store, ast.Del)):
-                scope.bind(node.id, self._binding(node))
-        elif isinstance(node, ast.NamedExpr):
-            target = next(s for s in scope.enclosing() if s.kind != "comprehension")
-            self._visit(node.value, scope)
-            self._read_in[id(node.target)] = scope
-            target.bind(node.target.id, self._binding(node))
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            for alias in node.names:
-                if alias.name != "*":
-                    name = alias.asname or alias.name.split(".")[0]
-                    scope.bind(name, self._binding(node, _imported(node, alias)))
-        elif isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
-            self._try(cast(ast.Try, node), scope)
-        else:
-            bound = _bound_name(node)
-            if bound is not None:
-                scope.bind(bound, self._binding(node))
-            for child in ast.iter_child_nodes(node):
-                self._visit(child, scope)
+            if type(node.ctx) is not ast.Load:  # type: ignore[attr-defined]
+                scope.bind(node.id, self._binding(node))  # type: ignore[attr-defined]
+            return
+        special = _SPECIAL.get(kind)
+        if special is not None:
+            special(self, node, scope)
+            return
+        bound = _bound_name(node)
+        if bound is not None:
+            scope.bind(bound, self._binding(node))
+        for name in node._fields:
+            value = getattr(node, name)
+            if isinstance(value, list):
+                for item in value:
+                    if isinstance(item, ast.AST) and not isinstance(item, _LEAVES):
+                        self._visit(item, scope)
+            elif isinstance(value, ast.AST) and not isinstance(value, _LEAVES):
+                self._visit(value, scope)
+
+    def _class(self, node: ast.ClassDef, scope: Scope) -> None:
+        self._classes[(node.lineno, node.col_offset)] = node
+        scope.bind(node.name, self._binding(node))
+        for part in [*node.decorator_list, *node.bases, *node.keywords]:
+            self._visit(part, scope)
+        inner = self._open(node, scope, "class")
+        for stmt in node.body:
+            self._visit(stmt, inner)
+
+    def _declare_global(self, node: ast.Global, scope: Scope) -> None:
+        scope.globals.update(node.names)
+        for name in node.names:
+            self.module.bind(name, self._binding(node))
+
+    def _nonlocal(self, node: ast.Nonlocal, scope: Scope) -> None:
+        scope.nonlocals.update(node.names)
+
+    def _named(self, node: ast.NamedExpr, scope: Scope) -> None:
+        target = next(s for s in scope.enclosing() if s.kind != "comprehension")
+        self._visit(node.value, scope)
+        self._read_in[id(node.target)] = scope
+        target.bind(node.target.id, self._binding(node))
+
+    def _import(self, node: ast.Import | ast.ImportFrom, scope: Scope) -> None:
+        for alias in node.names:
+            if alias.name != "*":
+                name = alias.asname or alias.name.split(".")[0]
+                scope.bind(name, self._binding(node, _imported(node, alias)))
 
     def _binding(self, node: ast.AST, imported: str | None = None) -> Binding:
         return Binding(node, imported, self._fallback)
@@ -221,6 +230,24 @@ class Scopes:
         parts = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]  # type: ignore[attr-defined]
         for part in parts:
             self._visit(part, inner)
+
+
+_SPECIAL: dict[type, Callable[..., None]] = {
+    ast.FunctionDef: Scopes._function,
+    ast.AsyncFunctionDef: Scopes._function,
+    ast.Lambda: Scopes._function,
+    ast.ClassDef: Scopes._class,
+    **{kind: Scopes._comprehension for kind in _COMPREHENSIONS},
+    ast.Global: Scopes._declare_global,
+    ast.Nonlocal: Scopes._nonlocal,
+    ast.NamedExpr: Scopes._named,
+    ast.Import: Scopes._import,
+    ast.ImportFrom: Scopes._import,
+    ast.Try: Scopes._try,
+    **({ast.TryStar: Scopes._try} if hasattr(ast, "TryStar") else {}),
+}
+# Nodes with nothing below them that binds or reads a name.
+_LEAVES = (ast.Constant, ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
 
 
 def _imported(node: ast.Import | ast.ImportFrom, alias: ast.alias) -> str | None:
