@@ -468,7 +468,11 @@ class CallRules:
         )
         # still "plain" for grad_output itself: cast to the output's dtype, it has its shape
         return Lin(
-            cast_node, reduction=receiver.reduction, dtype=receiver.dtype, plain=receiver.plain
+            cast_node,
+            reduction=receiver.reduction,
+            reduced_at=receiver.reduced_at,
+            dtype=receiver.dtype,
+            plain=receiver.plain,
         )
 
     def zeros_of(self, receiver: Sym, node: cst.Call) -> Const:
@@ -536,6 +540,7 @@ class CallRules:
         return Lin(
             rebuilt,
             reduction=lin.reduction,
+            reduced_at=lin.reduced_at,
             plain=keep_plain and lin.plain,
             aliased=aliasing and (lin.aliased or lin.external),
             dtype=dtype,
@@ -688,7 +693,7 @@ def misaligned(reduction: cst.BaseExpression) -> str | None:
     if function and len(positional) > 2 and literal(positional[2]) is True:
         return None
     value = literal(dims)
-    summed = value if isinstance(value, tuple) else (value,)
+    summed = tuple(value) if isinstance(value, (tuple, list)) else (value,)
     if dims is None or not all(isinstance(d, int) and d >= 0 for d in summed):
         return None
     if sorted(summed) == list(range(len(summed))):
