@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +34,7 @@ from typer._click.exceptions import (
 from typer.core import TyperCommand, TyperGroup
 
 from fgirewrite import __version__, config, files, runner
-from fgirewrite.reasons import REASONS
+from fgirewrite.reasons import EXAMPLES, REASONS
 from fgirewrite.surrogate import Skip, Surrogate, key
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -741,13 +742,23 @@ def verify_command(
 def explain_command(
     code: str = typer.Argument(None, help="A reason code; all of them if omitted.", metavar="CODE"),
 ) -> None:
-    """Explain the reason codes for Function classes left untouched."""
+    """Explain the reason codes for Function classes left untouched (one code: with a
+    minimal example and what would make it rewritable)."""
     if code is not None and code not in REASONS:
         _err(f"fgirewrite: error: unknown reason code {code!r}")
         raise typer.Exit(EXIT_ERROR)
     for name, text in REASONS.items():
         if code in (None, name):
             typer.echo(f"{name:28s}{text}")
+    if code is None:
+        typer.echo(
+            "\n`fgirewrite explain CODE` shows an example of one, and what makes it rewritable."
+        )
+        return
+    example = EXAMPLES[code]
+    shown = example.module or example.shown
+    typer.echo("\nexample, left as it is:\n" + textwrap.indent(shown.rstrip("\n"), "    "))
+    typer.echo(f"\nrewritable when: {example.fix}")
 
 
 def _preset(flag: str, help: str):

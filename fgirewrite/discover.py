@@ -15,9 +15,10 @@ from __future__ import annotations
 import ast
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from fgirewrite.scopes import Scopes
 from fgirewrite.source import SourceError, decode
 
 FUNCTION_BASES = frozenset(
@@ -126,10 +127,16 @@ class ModuleInfo:
     )  # module level
     classes: dict[str, ast.ClassDef] = field(default_factory=dict)  # module level
     assigned: set[str] = field(default_factory=set)  # module-level names bound by code
+    tree: ast.Module | None = field(default=None, repr=False)
 
     def segment(self, first_line: int, end_line: int) -> str:
         """The source lines first_line..end_line (1-based, inclusive)."""
         return "".join(self.lines[first_line - 1 : end_line])
+
+    @functools.cached_property
+    def scopes(self) -> Scopes:
+        """What each name of the module means where it is read (made on first use)."""
+        return Scopes(self.tree or ast.Module([], []))
 
 
 def _statements(body: list[ast.stmt]):
@@ -183,7 +190,7 @@ def qualify(name: str, imports: dict[str, str]) -> str:
 
 
 def module_info(source: str, tree: ast.Module) -> ModuleInfo:
-    info = ModuleInfo(source.splitlines(keepends=True), _imports(tree))
+    info = ModuleInfo(source.splitlines(keepends=True), _imports(tree), tree=tree)
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             info.functions[node.name] = node
@@ -205,7 +212,7 @@ class Parsed:
     @functools.cached_property
     def sites(self) -> list[ClassSite]:
         """Its Function subclasses (``find_classes``)."""
-        return find_classes(self.tree, self.info.imports)
+        return find_classes(self.tree, self.info.imports, lambda: self.info.scopes)
 
 
 def parse(data: bytes, path: str) -> Parsed:
@@ -286,19 +293,72 @@ def class_statements(tree: ast.Module) -> Iterator[ClassStatement]:
     return visit(tree.body, "", "module")
 
 
-def find_classes(tree: ast.Module, imports: dict[str, str]) -> list[ClassSite]:
-    """Every Function subclass in the module, outermost first, in source order."""
+def find_classes(
+    tree: ast.Module, imports: dict[str, str], scopes: Callable[[], Scopes] | None = None
+) -> list[ClassSite]:
+    """Every Function subclass in the module, outermost first, in source order. A base is
+    resolved by scope (``scopes`` gives them, called when a base needs it): what its name
+    means where the class statement stands."""
     sites: list[ClassSite] = []
-    known: set[str] = set()  # local class names known to be Function subclasses
+    known: dict[str, list[ast.ClassDef]] = {}  # Function subclasses of the module, by name
+    lazy = _Lazy(scopes or (lambda: Scopes(tree)))
     for statement in class_statements(tree):
-        site = _site(statement, imports, known)
+        site = _site(statement, imports, known, lazy)
         if site is not None:
             sites.append(site)
-            known.add(statement.node.name)
+            known.setdefault(statement.node.name, []).append(statement.node)
     return sites
 
 
-def _site(statement: ClassStatement, imports: dict[str, str], known: set[str]) -> ClassSite | None:
+class _Lazy:
+    """The module's ``Scopes``, made on first use: most bases are spelled plainly."""
+
+    def __init__(self, make: Callable[[], Scopes]):
+        self._make = make
+        self._scopes: Scopes | None = None
+
+    @property
+    def scopes(self) -> Scopes:
+        if self._scopes is None:
+            self._scopes = self._make()
+        return self._scopes
+
+
+_FUNCTION_NAMES = frozenset(base.rsplit(".", 1)[-1] for base in FUNCTION_BASES)
+
+
+def _qualified_base(base: ast.expr, name: str, imports: dict[str, str], lazy: _Lazy) -> str:
+    """A base's qualified name: its head resolved by scope to an import when its spelling
+    could name a Function (``Function``, ``torch.autograd.Function``)."""
+    spelled = qualify(name, imports)
+    if spelled not in FUNCTION_BASES and name.rsplit(".", 1)[-1] not in _FUNCTION_NAMES:
+        return spelled
+    head_node = base
+    while isinstance(head_node, ast.Attribute):
+        head_node = head_node.value
+    head, _, rest = name.partition(".")
+    scopes = lazy.scopes
+    imported = scopes.imported(head, scopes.read_in(head_node))
+    if imported is None:
+        return name
+    return imported + ("." + rest if rest else "")
+
+
+def _known_base(base: ast.expr, known: dict[str, list[ast.ClassDef]], lazy: _Lazy) -> bool:
+    """A bare-name base that means one of the module's Function classes where it is read."""
+    if not isinstance(base, ast.Name) or base.id not in known:
+        return False
+    scopes = lazy.scopes
+    bound = scopes.resolve(base.id, scopes.read_in(base))
+    return any((own := scopes.own(c)) is not None and own.parent is bound for c in known[base.id])
+
+
+def _site(
+    statement: ClassStatement,
+    imports: dict[str, str],
+    known: dict[str, list[ast.ClassDef]],
+    lazy: _Lazy,
+) -> ClassSite | None:
     node = statement.node
     unresolved = None
     is_function = False
@@ -306,9 +366,9 @@ def _site(statement: ClassStatement, imports: dict[str, str], known: set[str]) -
         name = dotted(base)
         if name is None:
             continue
-        if qualify(name, imports) in FUNCTION_BASES:
+        if _qualified_base(base, name, imports, lazy) in FUNCTION_BASES:
             is_function = True
-        elif name in known:
+        elif _known_base(base, known, lazy):
             is_function = True
         elif (name == "Function" or name.endswith("autograd.Function")) and (
             name.split(".")[0] not in imports
@@ -331,11 +391,23 @@ def _site(statement: ClassStatement, imports: dict[str, str], known: set[str]) -
     )
 
 
+def _tuple(value: ast.expr | None) -> bool:
+    """A tuple display, or ``tuple(...)``/``list(...)``: several outputs."""
+    if isinstance(value, (ast.Tuple, ast.List)):
+        return True
+    return isinstance(value, ast.Call) and dotted(value.func) in ("tuple", "list")
+
+
 def _star_forward(node: ast.ClassDef) -> tuple[int, int] | None:
     own = {s.name: s for s in node.body if isinstance(s, ast.FunctionDef)}
-    forward = own.get("forward")
-    if forward is None or "backward" not in own:
+    forward, backward = own.get("forward"), own.get("backward")
+    if forward is None or backward is None:
         return None
     if forward.args.vararg is None and forward.args.kwarg is None:
+        return None
+    # Several outputs (a tuple returned, several gradients taken) is the truer reason:
+    # extraction reports it (a reversible block's ``forward(ctx, fn, *args)``).
+    several = backward.args.vararg is not None or len(backward.args.args) > 2
+    if several or any(isinstance(n, ast.Return) and _tuple(n.value) for n in ast.walk(forward)):
         return None
     return forward.lineno, forward.col_offset + 1

@@ -14,6 +14,7 @@ from conftest import FIXTURES, ROOT
 from typer.testing import CliRunner
 
 from fgirewrite.cli import app
+from fgirewrite.reasons import EXAMPLES, REASONS
 
 GOOD = FIXTURES / "rewrite" / "single_expression.py"
 BAD = FIXTURES / "noop" / "random_backward.py"
@@ -193,6 +194,26 @@ def test_explain_and_help():
     help_text = run("--help").stdout
     assert "rewrite" in help_text and "verify" in help_text
     assert "--check" in run("rewrite", "--help").stdout
+
+
+def test_every_reason_code_has_an_example():
+    assert list(EXAMPLES) == list(REASONS)
+    assert all(e.fix and (e.module or e.shown) for e in EXAMPLES.values())
+
+
+@pytest.mark.parametrize("code", [c for c, e in EXAMPLES.items() if e.module])
+def test_explain_shows_an_example_refused_with_its_code(code, tmp_path):
+    """`fgirewrite explain CODE` shows a module that `fgirewrite --check` refuses with CODE."""
+    shown = run("explain", code).stdout
+    example = EXAMPLES[code].module
+    assert example is not None
+    assert "    " + example.splitlines()[-1].strip() in shown
+    assert f"rewritable when: {EXAMPLES[code].fix}" in shown
+    path = tmp_path / "example.py"
+    path.write_text(example)
+    result = run("--check", str(path))
+    assert result.exit_code == 1
+    assert f" [{code}] " in result.stdout, result.stdout
 
 
 def test_module_and_console_script(good):

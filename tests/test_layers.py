@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fgirewrite"
 # Lowest first. A module may import from its own layer and the layers below it.
 LAYERS: list[set[str]] = [
     {"fgirewrite", "_runtime", "source", "surrogate", "reasons", "files", "project", "config"},
-    {"notebook"},
+    {"scopes", "notebook"},
     {"discover", "skips"},
     {"extract"},
     {"codegen"},

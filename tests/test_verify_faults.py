@@ -350,3 +350,91 @@ def test_a_model_that_cannot_be_compared_is_an_error_not_a_crash(tmp_path):
         "building the original model and running one forward raised AttributeError: "
         "'Tensor' object has no attribute 'nope'"
     )
+
+
+class HalfPrecisionSlope(torch.autograd.Function):
+    """A float64 output whose gradient the backward computes in float32: float32-exact
+    float64 gradients, so the gradients' rule allows float32 rounding."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return (grad_output.float() * torch.sigmoid(x).float()).to(grad_output.dtype)
+
+
+class _Nudged(torch.autograd.Function):
+    """Identity whose forward-mode derivative is off by five float64 subnormals."""
+
+    @staticmethod
+    def forward(y):
+        return y.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+    @staticmethod
+    def jvp(ctx, tangent):
+        return tangent + 5 * 4.9406564584124654e-324
+
+
+def test_forward_mode_follows_the_gradients_tolerance_rule():
+    """Was a failure: a jvp five subnormals off a float32-exact float64 gradient, against four
+    subnormals of float64, where the gradient's own check allows float32 rounding."""
+    fn, surrogate = fgi_function(HalfPrecisionSlope)
+    report = verify_pair(HalfPrecisionSlope.apply, lambda x: _Nudged.apply(fn(x)), surrogate)
+    assert report.ok, report.failures()
+
+
+def test_forward_mode_off_by_more_than_the_rule_still_fails():
+    fn, surrogate = fgi_function(HalfPrecisionSlope)
+
+    class Off(_Nudged):
+        @staticmethod
+        def jvp(ctx, tangent):
+            return tangent * 1.01
+
+    report = verify_pair(HalfPrecisionSlope.apply, lambda x: Off.apply(fn(x)), surrogate)
+    assert [f for f in report.failures() if "jvp d/dx: mismatched elements" in f]
+
+
+class SlopeByAutograd(torch.autograd.Function):
+    """Its forward calls torch.autograd.grad: torch.func.jvp cannot run it, original or not."""
+
+    @staticmethod
+    def forward(ctx, x):
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_()
+            (slope,) = torch.autograd.grad(torch.sigmoid(4 * leaf).sum(), leaf)
+        ctx.save_for_backward(slope)
+        return (x > 0).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (slope,) = ctx.saved_tensors
+        return grad_output * slope
+
+
+def test_a_capability_the_original_lacks_too_is_not_held_against_the_rewrite():
+    """Was a failure: `forward-mode AD (torch.func.jvp) fails` for a forward that calls
+    torch.autograd.grad, which the original's own forward cannot do under jvp either."""
+    fn, surrogate = fgi_function(SlopeByAutograd)
+    report = verify_pair(SlopeByAutograd.apply, fn, surrogate)
+    assert report.ok, report.failures()
+    [float32] = [c for c in report.checks if c.dtype == "float32"]
+    assert any(
+        n.startswith(
+            "forward-mode AD (torch.func.jvp) not compared: the original's own forward fails "
+            "under it too (RuntimeError: "
+        )
+        for n in float32.notes
+    )

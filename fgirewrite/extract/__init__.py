@@ -7,18 +7,23 @@ elementwise in grad_output; ``rules.py`` holds the tables of operations both rel
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import cast
 
 import libcst as cst
 
 from fgirewrite.discover import ClassSite, ModuleInfo
+from fgirewrite.extract.calls import misaligned
 from fgirewrite.extract.classes import (
     STAR_FORWARD,
     Snippet,
     annotated_tensor,
     inherited,
+    keyword_only,
     locate,
+    star_arg,
 )
 from fgirewrite.extract.classes import methods as class_methods
 from fgirewrite.extract.classes import params as params_of
@@ -43,7 +48,10 @@ from fgirewrite.extract.values import (
     Unbound,
     Unsupported,
     as_const,
+    dotted,
+    is_docstring,
     names_in,
+    walk,
 )
 from fgirewrite.source import first_line
 from fgirewrite.surrogate import GRAD, RUNTIME_NAMES, SHIM_BASE, Gradient, Location, Skip, Surrogate
@@ -114,21 +122,23 @@ def _extract(
 ) -> Surrogate:
     classdef = snippet.node
     assert isinstance(classdef, cst.ClassDef)
-    m = _methods(classdef, info, snippets)
+    names_of = _Resolved(site, info)
+    m = _methods(classdef, info, snippets, names_of.module_class)
     protocol = {"forward": m.forward, "backward": m.backward}
     autocast = check_decorators(
-        protocol | ({"setup_context": m.setup_context} if m.setup_context else {}), info.imports
+        protocol | ({"setup_context": m.setup_context} if m.setup_context else {}),
+        names_of.imports,
     )
     param_names = m.param_names
     names = Names(_taken(m, info))
-    fwd = read_forward(m.forward, m.ctx_name, param_names, names, info.imports)
-    check_forward(fwd.statements, fwd.result, set(param_names) | fwd.assigned, info.imports)
+    fwd = read_forward(m.forward, m.ctx_name, param_names, names, names_of.imports)
+    check_forward(fwd.statements, fwd.result, set(param_names) | fwd.assigned, names_of.imports)
     out_name = _output_name(fwd, param_names, names)
     # A parameter the forward rebinds is read after the forward through a snapshot.
     snapshots = {p: names.fresh(p + "_0") for p in param_names if p in fwd.assigned}
     entry = {p: snapshots.get(p, p) for p in param_names}
     shadowed = fwd.assigned | set(param_names) | {out_name} | set(snapshots.values())
-    state = State(names, info.imports, _helper_reader(info, snippets), out_name, shadowed)
+    state = State(names, names_of.imports, _helper_reader(names_of, snippets), out_name, shadowed)
     ctx = _context(m, fwd, entry, out_name, state)
     before = _copy_state(state)
     grad_param, result = _backward(m.backward, state, ctx)
@@ -247,22 +257,123 @@ def _needs_input_grad_only_guards(
                 )
 
 
-def _methods(classdef: cst.ClassDef, info: ModuleInfo, snippets: list[Snippet]) -> _Methods:
-    methods = inherited(classdef, info, snippets) | class_methods(classdef)
+def _methods(
+    classdef: cst.ClassDef,
+    info: ModuleInfo,
+    snippets: list[Snippet],
+    module_class: Callable[[str], bool],
+) -> _Methods:
+    methods = inherited(classdef, info, snippets, module_class) | class_methods(classdef)
     if "forward" not in methods:
         raise Unsupported("no-forward", "defines no forward", classdef)
     if "backward" not in methods:
         raise Unsupported("no-backward", "defines no backward", classdef)
     setup = methods.get("setup_context")
-    params, ctx_name = params_of(methods["forward"], skip_first=setup is None)
-    return _Methods(methods["forward"], methods["backward"], setup, params, ctx_name)
+    forward, backward = methods["forward"], methods["backward"]
+    _one_output(forward, backward)
+    for method in (forward, backward, setup):
+        _refuse_class_reads(method, classdef.name.value)
+    forward = _with_constants(forward)
+    params, ctx_name = params_of(forward, skip_first=setup is None)
+    return _Methods(forward, backward, setup, params, ctx_name)
+
+
+def _refuse_class_reads(method: cst.FunctionDef | None, name: str) -> None:
+    """A classmethod that reads its class (``cls.alpha``): the class ``apply`` was called on,
+    which may be a subclass that changes it; the rewrite is one function for the class."""
+    if method is None or not any(_decorator(d) == "classmethod" for d in method.decorators):
+        return
+    ordered = [*method.params.posonly_params, *method.params.params]
+    if not ordered:
+        return
+    cls = ordered[0].name.value
+    nodes = list(walk(method.body))
+    labels = {id(n.attr) for n in nodes if isinstance(n, cst.Attribute)}
+    labels |= {id(n.keyword) for n in nodes if isinstance(n, cst.Arg) and n.keyword is not None}
+    for node in nodes:
+        if id(node) in labels:  # ``ctx.cls``, ``f(cls=1)``: a label, not the variable
+            continue
+        if isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name):
+            if node.value.value == cls:
+                attr = node.attr.value
+                raise Unsupported(
+                    "unsupported-syntax",
+                    f"the {method.name.value} reads `{cls}.{attr}`, from the class `apply` is "
+                    "called on, which a subclass may change; the rewrite is one function for "
+                    f"the class (read `{name}.{attr}` to make it rewritable)",
+                    node,
+                )
+        elif isinstance(node, cst.Name) and node.value == cls:
+            raise Unsupported(
+                "unsupported-syntax",
+                f"the {method.name.value} uses `{cls}`, the class `apply` is called on; the "
+                f"rewrite is one function for the class (use `{name}` to make it rewritable)",
+                node,
+            )
+
+
+def _decorator(decorator: cst.Decorator) -> str | None:
+    target = decorator.decorator
+    return dotted(target.func if isinstance(target, cst.Call) else target)
+
+
+def _one_output(forward: cst.FunctionDef, backward: cst.FunctionDef) -> None:
+    """Refuse several outputs first: it is the reason that tells what the class is (a
+    reversible block's ``forward(ctx, fn, *args)`` returning a tuple is no surrogate)."""
+    for node in walk(forward.body, lambda n: not isinstance(n, (cst.FunctionDef, cst.Lambda))):
+        if isinstance(node, cst.Return) and node.value is not None and _several(node.value):
+            raise Unsupported("multiple-outputs", "the forward returns a tuple", node.value)
+    grads, _ = params_of(backward, skip_first=True, star=True)
+    if len(grads) > 1:
+        raise Unsupported("multiple-outputs", "the backward takes several gradients", backward)
+
+
+def _several(value: cst.BaseExpression) -> bool:
+    """A tuple or list display, or one built by ``tuple(...)`` or ``list(...)``."""
+    if isinstance(value, (cst.Tuple, cst.List)):
+        return True
+    return isinstance(value, cst.Call) and dotted(value.func) in ("tuple", "list")
+
+
+def _with_constants(forward: cst.FunctionDef) -> cst.FunctionDef:
+    """The forward with its keyword-only parameters bound to their defaults, after its
+    docstring: ``Function.apply`` never passes them."""
+    constants = [
+        cst.SimpleStatementLine(
+            [
+                cst.Assign(
+                    [cst.AssignTarget(cst.Name(p.name.value))], cast(cst.BaseExpression, p.default)
+                )
+            ]
+        )
+        for p in keyword_only(forward)
+    ]
+    if not constants:
+        return forward
+    suite = forward.body
+    body: list[cst.BaseStatement] = (
+        list(suite.body)
+        if isinstance(suite, cst.IndentedBlock)
+        else [cst.SimpleStatementLine(cast(cst.SimpleStatementSuite, suite).body)]
+    )
+    at = 1 if body and is_docstring(body[0]) else 0
+    positional = list(forward.params.params)
+    if positional:  # no comma left dangling before the ``*`` that goes
+        positional[-1] = positional[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+    return forward.with_changes(
+        body=cst.IndentedBlock([*body[:at], *constants, *body[at:]]),
+        params=forward.params.with_changes(
+            params=positional, star_arg=cst.MaybeSentinel.DEFAULT, kwonly_params=[]
+        ),
+    )
 
 
 def _taken(m: _Methods, info: ModuleInfo) -> set[str]:
     """Names a fresh name must avoid: everything the generated function reads or binds. The
     backward's own locals may be reused, since the generated code rebinds them explicitly."""
     backward_reads = names_in(m.backward) - assigned_names(m.backward.body)
-    backward_reads -= {p.name.value for p in params_of(m.backward, skip_first=False)[0]}
+    backward_reads -= {p.name.value for p in params_of(m.backward, False, star=True)[0]}
+    backward_reads -= {p.name.value for p in [star_arg(m.backward)] if p is not None}
     taken = names_in(m.forward) | backward_reads | set(info.imports) | set(info.functions)
     taken |= set(info.classes) | info.assigned | {"torch", SHIM_BASE, *RUNTIME_NAMES}
     if m.setup_context is not None:
@@ -270,13 +381,55 @@ def _taken(m: _Methods, info: ModuleInfo) -> set[str]:
     return taken
 
 
+class _Resolved:
+    """What the free names of a class's methods mean, by scope: the imports they reach (a
+    factory's own included; a name the factory or the module rebinds otherwise is none),
+    and the module-level functions they reach (not one a factory's local shadows, nor one
+    the module rebinds)."""
+
+    def __init__(self, site: ClassSite, info: ModuleInfo):
+        self.info = info
+        scopes = info.scopes
+        classdef = scopes.class_at(site.line, site.column)
+        self.scope = scopes.module if classdef is None else scopes.methods_scope(classdef)
+        candidates = set(info.imports)
+        for scope in self.scope.enclosing():
+            candidates |= {n for n, b in scope.bindings.items() if b[0].imported is not None}
+        self.imports = {
+            name: target
+            for name in sorted(candidates)
+            if (target := scopes.imported(name, self.scope)) is not None
+        }
+        own = scopes.own(classdef) if classdef is not None else None
+        self.statement_scope = own.parent if own is not None and own.parent else scopes.module
+
+    def module_class(self, name: str) -> bool:
+        """A base's name, read where the class statement stands, means the module-level class
+        of that name, which the module binds once."""
+        scopes = self.info.scopes
+        if scopes.resolve(name.split(".")[0], self.statement_scope) is not scopes.module:
+            return False
+        node = self.info.classes.get(name)
+        bindings = [b.node for b in scopes.module.bindings.get(name, []) if not b.fallback]
+        return node is not None and bindings == [node]
+
+    def function(self, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+        node = self.info.functions.get(name)
+        scopes = self.info.scopes
+        if node is None or scopes.resolve(name, self.scope) is not scopes.module:
+            return None
+        bindings = [b for b in scopes.module.bindings.get(name, []) if not b.fallback]
+        return node if [b.node for b in bindings] == [node] else None
+
+
 def _helper_reader(
-    info: ModuleInfo, snippets: list[Snippet]
+    names_of: _Resolved, snippets: list[Snippet]
 ) -> Callable[[str], cst.FunctionDef | None]:
     """Looks up a module-level helper function by name, parsing only its own lines."""
+    info = names_of.info
 
     def function(name: str) -> cst.FunctionDef | None:
-        node = info.functions.get(name)
+        node = names_of.function(name)
         if node is None or node.lineno is None:
             return None
         first = min([node.lineno] + [d.lineno for d in node.decorator_list])
@@ -309,15 +462,30 @@ def _context(m: _Methods, fwd: Forward, entry: dict[str, str], out_name: str, st
 
 def _backward(backward: cst.FunctionDef, state: State, ctx: Ctx) -> tuple[str, Sym | None]:
     """The backward's grad_output parameter, and what it returns, evaluated symbolically."""
-    back_params, back_ctx = params_of(backward, skip_first=True)
-    if not back_params:
+    back_params, back_ctx = params_of(backward, skip_first=True, star=True)
+    keyword_only(backward)  # autograd passes none: each is its (literal) default
+    star = star_arg(backward)
+    dtype = cst.Attribute(cst.Name(state.out), cst.Name("dtype"))  # grad_output's: the output's
+    grad = Lin(cst.Name(GRAD), plain=True, external=True, dtype=dtype)
+    env: dict[str, Sym | Unbound] = {}
+    if back_params:
+        grad_param = back_params[0].name.value
+        env[grad_param] = grad
+        if star is not None:  # ``backward(ctx, g, *rest)``: nothing is left for ``rest``
+            env[star.name.value] = Seq([])
+    elif star is not None:  # ``backward(ctx, *grads)``: the one output's gradient
+        env[star.name.value] = Seq([grad])
+        grad_param = state.names.fresh("grad_output")  # names the gradient in the rewrite
+    elif back_ctx is not None and back_ctx in ("ctx", "context", "self"):
+        raise Unsupported(
+            "no-gradient", "the backward takes no gradient (autograd passes it one)", backward
+        )
+    else:  # ``backward(grad_output)``: one parameter, where autograd passes ctx and a gradient
         raise Unsupported(
             "unsupported-ctx", "the backward takes no ctx (autograd passes it one)", backward
         )
-    if len(back_params) != 1:
-        raise Unsupported("multiple-outputs", "the backward takes several gradients", backward)
-    grad_param = back_params[0].name.value
-    env = {grad_param: Lin(cst.Name(GRAD), plain=True, external=True)}
+    for param in keyword_only(backward):
+        env[param.name.value] = Const(cast(cst.BaseExpression, param.default), simple=True)
     return grad_param, Evaluator(state, dict(env), back_ctx, ctx, "backward").block(
         backward.body.body
     )
@@ -338,7 +506,7 @@ def _code(
     scalars |= out_typed_names(state.prelude, out_name)
     optional = {p.name.value for p in m.params if p.default is not None}
     gradients = _gradients(
-        result, m.param_names, m.backward, snippets, path, scalars, out_name, optional
+        result, m.param_names, m.backward, snippets, path, scalars, out_name, optional, state.zeros
     )
     prelude = _dead_code_eliminated(state.prelude, gradients)
     gradients = [replace(g, derivative=readable(g.derivative, prelude)) for g in gradients]
@@ -445,6 +613,7 @@ def _gradients(
     scalars: set[str],
     out: str,
     optional: set[str],
+    zeros: set[str],
 ) -> list[Gradient]:
     if result is None:
         raise Unsupported("no-gradient", "the backward returns nothing", backward)
@@ -474,6 +643,15 @@ def _gradients(
     for param, item in zip(params, items, strict=False):
         if isinstance(item, Lin):
             reduction = None if item.reduction is None else code(item.reduction)
+            if item.reduction is not None and (dims := misaligned(item.reduction)) is not None:
+                raise Unsupported(
+                    "backward-not-elementwise",
+                    f"the gradient for `{param}` is summed over {dims} without "
+                    "keepdim: the sum no longer lines up with the output's dimensions, as the "
+                    "rewrite's broadcasting needs (keepdim=True, or a view back to the "
+                    "input's layout, makes it rewritable)",
+                    item.reduced_at,
+                )
             template = code(item.node)
         elif isinstance(item, Const) and item.zero:
             reduction, template = None, f"{GRAD} * 0"
@@ -486,7 +664,7 @@ def _gradients(
                 backward,
             )
         shown = derivative(template)
-        template = code(backward_order(cst.parse_expression(template), scalars, out))
+        template = code(backward_order(cst.parse_expression(template), scalars, out, zeros))
         gradients.append(Gradient(param, template, shown, location, "", reduction))
     if not gradients:
         raise Unsupported("no-gradient", "the backward returns None for every input", backward)

@@ -47,13 +47,8 @@ def const_block(evaluator, stmt: cst.BaseCompoundStatement) -> None:
         if isinstance(value, (Lin, Seq)) or not isinstance(value, Const):
             raise Unsupported(code, f"{what} that uses the gradient (`{name}`)", stmt)
         if name in assigned:
-            if value.external or value.aliased:
-                raise Unsupported(
-                    "in-place-alias",
-                    f"a loop or branch updates `{name}`, "
-                    "which may share memory with the caller's tensors",
-                    stmt,
-                )
+            # Rebinding the name is no write to the object it held; writes into it (an
+            # in-place op, ``+=``, an indexed assignment) are refused below.
             fresh = evaluator.state.names.fresh(name)
             evaluator.emit(cst.Assign([cst.AssignTarget(cst.Name(fresh))], value.node))
             mapping[name] = fresh
@@ -65,9 +60,9 @@ def const_block(evaluator, stmt: cst.BaseCompoundStatement) -> None:
         mapping[name] = evaluator.state.names.fresh(name)
     for name in used - set(mapping) - {evaluator.ctx_name}:
         evaluator.e_Name(cst.Name(name))  # a global: record it, refuse if shadowed
+    _refuse_mutation(evaluator, stmt, used)
     rewritten = stmt.visit(_Rename(evaluator, mapping))
     assert isinstance(rewritten, cst.BaseCompoundStatement)  # names renamed, nothing removed
-    _refuse_mutation(evaluator, rewritten, mapping, code)
     evaluator.emit(rewritten)
     for name in assigned:
         evaluator.env[name] = Const(cst.Name(mapping[name]), simple=True)
@@ -138,14 +133,22 @@ class _Rename(cst.CSTTransformer):
         return cst.Name(self.mapping[updated.value]) if updated.value in self.mapping else updated
 
 
-def _refuse_mutation(evaluator, stmt: cst.CSTNode, mapping: dict[str, str], code: str) -> None:
-    """An in-place op on a name that stands for the caller's tensor would mutate it."""
+def _refuse_mutation(evaluator, stmt: cst.CSTNode, used: set[str]) -> None:
+    """A write into a name that stands for the caller's tensor (an in-place op, ``+=``, an
+    indexed assignment) would mutate it. Rebinding the name is no write."""
     external = {
-        mapped
-        for name, mapped in mapping.items()
-        if isinstance(evaluator.env.get(name), Const)
-        and (evaluator.env[name].external or evaluator.env[name].aliased)
+        name
+        for name in used
+        if isinstance(value := evaluator.env.get(name), Const) and (value.external or value.aliased)
     }
+
+    def refuse(target: cst.BaseExpression | None, what: str, node: cst.CSTNode) -> None:
+        if isinstance(target, cst.Name) and target.value in external:
+            raise Unsupported(
+                "in-place-alias",
+                f"{what} `{target.value}`, which may share memory with the caller's tensors",
+                node,
+            )
 
     class V(cst.CSTVisitor):
         def visit_Call(self, call: cst.Call) -> None:
@@ -157,12 +160,20 @@ def _refuse_mutation(evaluator, stmt: cst.CSTNode, mapping: dict[str, str], code
                 if not evaluator.qualified(func)
                 else (call.args[0].value if call.args else None)
             )
-            if isinstance(target, cst.Name) and target.value in external:
-                raise Unsupported(
-                    "in-place-alias",
-                    f"an in-place op on `{target.value}`, which "
-                    "may share memory with the caller's tensors",
-                    call,
-                )
+            refuse(target, "an in-place op on", call)
+
+        def visit_AugAssign(self, node: cst.AugAssign) -> None:
+            refuse(_written(node.target), "an augmented assignment (in place on a tensor) to", node)
+
+        def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+            if isinstance(node.target, (cst.Subscript, cst.Attribute)):
+                refuse(_written(node.target), "an indexed or attribute assignment into", node)
 
     stmt.visit(V())
+
+
+def _written(target: cst.BaseExpression) -> cst.BaseExpression:
+    """The name whose object a write goes into: ``a`` of ``a``, ``a[i]``, ``a.data[i]``."""
+    while isinstance(target, (cst.Subscript, cst.Attribute)):
+        target = target.value
+    return target

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from fgirewrite.extract.calls import same_dtype
 from fgirewrite.extract.values import (
     UNKNOWN,
     Const,
@@ -136,7 +137,7 @@ def _merge(a: Sym, b: Sym, condition: Const, names, prelude_a, prelude_b, stmt) 
         if (a.reduction is None) != (b.reduction is None):
             raise Unsupported("backward-not-linear", "a gradient reduced in one branch only", stmt)
         node = cst.IfExp(test=condition.node, body=_grouped(a.node), orelse=_grouped(b.node))
-        return Lin(node, reduction=a.reduction)
+        return Lin(node, reduction=a.reduction, dtype=same_dtype(a, b), reduced_at=a.reduced_at)
     if isinstance(a, Const) and isinstance(b, Const):
         fresh = names.fresh("chosen")
         for prelude, value in ((prelude_a, a), (prelude_b, b)):

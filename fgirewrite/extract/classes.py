@@ -4,7 +4,7 @@ file), its methods (inherited from the module's own base classes too) and their 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import cast
 
 import libcst as cst
@@ -90,6 +90,18 @@ def locate(snippets: list[Snippet], node: cst.CSTNode | None, path: str) -> Loca
     return next((loc for s in snippets if (loc := s.locate(node, path))), None)
 
 
+def _at_module(info: ModuleInfo) -> Callable[[str], bool]:
+    """For a module-level class statement: a base's name means the module's own class when
+    the module binds it once, by that class statement."""
+    scopes = info.scopes
+
+    def module_class(name: str) -> bool:
+        bindings = [b.node for b in scopes.module.bindings.get(name, []) if not b.fallback]
+        return bindings == [info.classes.get(name)]
+
+    return module_class
+
+
 def methods(classdef: cst.ClassDef) -> dict[str, cst.FunctionDef]:
     found = {}
     for stmt in classdef.body.body:
@@ -99,43 +111,100 @@ def methods(classdef: cst.ClassDef) -> dict[str, cst.FunctionDef]:
 
 
 def inherited(
-    classdef: cst.ClassDef, info: ModuleInfo, snippets: list[Snippet], depth: int = 0
+    classdef: cst.ClassDef,
+    info: ModuleInfo,
+    snippets: list[Snippet],
+    module_class: Callable[[str], bool],
+    depth: int = 0,
 ) -> dict[str, cst.FunctionDef]:
     """Methods from the module's own base classes (a mixin defining ``backward``), by MRO-ish
-    order: later bases first, so earlier ones override them."""
+    order: later bases first, so earlier ones override them. ``module_class`` says whether a
+    base's name, where the class statement reads it, means the module-level class of that
+    name (a factory's local class of the same name does not)."""
     found: dict[str, cst.FunctionDef] = {}
     for base in reversed(classdef.bases):
-        node = info.classes.get(dotted(base.value) or "")
-        if node is None or depth > 8:
+        name = dotted(base.value) or ""
+        node = info.classes.get(name)
+        if node is None or depth > 8 or not module_class(name):
             continue
         first = min([node.lineno] + [d.lineno for d in node.decorator_list])
         snippet = Snippet(info.segment(first, node.end_lineno or node.lineno), first, False)
         snippets.append(snippet)
         assert isinstance(snippet.node, cst.ClassDef)
-        found |= inherited(snippet.node, info, snippets, depth + 1) | methods(snippet.node)
+        bases = inherited(snippet.node, info, snippets, _at_module(info), depth + 1)
+        found |= bases | methods(snippet.node)
     return found
 
 
-STAR_FORWARD = "the forward takes *args or **kwargs"
+STAR_FORWARD = "the forward takes *args or **kwargs (name its parameters to make it rewritable)"
 
 
-def params(function: cst.FunctionDef, skip_first: bool) -> tuple[list[cst.Param], str | None]:
+def star_arg(function: cst.FunctionDef) -> cst.Param | None:
+    """``*args`` (not the bare ``*`` that marks keyword-only parameters)."""
+    star = function.params.star_arg
+    return star if isinstance(star, cst.Param) else None
+
+
+def params(
+    function: cst.FunctionDef, skip_first: bool, star: bool = False
+) -> tuple[list[cst.Param], str | None]:
+    """The positional parameters (``cls`` of a classmethod left out) and, with
+    ``skip_first``, the first one's name apart (ctx). ``*args`` (unless ``star`` says the
+    caller handles it) and ``**kwargs`` are refused with their reason; keyword-only
+    parameters are not among them (``keyword_only``)."""
     params = function.params
-    if params.star_arg not in (cst.MaybeSentinel.DEFAULT, None) or params.star_kwarg:
-        raise Unsupported("unsupported-syntax", STAR_FORWARD, function)
-    ordered = list(params.posonly_params) + list(params.params) + list(params.kwonly_params)
+    if (star_arg(function) is not None and not star) or params.star_kwarg:
+        method = function.name.value
+        if method == "forward":
+            raise Unsupported("unsupported-syntax", STAR_FORWARD, function)
+        raise Unsupported("unsupported-syntax", f"the {method} takes *args or **kwargs", function)
+    ordered = list(params.posonly_params) + list(params.params)
     if any(_decorator_name(d) == "classmethod" for d in function.decorators):
         ordered = ordered[1:]  # ``cls``: autograd calls ``Fn.forward(ctx, ...)`` on the class
     if not skip_first:
         return ordered, None
     if not ordered:
-        raise Unsupported("unsupported-ctx", "the forward takes no ctx", function)
+        raise Unsupported("unsupported-ctx", f"the {function.name.value} takes no ctx", function)
     return ordered[1:], ordered[0].name.value
 
 
 def _decorator_name(decorator: cst.Decorator) -> str | None:
     target = decorator.decorator
     return dotted(target.func if isinstance(target, cst.Call) else target)
+
+
+def keyword_only(function: cst.FunctionDef) -> list[cst.Param]:
+    """Parameters after ``*``: ``Function.apply`` never passes them (it binds what it is given
+    to the positional ones), so each is its default, which must be a literal."""
+    found = list(function.params.kwonly_params)
+    for param in found:
+        name = param.name.value
+        if param.default is None:
+            raise Unsupported(
+                "unsupported-syntax",
+                f"the {function.name.value}'s keyword-only parameter `{name}` has no default, "
+                "and Function.apply cannot pass it: the Function cannot be called",
+                param,
+            )
+        if not _literal(param.default):
+            raise Unsupported(
+                "unsupported-syntax",
+                f"the {function.name.value}'s keyword-only parameter `{name}` defaults to a "
+                "value computed once, when the class is made (a literal default, or a "
+                "positional parameter, makes it rewritable)",
+                param,
+            )
+    return found
+
+
+def _literal(node: cst.BaseExpression) -> bool:
+    if isinstance(node, cst.UnaryOperation):
+        node = node.expression
+    if isinstance(node, (cst.Integer, cst.Float, cst.SimpleString)):
+        return True
+    if isinstance(node, (cst.Tuple, cst.List)):
+        return all(_literal(e.value) for e in node.elements)
+    return isinstance(node, cst.Name) and node.value in ("True", "False", "None")
 
 
 def annotated_tensor(param: cst.Param) -> bool:

@@ -8,6 +8,7 @@ library calls included, happens exactly as before. Only the ``ctx`` statements a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -74,9 +75,12 @@ def assigned_names(node: cst.CSTNode) -> set[str]:
 NO_GRAD = frozenset({"torch.no_grad", "torch.autograd.no_grad", "torch.autograd.grad_mode.no_grad"})
 
 
-def _without_no_grad(body: list[Statement], imports: dict[str, str]) -> list[Statement]:
+def _without_no_grad(
+    body: list[Statement], imports: dict[str, str], nested: bool = False
+) -> list[Statement]:
     """``with torch.no_grad():`` blocks opened into their statements: the generated code runs
-    the whole forward without grad (as autograd runs it), so they change nothing."""
+    the whole forward without grad (as autograd runs it), so they change nothing. With
+    ``nested``, those in the branches of ``if`` statements too."""
     flat: list[Statement] = []
     for stmt in body:
         if (
@@ -90,10 +94,30 @@ def _without_no_grad(body: list[Statement], imports: dict[str, str]) -> list[Sta
                 for item in stmt.items
             )
         ):
-            flat.extend(_without_no_grad(_statements(stmt.body), imports))
+            flat.extend(_without_no_grad(_statements(stmt.body), imports, nested))
+        elif nested and isinstance(stmt, cst.If):
+            flat.append(_if_without_no_grad(stmt, imports))
         else:
             flat.append(stmt)
     return flat
+
+
+def _if_without_no_grad(stmt: cst.If, imports: dict[str, str]) -> cst.If:
+    body = _without_no_grad(_block(stmt.body), imports, nested=True)
+    orelse = stmt.orelse
+    if isinstance(orelse, cst.If):
+        orelse = _if_without_no_grad(orelse, imports)
+    elif isinstance(orelse, cst.Else):
+        flat = _without_no_grad(_block(orelse.body), imports, nested=True)
+        orelse = orelse.with_changes(body=cst.IndentedBlock(flat))
+    return stmt.with_changes(body=cst.IndentedBlock(body), orelse=orelse)
+
+
+def _block(suite: cst.BaseSuite) -> list[Statement]:
+    """A suite's statements; those of a one-line suite (``if c: return x``) as one line."""
+    if isinstance(suite, cst.SimpleStatementSuite):
+        return [cst.SimpleStatementLine(list(suite.body))]
+    return _statements(suite)
 
 
 def _hoisted_torch(body: list[Statement]) -> list[Statement]:
@@ -126,7 +150,8 @@ def read_forward(
     body = _hoisted_torch(_without_no_grad(body, imports))
     if ctx_name is not None:
         _refuse_marks(function, ctx_name)
-    body, result = _split_return(body, function)
+    _refuse_metadata_changes(body, params)
+    body, result = _split_return(body, function, names, imports)
     later: list[set[str]] = []  # names bound at or after each statement
     acc: set[str] = set()
     for stmt in reversed(body):
@@ -173,28 +198,127 @@ def read_forward(
 
 
 def _split_return(
-    body: list[Statement], function: cst.FunctionDef
+    body: list[Statement], function: cst.FunctionDef, names: Names, imports: dict[str, str]
 ) -> tuple[list[Statement], cst.BaseExpression]:
     """The statements before the final ``return``, and the returned expression: a forward
-    returns once, at its end, one tensor."""
+    returns one tensor, at its end, or from branches of ``if`` statements (each ``return v``
+    then becomes ``OUT = v`` in tail position, the statements after an early return move
+    into the branch that falls through, and a path that falls off the end returns None, as
+    the original's ``apply`` then does)."""
     if not body:
         raise Unsupported("forward-control-flow", "the forward has no body", function)
     last = body[-1]
-    if not (
+    early = [s for s in body[:-1] if contains(s, cst.Return, nested_scopes=False)]
+    if (
         isinstance(last, cst.SimpleStatementLine)
-        and isinstance(last.body[-1], cst.Return)
-        and last.body[-1].value is not None
+        and isinstance(final := last.body[-1], cst.Return)
+        and (result := final.value) is not None
+        and not early
+        and not _returns(last.body[:-1])
     ):
+        _one_output(result)
+        rest = [last.with_changes(body=last.body[:-1])] if len(last.body) > 1 else []
+        return body[:-1] + rest, result
+    if not any(contains(s, cst.Return, nested_scopes=False) for s in body):
         raise Unsupported("forward-control-flow", "the forward does not end by returning", last)
-    result = last.body[-1].value
-    assert result is not None
-    if isinstance(result, (cst.Tuple, cst.List)):
-        raise Unsupported("multiple-outputs", "the forward returns a tuple", result)
-    body = body[:-1] + ([last.with_changes(body=last.body[:-1])] if len(last.body) > 1 else [])
+    out = names.fresh("out")
+    statements, _ = _returning(_without_no_grad(body, imports, nested=True), out)
+    return statements, cst.Name(out)
+
+
+def _returns(smalls: Sequence[cst.BaseSmallStatement]) -> bool:
+    return any(isinstance(s, cst.Return) for s in smalls)
+
+
+def _one_output(value: cst.BaseExpression) -> None:
+    if isinstance(value, (cst.Tuple, cst.List)):
+        raise Unsupported("multiple-outputs", "the forward returns a tuple", value)
+
+
+def _returning(body: list[Statement], out: str) -> tuple[list[Statement], bool]:
+    """``body`` with its returns made assignments to ``out`` in tail position, and whether
+    every path through it ends in one (else it falls through to what follows it)."""
+    for i, stmt in enumerate(body):
+        if not contains(stmt, cst.Return, nested_scopes=False):
+            continue
+        head, rest = body[:i], body[i + 1 :]
+        if isinstance(stmt, cst.SimpleStatementLine):
+            *before, last = stmt.body
+            if not isinstance(last, cst.Return) or _returns(before) or rest:
+                raise Unsupported(
+                    "forward-control-flow", "the forward has code after a return", stmt
+                )
+            return [*head, stmt.with_changes(body=[*before, _returned(last, out)])], True
+        if isinstance(stmt, cst.If):
+            return [*head, _if_returning(stmt, rest, out)], True
+        kind = type(stmt).__name__.lower()
+        raise Unsupported(
+            "forward-control-flow", f"the forward returns from inside a `{kind}` block", stmt
+        )
+    return body, False
+
+
+def _returned(ret: cst.Return, out: str) -> cst.BaseSmallStatement:
+    """``return v`` as ``OUT = v``; a bare ``return`` (None) stays a return."""
+    if ret.value is None or (isinstance(ret.value, cst.Name) and ret.value.value == "None"):
+        return cst.Return(cst.Name("None"))
+    _one_output(ret.value)
+    return cst.Assign([cst.AssignTarget(cst.Name(out))], ret.value)
+
+
+def _if_returning(stmt: cst.If, rest: list[Statement], out: str) -> cst.If:
+    """An ``if``/``elif``/``else`` chain that returns from some branches, followed by
+    ``rest``: ``rest`` moves into the one branch that falls through (several would repeat
+    it: refused); with nothing after it, a branch that falls through returns None."""
+    chain: list[cst.If] = [stmt]
+    while isinstance(chain[-1].orelse, cst.If):
+        chain.append(chain[-1].orelse)
+    final = chain[-1].orelse
+    bodies = [_block(b.body) for b in chain]
+    bodies.append(_block(final.body) if isinstance(final, cst.Else) else [])
+    done = [_returning(b, out) for b in bodies]
+    open_ = [i for i, (_, ends) in enumerate(done) if not ends]
+    if rest and len(open_) > 1:
+        raise Unsupported(
+            "forward-control-flow",
+            "the forward returns from some branches and runs on after several others",
+            stmt,
+        )
+    for i in open_:
+        if rest:
+            done[i] = _returning(bodies[i] + rest, out)
+        if not done[i][1]:  # falls off the end of the forward: it returns None
+            none = cst.SimpleStatementLine([cst.Return(cst.Name("None"))])
+            done[i] = (done[i][0] + [none], True)
+    new_else: cst.If | cst.Else | None = (
+        cst.Else(cst.IndentedBlock(done[-1][0])) if done[-1][0] else None
+    )
+    for link, (body, _) in zip(reversed(chain), reversed(done[:-1]), strict=True):
+        new_else = link.with_changes(body=cst.IndentedBlock(body), orelse=new_else)
+    assert isinstance(new_else, cst.If)
+    return new_else
+
+
+def _refuse_metadata_changes(body: list[Statement], params: list[str]) -> None:
+    """An input whose shape, storage or autograd flags the forward changes in place
+    (``placeholder.set_(tensor)``): the rewrite's forward works on a detached alias, which
+    shares the values but not those, so the caller's tensor would not change."""
+    inputs = set(params)
     for stmt in body:
-        if contains(stmt, cst.Return, nested_scopes=False):
-            raise Unsupported("forward-control-flow", "the forward returns from a branch", stmt)
-    return body, result
+        for call in walk(stmt, lambda n: not isinstance(n, (cst.FunctionDef, cst.Lambda))):
+            if not (isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute)):
+                continue
+            method, receiver = call.func.attr.value, call.func.value
+            if method in rules.METADATA_INPLACE and isinstance(receiver, cst.Name):
+                if receiver.value in inputs:
+                    raise Unsupported(
+                        "in-place-alias",
+                        f"the forward changes input `{receiver.value}` in place with "
+                        f"`.{method}()`, which the rewrite (working on a detached alias of "
+                        "it) would not pass on to the caller's tensor",
+                        call,
+                    )
+        inputs -= assigned_names(stmt)  # rebound: no longer the caller's tensor
 
 
 def _refuse_marks(function: cst.FunctionDef, ctx_name: str) -> None:

@@ -27,6 +27,12 @@ FLOAT_DTYPES = frozenset(
 )
 INTEGRAL_METHODS = frozenset({"long", "int", "short", "char", "byte", "bool"})
 GRAD_SCALE = frozenset({"mul", "multiply", "div", "divide", "true_divide"})
+CAST_DTYPES = {
+    "float": "torch.float32",
+    "double": "torch.float64",
+    "half": "torch.float16",
+    "bfloat16": "torch.bfloat16",
+}
 # Shape changes after a gradient's reduction: the summed gradient's shape only, which
 # autograd's own reduction to the input's shape makes irrelevant.
 AFTER_REDUCTION = frozenset(
@@ -51,6 +57,20 @@ NOT_ELEMENTWISE = frozenset(
     }
 )
 GRAD_NEGATE = frozenset({"neg", "negative"})
+# Tensor methods that take another tensor: with the gradient as that one, none is linear in it
+# (``x.add(g)``); a method not among them belongs to some other object (unknown).
+TENSOR_METHODS = (
+    NONLINEAR
+    | NOT_ELEMENTWISE
+    | frozenset(
+        {
+            *("add", "sub", "subtract", "div", "divide", "true_divide", "pow", "float_power"),
+            *("atan2", "lerp", "addcmul", "addcdiv", "copy_", "masked_fill", "index_fill"),
+            *("scatter", "scatter_add", "index_add", "index_copy", "put", "take", "dist"),
+            *("mul", "multiply", "where", "to", "type", "type_as", "new_tensor", "fill_"),
+        }
+    )
+)
 GRAD_REDUCE = frozenset({"sum", "sum_to_size"})
 
 # torch functions that are linear in their tensor argument(s), with the same roles.
@@ -73,7 +93,51 @@ SHAPE_FUNCTIONS = frozenset(
     {"torch.zeros_like", "torch.ones_like", "torch.empty_like", "torch.full_like"}
 )
 ZERO_FUNCTIONS = frozenset({"torch.zeros_like", "torch.zeros"})
+# Methods of a tensor whose result is not a tensor (a number, a size, a flag).
+NOT_TENSOR_METHODS = frozenset(
+    {
+        *("item", "tolist", "dim", "ndimension", "size", "numel", "nelement", "stride"),
+        *("element_size", "storage_offset", "data_ptr", "is_contiguous", "is_floating_point"),
+        *("is_complex", "get_device", "is_set_to", "equal", "__len__", "__bool__", "__float__"),
+    }
+)
+NOT_TENSOR_FUNCTIONS = frozenset(
+    f"torch.{name}"
+    for name in (
+        *("is_tensor", "is_floating_point", "is_complex", "is_nonzero", "numel", "equal"),
+        *("allclose", "is_same_size", "result_type", "promote_types", "can_cast"),
+    )
+)
 ZERO_METHODS = frozenset({"new_zeros", "zero_"})
+# Calls that make a tensor filled with one of their arguments (by position): zeros when it is
+# a literal zero (``torch.tensor(0.0, device=d)``, ``torch.full_like(x, 0)``).
+FILLED_BY = {
+    "torch.tensor": 0,
+    "torch.as_tensor": 0,
+    "torch.scalar_tensor": 0,
+    "torch.full": 1,
+    "torch.full_like": 1,
+    "new_tensor": 0,
+    "new_full": 1,
+    "fill": 0,
+}
+
+
+# One value in, a 0-d tensor out: it never widens a dimensioned tensor of its kind.
+SCALAR_TENSOR = frozenset({"torch.tensor", "torch.as_tensor", "torch.scalar_tensor"})
+
+
+def makes_zeros(name: str, positional: list[object]) -> bool:
+    """A call of ``name`` (a qualified function or a method) makes zeros; ``positional`` are
+    the known values of its positional arguments."""
+    if name in ZERO_FUNCTIONS or name in ZERO_METHODS:
+        return True
+    index = FILLED_BY.get(name)
+    if index is None or index >= len(positional):
+        return False
+    value = positional[index]
+    return isinstance(value, (int, float)) and value == 0
+
 
 RANDOM_FUNCTIONS = frozenset(
     {
@@ -161,6 +225,16 @@ TRANSPARENT_DECORATORS = frozenset(
         "torch.no_grad",
         "torch.compile",
         "torch.autograd.function.once_differentiable",
+    }
+)
+
+# In-place methods that change a tensor's metadata (shape, strides, storage, autograd flags),
+# not only its values: on the detached alias the rewrite's forward works on, the caller's
+# tensor would not see the change.
+METADATA_INPLACE = frozenset(
+    {
+        *("set_", "resize_", "resize_as_", "as_strided_", "t_", "transpose_", "squeeze_"),
+        *("unsqueeze_", "swapdims_", "swapaxes_", "detach_", "requires_grad_", "retain_grad"),
     }
 )
 

@@ -25,7 +25,7 @@ import libcst as cst
 from fgirewrite.extract import rules
 from fgirewrite.extract.blocks import const_block, touches_gradient
 from fgirewrite.extract.branches import gradient_branch
-from fgirewrite.extract.calls import CallRules
+from fgirewrite.extract.calls import CallRules, keeps_dtype
 from fgirewrite.extract.values import (
     AUG_TO_BIN,
     BOOL_OPS,
@@ -161,6 +161,11 @@ class Evaluator(CallRules):
         value = stmt.value
         if isinstance(value, (cst.SimpleString, cst.ConcatenatedString)):
             return None
+        if isinstance(value, cst.Call) and any(
+            a.keyword is not None and a.keyword.value == "out" for a in value.args
+        ):  # ``torch.where(c, g, 0, out=g)``: writes into ``g``
+            self.expr(value)
+            return None
         if isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute):
             receiver = value.func.value
             method = value.func.attr.value
@@ -186,9 +191,17 @@ class Evaluator(CallRules):
             return None
         if not isinstance(stmt.target, cst.Name):
             raise Unsupported("unsupported-syntax", "augmented assignment to an attribute", stmt)
+        name = stmt.target.value
         old = self.expr(stmt.target)
-        self.check_inplace(old, stmt.target.value, stmt)
-        self.rebind(old, self.expr(op), stmt.target.value)
+        self.check_inplace(old, name, stmt)
+        self.env[name] = self.kept_dtype(old)  # ``g *= t`` is in place on a tensor
+        try:
+            new = self.expr(op)
+        finally:
+            self.env[name] = old
+        if isinstance(new, Lin) and isinstance(old, Lin):
+            new.dtype = old.dtype
+        self.rebind(old, new, name)
         return None
 
     def imported(self, stmt: cst.Import | cst.ImportFrom) -> None:
@@ -275,10 +288,12 @@ class Evaluator(CallRules):
                 simple=True,
                 value=value.value,
                 is_bool=value.is_bool,
+                tensor=value.tensor,
                 integral=value.integral,
                 zero=value.zero,
                 external=value.external,
                 aliased=value.aliased,
+                keeps_dtype=value.keeps_dtype,
             )
         return value
 
@@ -305,8 +320,17 @@ class Evaluator(CallRules):
         )
 
     def check_inplace(self, target: Sym, label: str, node: cst.CSTNode) -> None:
+        """Refuse an in-place op on a tensor that may share memory with another. The incoming
+        gradient itself may be written into: autograd hands the backward that buffer, and the
+        rewrite computes the same values out of place (see the README's numeric contract)."""
+        if isinstance(target, Lin) and target.external and not target.aliased:
+            return
         if isinstance(target, (Const, Lin)) and (target.external or target.aliased):
-            shared = "the caller's tensors" if target.external else "a view or alias of it"
+            shared = (
+                "the caller's tensors"
+                if target.external and not (isinstance(target, Lin) and target.aliased)
+                else "a view or alias of it"
+            )
             raise Unsupported(
                 "in-place-alias",
                 f"an in-place op on `{label}`, which may share memory with {shared}",
@@ -328,7 +352,8 @@ class Evaluator(CallRules):
         if not isinstance(mask, Const) or not mask.is_bool:
             raise Unsupported(
                 "unsupported-syntax",
-                f"indexed assignment to `{label}` by an index not known to be a boolean mask",
+                f"indexed assignment to `{label}` by an index not known to be a boolean mask "
+                "(a comparison of tensors, or `&`, `|`, `*`, `+` of such masks)",
                 target,
             )
         saved, self.mask = self.mask, target.slice
@@ -393,7 +418,7 @@ class Evaluator(CallRules):
 
     def e_Integer(self, node: cst.Integer) -> Sym:
         value = literal_value(node)
-        return Const(node, simple=True, value=value, zero=(value == 0))
+        return Const(node, simple=True, value=value, zero=(value == 0), keeps_dtype=True)
 
     e_Float = e_Integer
 
@@ -412,8 +437,16 @@ class Evaluator(CallRules):
         if isinstance(base, Lin):
             if attr in rules.SHAPE_ATTRIBUTES and base.plain:
                 return Const(cst.Attribute(cst.Name(self.state.out), cst.Name(attr)), simple=True)
+            if attr == "dtype" and base.dtype is not None:
+                return Const(base.dtype, simple=True)
             if attr == "data":
                 return base
+            if attr == "dtype":
+                raise self.not_linear(
+                    node,
+                    "`.dtype` of a gradient whose dtype fgirewrite cannot tell (a product "
+                    "with a tensor that may widen it)",
+                )
             raise self.not_linear(node, f"`.{attr}` of the gradient")
         if not isinstance(base, Const):
             raise Unsupported("unsupported-syntax", f"`.{attr}` of a tuple", node)
@@ -423,6 +456,7 @@ class Evaluator(CallRules):
         return Const(
             node.with_changes(value=operand(node.value, base.node)),
             simple=base.simple,
+            tensor=base.tensor and attr not in rules.SHAPE_ATTRIBUTES,
             external=base.external and aliasing,
             aliased=aliasing or base.aliased,
         )
@@ -435,7 +469,7 @@ class Evaluator(CallRules):
                 raise Unsupported("unsupported-ctx", "reads ctx.saved_tensors but saves none", node)
             # A saved tensor is shared with ctx, and may be the output or a view of an input
             # the caller holds: an in-place op on it is never taken for a private update.
-            return Seq([replace(c, external=True) for c in self.ctx.saved], saved=True)
+            return Seq([replace(c, external=True, tensor=True) for c in self.ctx.saved], saved=True)
         if attr == "needs_input_grad":
             items: list[Sym] = []
             for i in range(self.ctx.n_inputs):
@@ -479,6 +513,7 @@ class Evaluator(CallRules):
         base.aliased = True  # ``y = x[0]`` may be a view: an in-place op on x changes y
         return Const(
             node.with_changes(value=operand(node.value, base.node), slice=elements),
+            tensor=base.tensor,
             external=base.external,
             aliased=True,
         )
@@ -507,6 +542,7 @@ class Evaluator(CallRules):
                     value,
                     node.with_changes(expression=operand(node.expression, value.node)),
                     keep_reduction=True,
+                    keeps=True,
                 )
             raise self.not_linear(node, "a non-linear unary operator on the gradient")
         c = self.const(node.expression)
@@ -520,7 +556,9 @@ class Evaluator(CallRules):
             simple=c.simple,
             value=known,
             is_bool=isinstance(node.operator, cst.BitInvert) and c.is_bool,
+            tensor=c.tensor,
             zero=c.zero,
+            keeps_dtype=c.keeps_dtype,
         )
 
     def e_BinaryOperation(self, node: cst.BinaryOperation) -> Sym:
@@ -533,22 +571,25 @@ class Evaluator(CallRules):
             self.no_seq(left, right, node)
             if isinstance(left, Lin) and isinstance(right, Lin):
                 if isinstance(op, (cst.Add, cst.Subtract)):
-                    return self.lin_op(left, rebuilt, right)
+                    return self.lin_op(left, rebuilt, right, keeps=True)
                 raise self.not_linear(node, "a product of two gradients")
             lin, other = (left, right) if isinstance(left, Lin) else (right, left)
             assert isinstance(other, Const)
+            keeps = keeps_dtype(other)
             if isinstance(op, cst.Multiply) or (isinstance(op, cst.Divide) and lin is left):
-                return self.lin_op(lin, rebuilt, keep_reduction=True)
+                return self.lin_op(lin, rebuilt, keep_reduction=True, keeps=keeps)
             if isinstance(op, (cst.Add, cst.Subtract)) and other.zero:
-                return self.lin_op(lin, rebuilt, keep_reduction=True)
+                return self.lin_op(lin, rebuilt, keep_reduction=True, keeps=keeps)
             raise self.not_linear(
                 node, f"a gradient combined with a constant by `{op_text(op)}`, which is not linear"
             )
         self.no_seq(left, right, node)
         assert isinstance(left, Const) and isinstance(right, Const)
+        tensor = left.tensor or right.tensor
         return Const(
             rebuilt,
-            is_bool=isinstance(op, BOOL_OPS) and left.is_bool and right.is_bool,
+            is_bool=_boolean(op, left, right, tensor),
+            tensor=tensor,
             zero=isinstance(op, cst.Multiply) and (left.zero or right.zero),
         )
 
@@ -559,12 +600,15 @@ class Evaluator(CallRules):
         ):
             raise self.not_linear(node, "a comparison of the gradient")
         left = self.const(node.left)
+        comparators = [self.const(t.comparator) for t in node.comparisons]
         targets = [
-            t.with_changes(comparator=operand(t.comparator, self.const(t.comparator).node))
-            for t in node.comparisons
+            t.with_changes(comparator=operand(t.comparator, c.node))
+            for t, c in zip(node.comparisons, comparators, strict=True)
         ]
         return Const(
-            node.with_changes(left=operand(node.left, left.node), comparisons=targets), is_bool=True
+            node.with_changes(left=operand(node.left, left.node), comparisons=targets),
+            is_bool=True,
+            tensor=left.tensor or any(c.tensor for c in comparators),
         )
 
     def e_BooleanOperation(self, node: cst.BooleanOperation) -> Sym:
@@ -598,7 +642,7 @@ class Evaluator(CallRules):
             orelse=operand(node.orelse, node_of(orelse)),
         )
         if isinstance(body, Lin) and isinstance(orelse, Lin):
-            return self.lin_op(body, rebuilt, orelse)
+            return self.lin_op(body, rebuilt, orelse, keeps=True)
         if isinstance(body, Lin) or isinstance(orelse, Lin):
             raise self.not_linear(node, "a gradient in one branch of a conditional only")
         return Const(rebuilt)
@@ -613,6 +657,14 @@ class Evaluator(CallRules):
 
     def e_List(self, node: cst.List) -> Sym:
         return self.e_Tuple(node)
+
+
+def _boolean(op: cst.BaseBinaryOp, left: Const, right: Const, tensor: bool) -> bool:
+    """A boolean mask from two: ``&``, ``|``, ``^`` of any booleans; ``*`` and ``+`` of
+    boolean tensors (logical and, or), not of Python bools (``True * True`` is the int 1)."""
+    if not (left.is_bool and right.is_bool):
+        return False
+    return isinstance(op, BOOL_OPS) or (isinstance(op, (cst.Multiply, cst.Add)) and tensor)
 
 
 def _replace_in(seq: Seq, old: Sym, new: Sym) -> None:

@@ -71,8 +71,11 @@ def _is_one(node: cst.BaseExpression) -> bool:
 Step = Callable[[cst.BaseExpression], cst.BaseExpression]
 
 
-def _zero(node: cst.BaseExpression) -> bool:
-    """A literal zero, or ``torch.zeros_like(t)``: zeros of the output's dtype and shape."""
+def _zero(node: cst.BaseExpression, zeros: Collection[str] = frozenset()) -> bool:
+    """A literal zero, ``torch.zeros_like(t)``, or a branch extraction proved zero (``zeros``:
+    ``torch.tensor(0.0, device=d)``, ``T.zeros_like(t)`` under ``import torch as T``)."""
+    if code(node) in zeros:
+        return True
     if isinstance(node, cst.Call):
         return (
             dotted(node.func) == "torch.zeros_like"
@@ -89,7 +92,7 @@ def _grad_in(node: cst.CSTNode) -> bool:
 Peeled = tuple[Step, cst.BaseExpression, object]
 
 
-def _peel(node: cst.BaseExpression) -> Peeled | None:
+def _peel(node: cst.BaseExpression, zeros: Collection[str]) -> Peeled | None:
     """The outermost unary linear step applied to the gradient (a product or quotient by a
     constant, a negation, a mask), as a builder, what it is applied to, and its factor (None
     for a step that cannot change the dtype); else None."""
@@ -97,7 +100,7 @@ def _peel(node: cst.BaseExpression) -> Peeled | None:
     if isinstance(bare, (cst.BinaryOperation, cst.UnaryOperation)):
         return _peel_operator(bare)
     if isinstance(bare, cst.Call) and isinstance(bare.func, cst.Attribute):
-        return _peel_call(bare, bare.func)
+        return _peel_call(bare, bare.func, zeros)
     return None
 
 
@@ -121,13 +124,13 @@ def _peel_operator(bare: cst.BinaryOperation | cst.UnaryOperation) -> Peeled | N
     return None
 
 
-def _peel_call(bare: cst.Call, func: cst.Attribute) -> Peeled | None:
+def _peel_call(bare: cst.Call, func: cst.Attribute, zeros: Collection[str]) -> Peeled | None:
     """``g.clone()``, ``g.contiguous()``, ``g.masked_fill(m, 0)``, ``torch.where(m, g, 0)``."""
     method, receiver = func.attr.value, func.value
     args = [a.value for a in bare.args]
     if method in ("clone", "contiguous") and not args:
         return (lambda inner: inner), receiver, None
-    if method == "masked_fill" and len(args) == 2 and _zero(args[1]):
+    if method == "masked_fill" and len(args) == 2 and _zero(args[1], zeros):
         if _grad_in(receiver) and not _grad_in(args[0]):
             return (
                 (lambda inner: bare.with_changes(func=func.with_changes(value=_grouped(inner)))),
@@ -137,7 +140,7 @@ def _peel_call(bare: cst.Call, func: cst.Attribute) -> Peeled | None:
     if method == "where" and isinstance(receiver, cst.Name) and receiver.value == "torch":
         if len(args) == 3 and not _grad_in(args[0]):
             for branch, other in ((1, 2), (2, 1)):
-                if _grad_in(args[branch]) and _zero(args[other]):
+                if _grad_in(args[branch]) and _zero(args[other], zeros):
 
                     def step(inner: cst.BaseExpression, branch: int = branch) -> cst.BaseExpression:
                         changed = list(bare.args)
@@ -164,7 +167,10 @@ def _grouped(node: cst.BaseExpression) -> cst.BaseExpression:
 
 
 def backward_order(
-    template: cst.BaseExpression, scalars: Collection[str] = frozenset(), out: str | None = None
+    template: cst.BaseExpression,
+    scalars: Collection[str] = frozenset(),
+    out: str | None = None,
+    zeros: Collection[str] = frozenset(),
 ) -> cst.BaseExpression:
     """A chain of unary linear steps on the gradient, nested in reverse.
 
@@ -179,8 +185,9 @@ def backward_order(
     The original's first steps by numbers (``scalars`` names number inputs) round in
     grad_output's dtype, the output's: the rewrite casts to ``out``'s dtype below them, so
     that its backward rounds them there too (a float16 output of a float32 input).
-    Anything else is kept as it is."""
-    rebuilt = _reordered(template, cst.Name(GRAD), scalars, out, top=True)
+    ``zeros`` holds the code of the zero branches extraction proved zero. Anything else is
+    kept as it is."""
+    rebuilt = _reordered(template, cst.Name(GRAD), scalars, out, zeros, top=True)
     return template if rebuilt is None else rebuilt
 
 
@@ -189,12 +196,13 @@ def _reordered(
     seed: cst.BaseExpression,
     scalars: Collection[str],
     out: str | None,
+    zeros: Collection[str],
     top: bool = False,
 ) -> cst.BaseExpression | None:
     """``template`` reordered for the backward and applied to ``seed``, or None."""
     steps: list[tuple[Step, object]] = []
     node = template
-    while (peeled := _peel(node)) is not None:
+    while (peeled := _peel(node, zeros)) is not None:
         step, node, factor = peeled
         steps.append((step, factor))
     if isinstance(node, cst.Name) and node.value == GRAD:
@@ -205,8 +213,8 @@ def _reordered(
     cond, chosen, other = branches
     inner = _chain(steps, seed, set(), None, False) or seed
     left, right = (
-        _reordered(chosen, _where(cond, inner, cst.Integer("0")), scalars, None),
-        _reordered(other, _where(cond, cst.Integer("0"), inner), scalars, None),
+        _reordered(chosen, _where(cond, inner, cst.Integer("0")), scalars, None, zeros),
+        _reordered(other, _where(cond, cst.Integer("0"), inner), scalars, None, zeros),
     )
     if left is None or right is None:
         return None

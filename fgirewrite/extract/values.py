@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import keyword
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -27,11 +28,15 @@ class Const:
     node: cst.BaseExpression
     simple: bool = False  # a name, literal or attribute chain: cheap to repeat
     value: object = UNKNOWN  # a Python value known statically (True, None, 0, ...)
-    is_bool: bool = False  # a boolean mask
+    is_bool: bool = False  # a boolean mask (or a Python bool)
+    tensor: bool = False  # known to be a tensor (a saved one, or computed from one)
     integral: bool = False  # an integer tensor
     zero: bool = False
     external: bool = False  # may be a tensor the caller holds (input, saved, grad_output)
     aliased: bool = False  # may share memory with another live tensor
+    # never widens the gradient's dtype in a selection: a number, a 0-d tensor, or made
+    # from the gradient (``torch.zeros_like(grad_output)``)
+    keeps_dtype: bool = False
 
 
 @dataclass(eq=False)
@@ -41,6 +46,8 @@ class Lin:
     plain: bool = False  # exactly the incoming gradient (possibly cloned)
     external: bool = False
     aliased: bool = False
+    dtype: cst.BaseExpression | None = None  # its dtype, in generated code, when known
+    reduced_at: cst.CSTNode | None = None  # the backward's own reduction, for messages
 
 
 @dataclass(eq=False)
@@ -84,9 +91,11 @@ class Names:
         self.taken = set(taken)
 
     def fresh(self, base: str) -> str:
+        """``base`` without its outer underscores, numbered until free: never a keyword
+        (``lambda_`` gives ``lambda_1``, not ``lambda``)."""
         base = base.strip("_") or "tmp"
         name, i = base, 1
-        while name in self.taken:
+        while name in self.taken or keyword.iskeyword(name):
             name, i = f"{base}_{i}", i + 1
         self.taken.add(name)
         return name
@@ -105,6 +114,7 @@ class State:
     free: set[str] = field(default_factory=set)
     helpers: list[str] = field(default_factory=list)
     depth: int = 0
+    zeros: set[str] = field(default_factory=set)  # code of the zero branches of a selection
 
 
 def walk(

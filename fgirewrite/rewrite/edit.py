@@ -80,14 +80,15 @@ def _refuse_reliance(
         ]
         return
     nodes = list(ast.walk(tree))
-    tested = uses.introspection(nodes, info.imports)
+    scopes = info.scopes
+    tested = uses.introspection(nodes, info.imports, scopes)
     changed = True
     while changed:
         changed = False
         kept = {s.name for s, f in zip(sites, result.findings, strict=True) if isinstance(f, Skip)}
         for i, (site, finding) in enumerate(zip(sites, result.findings, strict=True)):
             if isinstance(finding, Surrogate):
-                found = uses.reliance(tree, nodes, site, kept) or tested
+                found = uses.reliance(tree, nodes, site, kept, scopes) or tested
                 if found is not None:
                     result.findings[i] = Skip(
                         finding.name, finding.location, "relies-on-function", found.message
@@ -313,9 +314,11 @@ class _Bases:
         name = dotted(arg.value)
         if name is None:
             return True
-        return discover.qualify(name, self.info.imports) not in discover.FUNCTION_BASES and (
-            name not in self.kept
-        )
+        head, _, rest = name.partition(".")
+        scopes = self.info.scopes  # what the module binds the name to, not a function's import
+        imported = scopes.imported(head, scopes.module)
+        qualified = imported + ("." + rest if rest else "") if imported else name
+        return qualified not in discover.FUNCTION_BASES and name not in self.kept
 
 
 def _shim(

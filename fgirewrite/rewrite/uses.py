@@ -14,6 +14,7 @@ import ast
 from dataclasses import dataclass
 
 from fgirewrite.discover import FUNCTION_BASES, PROTOCOL, ClassSite, dotted, qualify
+from fgirewrite.scopes import Scope, Scopes
 
 INTROSPECTION = frozenset(
     {"issubclass", "isinstance", "type", "super", "getattr", "hasattr", "vars", "dir"}
@@ -55,9 +56,12 @@ def _own_attributes(node: ast.ClassDef) -> set[str]:
     return names - PROTOCOL
 
 
-def introspection(nodes: list[ast.AST], imports: dict[str, str]) -> Reliance | None:
+def introspection(
+    nodes: list[ast.AST], imports: dict[str, str], scopes: Scopes | None = None
+) -> Reliance | None:
     """A test, anywhere among a module's ``nodes`` (``list(ast.walk(tree))``), of whether
-    something is a torch.autograd.Function: it would change for every class it rewrites."""
+    something is a torch.autograd.Function: it would change for every class it rewrites. The
+    class tested for is resolved where the test reads it (``scopes``), else by ``imports``."""
     for node in nodes:
         if (
             isinstance(node, ast.Call)
@@ -68,7 +72,7 @@ def introspection(nodes: list[ast.AST], imports: dict[str, str]) -> Reliance | N
             kinds = node.args[1].elts if isinstance(node.args[1], ast.Tuple) else [node.args[1]]
             for kind in kinds:
                 name = dotted(kind)
-                if name is not None and qualify(name, imports) in FUNCTION_BASES:
+                if name is not None and _qualified(kind, name, imports, scopes) in FUNCTION_BASES:
                     return Reliance(
                         f"`{node.func.id}` tests for torch.autograd.Function (line {node.lineno})",
                         node.lineno,
@@ -76,21 +80,40 @@ def introspection(nodes: list[ast.AST], imports: dict[str, str]) -> Reliance | N
     return None
 
 
+@dataclass(frozen=True)
+class _Target:
+    """The class a reference may mean: its name, and the scope that binds it. A bare name
+    means it when it resolves to that scope (``F.hardtanh`` under ``import
+    torch.nn.functional as F`` does not mean a class ``F`` nested in another); an attribute
+    (``self.F``, ``Outer.F``) may, whatever object it is read from."""
+
+    name: str
+    scope: Scope | None
+    scopes: Scopes
+
+    def meant_by(self, node: ast.AST) -> bool:
+        if isinstance(node, ast.Name):
+            return self.scopes.refers_to(node, self.name, self.scope) if self.scope else False
+        return isinstance(node, ast.Attribute) and node.attr == self.name
+
+
 def reliance(
-    tree: ast.Module, nodes: list[ast.AST], site: ClassSite, kept: set[str]
+    tree: ast.Module, nodes: list[ast.AST], site: ClassSite, kept: set[str], scopes: Scopes
 ) -> Reliance | None:
     """Why the class at ``site`` must stay a Function, or None. ``nodes`` are the module's,
-    ``list(ast.walk(tree))``: walked once for all its classes.
+    ``list(ast.walk(tree))``: walked once for all its classes; ``scopes`` resolves its names.
 
     ``kept`` holds the names of the module's Function classes that stay Functions: a subclass
     among them needs its base to stay one too.
     """
     node = class_node(tree, site)
+    own = scopes.own(node)
+    target = _Target(site.name, own.parent if own else None, scopes)
     if node.keywords:
         return Reliance(f"the class has a `{node.keywords[0].arg}=` keyword", node.lineno)
     if "apply" in _own_attributes(node):
         return Reliance("the class defines `apply` itself", node.lineno)
-    inherited = _kept_base_attribute(nodes, node, kept)
+    inherited = _kept_base_attribute(nodes, node, kept, scopes)
     if inherited is not None:
         base, attribute = inherited
         return Reliance(
@@ -103,36 +126,52 @@ def reliance(
     for other in nodes:
         if id(other) in inside:
             continue
-        found = _use(other, site.name, allowed, kept)
+        found = _use(other, target, allowed, kept)
         if found is not None:
             return found
     return None
 
 
+def _qualified(node: ast.expr, name: str, imports: dict[str, str], scopes: Scopes | None) -> str:
+    """A dotted name's qualified name: its head's import where it is read."""
+    if scopes is None:
+        return qualify(name, imports)
+    head = node
+    while isinstance(head, ast.Attribute):
+        head = head.value
+    first, _, rest = name.partition(".")
+    imported = scopes.imported(first, scopes.read_in(head))
+    return name if imported is None else imported + ("." + rest if rest else "")
+
+
 def _kept_base_attribute(
-    nodes: list[ast.AST], node: ast.ClassDef, kept: set[str]
+    nodes: list[ast.AST], node: ast.ClassDef, kept: set[str], scopes: Scopes
 ) -> tuple[str, str] | None:
-    """A base among the Function classes that stay (by name), and an attribute of its own
-    other than the protocol methods: what the rewritten class, no longer its subclass,
-    would lose."""
+    """A base among the Function classes that stay (by name; a bare name by what it means
+    where the class reads it), and an attribute of its own other than the protocol methods:
+    what the rewritten class, no longer its subclass, would lose."""
     for base in node.bases:
         name = _tail(base)
         if name not in kept:
             continue
+        bound = scopes.resolve(name, scopes.read_in(base)) if isinstance(base, ast.Name) else None
         for other in nodes:
             if isinstance(other, ast.ClassDef) and other.name == name:
+                own_scope = scopes.own(other)
+                if bound is not None and own_scope is not None and own_scope.parent is not bound:
+                    continue  # another class of that name, in another scope
                 own = sorted(_own_attributes(other) - {"__doc__"})
                 if own:
                     return name, own[0]
     return None
 
 
-def _use(node: ast.AST, name: str, allowed: frozenset[str] | set[str], kept: set[str]):
-    if isinstance(node, ast.Attribute) and _tail(node.value) == name:
+def _use(node: ast.AST, target: _Target, allowed: frozenset[str] | set[str], kept: set[str]):
+    if isinstance(node, ast.Attribute) and target.meant_by(node.value):
         if node.attr not in allowed:
             return Reliance(f"its `{node.attr}` is used (line {node.lineno})", node.lineno)
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-        if node.func.id in INTROSPECTION and any(_mentions(a, name) for a in node.args):
+        if node.func.id in INTROSPECTION and any(_mentions(a, target) for a in node.args):
             what = (
                 "the class is passed to `type`"
                 if node.func.id == "type"
@@ -140,15 +179,13 @@ def _use(node: ast.AST, name: str, allowed: frozenset[str] | set[str], kept: set
             )
             return Reliance(f"{what} (line {node.lineno})", node.lineno)
     elif isinstance(node, ast.ClassDef) and node.name in kept:
-        if any(_tail(b) == name for b in node.bases):
+        if any(target.meant_by(b) for b in node.bases):
             return Reliance(f"`{node.name}` (line {node.lineno}) subclasses it", node.lineno)
     return None
 
 
-def _mentions(node: ast.expr, name: str) -> bool:
-    return any(
-        isinstance(n, (ast.Name, ast.Attribute)) and _tail(n) == name for n in ast.walk(node)
-    )
+def _mentions(node: ast.expr, target: _Target) -> bool:
+    return any(target.meant_by(n) for n in ast.walk(node))
 
 
 def torch_conflict(tree: ast.Module) -> int | None:

@@ -26,6 +26,7 @@ class Spec:
     shapes: dict[str, str] = field(default_factory=dict)
     domain: tuple[float, float] = probes.DOMAINS[0]
     maybe_tensors: tuple[str, ...] = ()  # number inputs a caller may pass as tensors
+    rank: int = 2  # of the probe inputs: rows of values, or images (``probes.laid_out``)
 
 
 def _defaults(params: str) -> dict[str, object]:
@@ -115,15 +116,10 @@ def arguments(
         elif name in spec.tensors or name in (shapes or {}):
             value = spec.values.get(name)
             fixed = float(value) if isinstance(value, (int, float)) else None
-            rows, columns = (x.shape[0], x.shape[1]) if x.dim() == 2 else (1, 1)
+            like = tuple(x.shape) if x.dim() in (2, 4) else (1, 1)
             args.append(
                 probes.parameter(
-                    kinds.get(name, "full"),
-                    parameters or dtype,
-                    rows,
-                    fixed,
-                    seed=i,
-                    columns=columns,
+                    kinds.get(name, "full"), parameters or dtype, like, fixed, seed=i
                 ).to(device)
             )
         else:
@@ -200,7 +196,8 @@ def _autocast(dtype: torch.dtype | None, inputs: list) -> contextlib.AbstractCon
 
 
 def _accepts(original: Callable, spec: Spec, device: str) -> bool:
-    x = probes.as_matrix(probes.grid(torch.float64, [0.0], spec.domain)[::97]).to(device)
+    values = probes.as_matrix(probes.grid(torch.float64, [0.0], spec.domain)[::97])
+    x = probes.laid_out(values, spec.rank).to(device)
     try:
         run(original, arguments(spec, x, torch.float64, device), spec)
         return True
@@ -209,11 +206,27 @@ def _accepts(original: Callable, spec: Spec, device: str) -> bool:
 
 
 def choose_shapes(original: Callable, spec: Spec, device: str) -> None:
-    """Shape each extra tensor input as full, per column or scalar: the first the original
-    takes. An input given no value that the original rejects as a number becomes a tensor.
-    Then the first input domain (the real line, else [0, 1]) the original accepts."""
+    """Probes as rows of values, else as images (N, C, H, W) when only those are accepted (a
+    backward that sums over dimensions 0, 2 and 3); then each extra tensor input as full, per
+    column (per channel, for images) or scalar, and the input domain (``_shapes``)."""
+    tensors, values = set(spec.tensors), dict(spec.values)
+    for rank in (2, 4):
+        spec.rank, spec.tensors, spec.values = rank, set(tensors), dict(values)
+        spec.shapes.clear()
+        if _shapes(original, spec, device):
+            return
+    spec.rank, spec.tensors, spec.values = 2, tensors, values
+    _shapes(original, spec, device)
+
+
+def _shapes(original: Callable, spec: Spec, device: str) -> bool:
+    """Shape each extra tensor input: the first kind the original takes. An input given no
+    value that the original rejects as a number becomes a tensor. Then the first input
+    domain (the real line, else [0, 1]) the original accepts; whether it accepts any."""
+    kinds = (
+        ("full", "row", "scalar") if spec.rank == 2 else ("full", "channel", "channels", "scalar")
+    )
     for name in spec.names[1:]:
-        kinds = ("full", "row", "scalar")
         if name not in spec.tensors:
             if spec.values.get(name) != 1.0 or _accepts(original, spec, device):
                 continue
@@ -226,5 +239,6 @@ def choose_shapes(original: Callable, spec: Spec, device: str) -> None:
     for domain in probes.DOMAINS:
         spec.domain = domain
         if _accepts(original, spec, device):
-            return
+            return True
     spec.domain = probes.DOMAINS[0]
+    return False

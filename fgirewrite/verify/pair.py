@@ -105,13 +105,20 @@ def probe_sets(spec: Spec, dtype: torch.dtype, device: str = "cpu") -> list[Prob
     centers = [0.0] + [float(v) for v in spec.values.values() if isinstance(v, (int, float))]
     if spec.domain != probes.DOMAINS[0]:
         centers = []
-    grid = probes.as_matrix(probes.grid(dtype, centers, spec.domain))
+    grid = probes.grid(dtype, centers, spec.domain)
+    rows = probes.laid_out(probes.as_matrix(grid), spec.rank)
     sets: list[Probe] = [
-        ("grid", grid, {}, PLAIN, None),
-        ("edges", probes.as_matrix(probes.edges(dtype)), {}, PLAIN, None),
+        ("grid", rows, {}, PLAIN, None),
+        (
+            "edges",
+            probes.laid_out(probes.as_matrix(probes.edges(dtype)), spec.rank),
+            {},
+            PLAIN,
+            None,
+        ),
     ]
     extra = [n for n in spec.names[1:] if n in spec.tensors]
-    thin = grid[::3]  # the settings below change how the surrogate is called, not where
+    thin = rows[::3]  # the settings below change how the surrogate is called, not where
     autocast = torch.bfloat16 if device == "cpu" else torch.float16
     if dtype in (torch.float32, autocast):  # a float32 input, and a half one cast_inputs casts
         sets.append((f"autocast {_name(autocast)}", thin, {}, Setting(autocast=autocast), None))
@@ -128,11 +135,11 @@ def probe_sets(spec: Spec, dtype: torch.dtype, device: str = "cpu") -> list[Prob
                 sets.append((label, thin, {}, Setting(requires=frozenset(chosen)), None))
     if dtype not in (torch.float32, torch.float64):
         return sets
-    for kind in ("row", "col") if extra else ():
-        sets.append(("square", probes.square(grid[:, 0]), {n: kind for n in extra}, PLAIN, None))
+    for kind in ("row", "col") if extra and spec.rank == 2 else ():
+        sets.append(("square", probes.square(grid), {n: kind for n in extra}, PLAIN, None))
     numbers = [n for n in spec.names[1:] if n in spec.maybe_tensors]
     for name in numbers:
-        sets.append((f"{name} as a tensor", grid, {name: "scalar"}, PLAIN, None))
+        sets.append((f"{name} as a tensor", rows, {name: "scalar"}, PLAIN, None))
     return sets
 
 
@@ -190,9 +197,7 @@ def _compare(
     if label == "grid" and x.dtype in (torch.float32, torch.float64):
         exp = expected_grads.get(first) if first in spec.differentiable else None
         if exp is not None:
-            found.failures.extend(
-                _forward_mode(rewritten, args, spec, actual_grads, x, torch.isfinite(exp))
-            )
+            _forward_mode(found, pair, actual_grads, x, torch.isfinite(exp))
 
 
 def _grad_without_inputs(original: Callable, rewritten: Callable, args: list, spec: Spec) -> bool:
@@ -296,13 +301,33 @@ def _compare_gradient(
         found.failures.extend(failures)
         return
     found.bitwise = found.bitwise and torch.equal(act[where], exp[where])
-    m = close_mismatch(what, act, exp, x, rtol, atol, where)
+    m = _within(what, act, exp, output, x, where, found)
+    if m is not None:
+        found.failures.append(str(m))
+
+
+def _within(
+    what: str,
+    act: torch.Tensor,
+    exp: torch.Tensor,
+    output: torch.dtype,
+    x: torch.Tensor,
+    where: torch.Tensor,
+    found: _Found,
+) -> Mismatch | None:
+    """The one tolerance rule for a gradient (and forward mode's derivative): the gradient
+    dtype's tolerance, else that of a coarser precision the original's backward may have
+    computed in (``_coarser``), noted when it is the one that holds."""
+    m = close_mismatch(what, act, exp, x, *tolerance(exp.dtype), where)
+    coarse = _coarser(output, exp, where)
     if m is not None and coarse is not None:
         m = close_mismatch(what, act, exp, x, *tolerance(coarse), where)
         if m is None:
-            found.notes.append(note)
-    if m is not None:
-        found.failures.append(str(m))
+            found.notes.append(
+                f"{what}: the original's gradient has {_name(coarse)} precision; "
+                f"compared at {_name(coarse)} tolerance"
+            )
+    return m
 
 
 def _coarser(output: torch.dtype, grad: torch.Tensor, where: torch.Tensor) -> torch.dtype | None:
@@ -386,12 +411,16 @@ def _reduced(
 
 
 def _forward_mode(
-    fn: Callable, args: list, spec: Spec, grads: dict, x: torch.Tensor, where: torch.Tensor
-) -> list[str]:
-    """torch.func.jvp along the first input gives the same derivative as backward."""
+    found: _Found, pair: tuple, grads: dict, x: torch.Tensor, where: torch.Tensor
+) -> None:
+    """torch.func.jvp along the first input gives the same derivative as backward, within
+    the gradients' tolerance rule (``_within``). A jvp that fails counts only when the
+    original's own forward runs under it (it may not: a forward that calls
+    ``torch.autograd.grad``)."""
+    original, fn, args, spec = pair
     name = spec.names[0]
     if grads.get(name) is None:
-        return []
+        return
     torch.manual_seed(0)  # a forward that samples draws the same numbers as in `run`
     out = fn(*args)
     go = probes.incoming(out.shape, out.dtype)
@@ -404,16 +433,65 @@ def _forward_mode(
         )
     except Exception as exc:  # noqa: BLE001
         if "mutate a captured Tensor" in str(exc):
-            return []  # the forward writes into its input: torch.func refuses the original too
-        return [f"forward-mode AD (torch.func.jvp) fails: {type(exc).__name__}: {exc}"]
+            return  # the forward writes into its input: torch.func refuses the original too
+        lacks = _forward_lacks_jvp(original, args, tangent)
+        if lacks is not None:
+            found.notes.append(
+                f"forward-mode AD (torch.func.jvp) not compared: the original's own forward "
+                f"fails under it too ({lacks})"
+            )
+            return
+        found.failures.append(
+            f"forward-mode AD (torch.func.jvp) fails: {type(exc).__name__}: {exc}"
+        )
+        return
     # jvp gives g' * go in the output's dtype; backward with grad_output go gives go * g' in
-    # the input's: compare at the coarser of the two.
-    coarse = max((jvp.dtype, grads[name].dtype), key=lambda d: torch.finfo(d).eps)
-    rtol, atol = tolerance(coarse)
-    m: Mismatch | None = close_mismatch(
-        f"jvp d/d{name}", jvp.to(coarse), grads[name].to(coarse), x, rtol, atol, where
+    # the input's: the gradient's tolerance, or the output's coarser one, as for gradients.
+    grad = grads[name]  # (a coarser precision here is the output's, by construction: no note)
+    m = _within(f"jvp d/d{name}", jvp.to(grad.dtype), grad, jvp.dtype, x, where, _Found())
+    if m is not None:
+        found.failures.append(str(m))
+
+
+class _Ctx:
+    """A stand-in for ctx, to run a Function's own forward by itself."""
+
+    needs_input_grad = (True,) * 64
+
+    def save_for_backward(self, *tensors: object) -> None:
+        self.saved_tensors = tensors
+
+    def mark_non_differentiable(self, *tensors: object) -> None: ...
+
+    def mark_dirty(self, *tensors: object) -> None: ...
+
+    def set_materialize_grads(self, value: bool) -> None: ...
+
+
+def _forward_lacks_jvp(original: Callable, args: list, tangent: torch.Tensor) -> str | None:
+    """How the original Function's own forward fails under torch.func.jvp, called by itself
+    (a stand-in ctx) as the rewrite calls it (on detached inputs: no tangent reaches it); None
+    if it runs there (or ``original`` is not a Function's apply)."""
+    cls = getattr(original, "__self__", None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.autograd.Function)):
+        return None
+    new_style = any(
+        "setup_context" in vars(c)
+        for c in cls.__mro__[:-1]
+        if c.__module__ != "torch.autograd.function"
     )
-    return [] if m is None else [str(m)]
+
+    def forward(v: torch.Tensor) -> object:
+        inputs = [a.detach() if isinstance(a, torch.Tensor) else a for a in (v, *args[1:])]
+        return cls.forward(*inputs) if new_style else cls.forward(_Ctx(), *inputs)
+
+    torch.manual_seed(0)
+    try:
+        with torch.no_grad():  # as autograd runs it
+            torch.func.jvp(forward, (args[0],), (tangent,))
+    except Exception as exc:  # noqa: BLE001 - the original's own forward cannot run there
+        return described(exc, 120)
+    return None
 
 
 def verify_pair(

@@ -22,14 +22,18 @@ def curves(
     """x, and (f, g') for the original and the rewrite, in float64, on the first input."""
     spec = spec_for(surrogate, call_args)
     choose_shapes(original, spec, "cpu")
-    x = torch.linspace(-span, span, points, dtype=torch.float64)[:, None]
-    args = arguments(spec, x, torch.float64, "cpu")
+    x = torch.linspace(-span, span, points, dtype=torch.float64)
+    args = arguments(spec, x.reshape(-1, *(1,) * (spec.rank - 1)), torch.float64, "cpu")
     name = spec.names[0]
+
+    def first(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(points, -1)[:, 0].double()
+
     result = []
     for fn in (original, rewritten):
         out, grads = run(fn, args, spec, go_seed=None)
-        result.append((out[:, 0].double(), grads[name][:, 0] if name in grads else None))
-    return x[:, 0], result
+        result.append((first(out), first(grads[name]) if name in grads else None))
+    return x, result
 
 
 def plot_surrogate(

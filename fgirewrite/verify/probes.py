@@ -56,20 +56,39 @@ def as_matrix(values: torch.Tensor) -> torch.Tensor:
     return values[:, None].expand(-1, COLUMNS).contiguous()
 
 
+# Probe layouts by rank: rows of values (rank 2), or images (N, C, H, W) for a backward that
+# reduces over a batch of feature maps (``grad.sum((0, 2, 3))``: a per-channel parameter).
+IMAGE = (COLUMNS, 2, 2)
+
+
+def laid_out(values: torch.Tensor, rank: int) -> torch.Tensor:
+    """``values`` (a matrix from ``as_matrix``) as probes of ``rank`` 2 or 4. For images, the
+    values are repeated from the start to fill the last one, so that none is left out."""
+    if rank == 2:
+        return values
+    flat = values.reshape(-1)
+    size = IMAGE[0] * IMAGE[1] * IMAGE[2]
+    flat = torch.cat([flat, flat[: -len(flat) % size]]) if len(flat) % size else flat
+    return flat.reshape(-1, *IMAGE).contiguous()
+
+
 def parameter(
     shape_kind: str,
     dtype: torch.dtype,
-    rows: int,
+    like: tuple[int, ...],
     value: float | None,
     seed: int,
-    columns: int = COLUMNS,
 ) -> torch.Tensor:
-    """A second tensor input (a threshold, a slope): near 1, or ``value`` if given. Shaped
-    like the first input (``full``), one per column (``row``), one per row (``col``) or 0-d."""
+    """A second tensor input (a threshold, a slope) for a first input of shape ``like``: near
+    1, or ``value`` if given. Shaped like the first input (``full``), one per column
+    (``row``), one per row (``col``), one per channel of images (``channel``: (1, C, 1, 1);
+    ``channels``: (C,)) or 0-d."""
     shape = {
-        "full": (rows, columns),
-        "row": (columns,),
-        "col": (rows, 1),
+        "full": like,
+        "row": like[-1:],
+        "col": (like[0], 1),
+        "channel": (1, like[1], 1, 1) if len(like) == 4 else (),
+        "channels": like[1:2],
         "scalar": (),
     }[shape_kind]
     if value is not None:
