@@ -204,4 +204,39 @@ EXAMPLES: dict[str, Example] = {
         _spike(_SAVED + "return grad_output * torch.sigmoid(x)", tail="\n\ntorch = None\n"),
         "do not rebind `torch` at the top of the module",
     ),
+    "unknown-decorator": Example(
+        _spike(_SAVED + "return grad_output * torch.sigmoid(x)")
+        .replace(
+            "    @staticmethod\n    def backward",
+            "    @staticmethod\n    @logged\n    def backward",
+        )
+        .replace("import torch\n", "import torch\n\n\ndef logged(fn):\n    return fn\n", 1),
+        "drop the decorator, or move what it does into the method; the known ones (staticmethod, "
+        "once_differentiable, torch.no_grad(), torch.jit.ignore, custom_fwd/custom_bwd) are kept",
+    ),
+    "forward-reads-autograd": Example(
+        _spike(
+            _SAVED + "return grad_output * torch.sigmoid(x)",
+            "ctx.save_for_backward(x)\n        return (x > 0).float() * x.requires_grad",
+        ),
+        "compute the forward's value from the inputs' values only",
+    ),
+    "forward-side-effect": Example(
+        _spike(
+            _SAVED + "return grad_output * torch.sigmoid(x)",
+            "ctx.save_for_backward(x)\n        out = (x > 0).float()\n"
+            "        SPIKES.append(out)\n        return out",
+            head="\nSPIKES = []",
+        ),
+        "keep the output where the caller keeps it (the caller appends what apply returns)",
+    ),
+    "second-order": Example(
+        _spike(
+            _SAVED + "return grad_output * torch.sigmoid(x)",
+            tail="\n\ndef penalty(loss, params):\n"
+            "    return torch.autograd.grad(loss, params, create_graph=True)\n",
+        ),
+        "pass --accept-first-order (or accept-first-order = true in [tool.fgirewrite]) if "
+        "second derivatives through the surrogate do not matter to the project",
+    ),
 }

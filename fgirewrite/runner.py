@@ -110,7 +110,7 @@ def process(
             result.source = b""
             outcome.rewrite, outcome.analysed_only = result, True
             return outcome
-        placed = None if outcome.notebook else placement(path, decode(data, str(path)))
+        placed = None if outcome.notebook else placement(path, data)
         outcome.options = {
             "helpers": placed and placed[0],
             "annotate": annotate,

@@ -78,6 +78,8 @@ def test_a_run_types_defaults_when_a_file_scripts(tmp_path):
 UNSCRIPTABLE = {
     "mixin_callable.MultiSpike": "a Callable argument",
     "random_forward.BernoulliSpike": "torch.distributions",
+    "forward_autograd.SlopeByAutograd": "torch.autograd.grad in the forward",
+    "forward_autograd.CurvatureByBackward": "Tensor.backward in the forward",
 }
 
 

@@ -132,7 +132,13 @@ def _extract(
     param_names = m.param_names
     names = Names(_taken(m, info))
     fwd = read_forward(m.forward, m.ctx_name, param_names, names, names_of.imports)
-    check_forward(fwd.statements, fwd.result, set(param_names) | fwd.assigned, names_of.imports)
+    check_forward(
+        fwd.statements,
+        fwd.result,
+        set(param_names) | fwd.assigned,
+        names_of.imports,
+        param_names,
+    )
     out_name = _output_name(fwd, param_names, names)
     # A parameter the forward rebinds is read after the forward through a snapshot.
     snapshots = {p: names.fresh(p + "_0") for p in param_names if p in fwd.assigned}

@@ -112,14 +112,21 @@ def check_forward(
     result: cst.BaseExpression,
     local: set[str],
     imports: dict[str, str],
+    params: Iterable[str] = (),
 ) -> None:
     """Refuse a forward that reads its inputs' autograd state, or keeps a value anywhere but
-    ctx and its return value (``local``: its parameters and the names it binds)."""
+    ctx and its return value (``local``: its parameters and the names it binds). Autograd
+    state of a tensor the forward makes itself (``x.detach().requires_grad_()``) is its own."""
     nodes = [*statements, result]
     containers = _fresh_containers(nodes, imports)
+    inputs = _input_aliases(nodes, set(params))
     for node in nodes:
         for n in walk(node):
-            if isinstance(n, cst.Attribute) and n.attr.value in AUTOGRAD_ATTRIBUTES:
+            if (
+                isinstance(n, cst.Attribute)
+                and n.attr.value in AUTOGRAD_ATTRIBUTES
+                and _of_input(n.value, inputs)
+            ):
                 shown = cst.Module([]).code_for_node(n)
                 raise Unsupported(
                     "forward-reads-autograd",
@@ -132,11 +139,46 @@ def check_forward(
                     "forward-side-effect", "declares a global: it may keep a value", n
                 )
             if isinstance(n, cst.Call):
-                _check_call(n, local, containers, imports)
+                _check_call(n, local, containers, inputs, imports)
             if isinstance(n, (cst.Assign, cst.AugAssign, cst.AnnAssign)):
                 targets = [t.target for t in n.targets] if isinstance(n, cst.Assign) else [n.target]
                 for target in targets:
                     _check_target(target, local)
+
+
+_NEW_LEAF = frozenset({"detach", "clone", "new_tensor", "new_zeros", "new_ones", "new_empty"})
+
+
+def _input_aliases(nodes: list[cst.CSTNode], params: set[str]) -> set[str]:
+    """The inputs, and local names bound to one of them or a view of it."""
+    aliases = set(params)
+    changed = True
+    while changed:
+        changed = False
+        for node in nodes:
+            for n in walk(node):
+                if isinstance(n, cst.Assign) and _of_input(n.value, aliases):
+                    for target in n.targets:
+                        name = target.target
+                        if isinstance(name, cst.Name) and name.value not in aliases:
+                            aliases.add(name.value)
+                            changed = True
+    return aliases
+
+
+def _of_input(node: cst.BaseExpression, inputs: set[str]) -> bool:
+    """``node`` is an input or a view of one (not a new leaf made from it by ``detach``)."""
+    while True:
+        if isinstance(node, cst.Name):
+            return node.value in inputs
+        if isinstance(node, (cst.Attribute, cst.Subscript)):
+            node = node.value
+        elif isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+            if node.func.attr.value in _NEW_LEAF:
+                return False
+            node = node.func.value
+        else:
+            return False
 
 
 def _fresh_containers(nodes: list[cst.CSTNode], imports: dict[str, str]) -> set[str]:
@@ -174,11 +216,19 @@ def _made_here(value: cst.BaseExpression, imports: dict[str, str]) -> bool:
 
 
 def _check_call(
-    call: cst.Call, local: set[str], containers: set[str], imports: dict[str, str]
+    call: cst.Call,
+    local: set[str],
+    containers: set[str],
+    inputs: set[str],
+    imports: dict[str, str],
 ) -> None:
     func = call.func
     method = func.attr.value if isinstance(func, cst.Attribute) else None
-    if method in AUTOGRAD_METHODS:
+    if (
+        method in AUTOGRAD_METHODS
+        and isinstance(func, cst.Attribute)
+        and _of_input(func.value, inputs)
+    ):
         raise Unsupported(
             "forward-reads-autograd",
             f"calls `.{method}()`: the rewrite runs the forward on detached inputs",

@@ -36,11 +36,11 @@ def known_sources() -> set[str]:
     return {module_source(False), module_source(True)}
 
 
-def _main_guard(text: str) -> bool:
-    return re.search(r"^if\s+__name__\s*==", text, re.M) is not None
+def _main_guard(data: bytes) -> bool:
+    return re.search(rb"^if\s+__name__\s*==", data, re.M) is not None
 
 
-def placement(path: Path, text: str) -> tuple[str, Path] | None:
+def placement(path: Path, data: bytes) -> tuple[str, Path] | None:
     """The relative import a file takes its helpers from and the helper module's path, or
     None when the file gets them inline: outside a package (no ``__init__.py`` beside it),
     a package's ``__main__.py``, or a module with an ``if __name__ == "__main__":`` block,
@@ -48,7 +48,7 @@ def placement(path: Path, text: str) -> tuple[str, Path] | None:
     path = Path(path)
     if not (path.parent / "__init__.py").exists() or path.name == "__main__.py":
         return None
-    if _main_guard(text):
+    if _main_guard(data):
         return None
     top, depth = path.parent, 1
     while (top.parent / "__init__.py").exists():
