@@ -53,9 +53,10 @@ class _FGIRewritten:
         if overridden and "apply" not in vars(cls):
             base = next(b for b in cls.__mro__[1:] if issubclass(b, _FGIRewritten))
             raise TypeError(
-                f"`{cls.__name__}` overrides {overridden[0]} of `{base.__name__}`, which "
-                "fgirewrite rewrote into FGI: it is no longer a torch.autograd.Function; "
-                "subclass torch.autograd.Function, or run fgirewrite on this module too"
+                f"`{cls.__name__}` overrides {overridden[0]} of `{base.__name__}` (in "
+                f"{base.__module__}), which fgirewrite rewrote into FGI: it is no longer a "
+                "torch.autograd.Function. Restore that module from version control, or give "
+                f"`{cls.__name__}` a torch.autograd.Function base and methods of its own"
             )
 
 

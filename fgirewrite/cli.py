@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from difflib import get_close_matches
 from enum import Enum
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import typer
 
@@ -34,6 +34,9 @@ from typer.core import TyperCommand, TyperGroup
 from fgirewrite import __version__, files, runner
 from fgirewrite.reasons import REASONS
 from fgirewrite.surrogate import Skip, Surrogate, key
+
+if TYPE_CHECKING:
+    from fgirewrite.project_check import ProjectReport
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -164,9 +167,12 @@ def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+VERIFICATION_CODES = ("verification-failed", "cannot-verify", "breaks-import")
+
+
 def _status(finding: Surrogate | Skip, mode: Mode, outcome: runner.Outcome) -> str:
     if isinstance(finding, Skip):
-        return "failed" if finding.code in ("verification-failed", "cannot-verify") else "skipped"
+        return "failed" if finding.code in VERIFICATION_CODES else "skipped"
     if mode is Mode.write:
         return "rewritten" if outcome.written else "not-written"
     return "would-rewrite"
@@ -177,6 +183,7 @@ def _finding_line(finding: Surrogate | Skip, status: str, function: str | None) 
         verb = {
             "verification-failed": "not rewritten (verification failed)",
             "cannot-verify": "not rewritten (verification could not run here)",
+            "breaks-import": "not rewritten (a module would no longer import)",
         }.get(finding.code, "skipped")
         return f"{finding.location}: {verb}: {finding.name} [{finding.code}] {finding.message}"
     verb = {"rewritten": "rewrote", "would-rewrite": "would rewrite", "not-written": "not written"}[
@@ -237,6 +244,15 @@ def rewrite_command(
         metavar="N",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and the summary."),
+    entry: str = typer.Option(
+        None,
+        "--entry",
+        help="With --write: FILE:FUNCTION or MODULE:FUNCTION returning (model, "
+        "example_inputs). Classes verification cannot run alone (made in a factory from a "
+        "config object, or fed only by the model) are verified through that model, as "
+        "fgirewrite.inject verifies them, and written when that passes.",
+        metavar="ENTRY",
+    ),
 ) -> None:
     """Find surrogate Functions in PATHs and rewrite them into inline FGI.
 
@@ -246,8 +262,11 @@ def rewrite_command(
         _err("fgirewrite: error: choose one of --check, --diff and --write")
         raise typer.Exit(EXIT_ERROR)
     mode = Mode.check if check else Mode.write if write else Mode.diff
+    if entry is not None and not (mode is Mode.write and verify):
+        _err("fgirewrite: error: --entry verifies what --write writes: use it with --write")
+        raise typer.Exit(EXIT_ERROR)
     errors: list[tuple[str, str]] = []
-    outcomes = _process(paths, jobs, mode, verify, errors)
+    outcomes, project = _process(paths, jobs, mode, verify, errors, entry)
     errors = [_hint(path, message) for path, message in errors]
     errors += [(o.path, o.error) for o in outcomes if o.error]
     rows = [
@@ -264,6 +283,8 @@ def rewrite_command(
         _err(f"{path}: error: {message}")
     if any(row.rewrites for row in rows):
         _warn_second_order(outcomes)
+    if not quiet and project is not None and (line := project.summary()) is not None:
+        _err(line)
     _err(_summary(rows, outcomes, errors, mode, verify))
 
     left = any(row.status in ("skipped", "failed") for row in rows)
@@ -287,29 +308,33 @@ class Row(NamedTuple):
 
 
 def _process(
-    paths: list[Path], jobs: int, mode: Mode, verify: bool, errors: list[tuple[str, str]]
-) -> list[runner.Outcome]:
-    """Rewrite every file in memory; with --write, verify and write each changed one."""
+    paths: list[Path],
+    jobs: int,
+    mode: Mode,
+    verify: bool,
+    errors: list[tuple[str, str]],
+    entry: str | None = None,
+) -> tuple[list[runner.Outcome], ProjectReport | None]:
+    """Rewrite every file in memory, leaving alone what other files of the project rely on;
+    with --write, verify the written project and write it, all files or none."""
+    outcomes: list[runner.Outcome] = []
     try:
         found = list(files.python_files(paths, errors))
         outcomes = runner.process_all(
             found, jobs, _progress(len(found)), analyse_only=mode is Mode.check
         )
+        references = runner.refuse_cross_file(outcomes, found, paths)
+        if mode is not Mode.write:
+            return outcomes, None
+        from fgirewrite.project_check import write_project
+
+        report = write_project(outcomes, found, references, verify, entry, workers=jobs)
     except KeyboardInterrupt:
-        _err("fgirewrite: interrupted; no file was written")
+        written = any(o.written for o in outcomes)
+        _err(f"fgirewrite: interrupted; {'every' if written else 'no'} file was written")
         raise typer.Exit(130) from None
-    if mode is not Mode.write:
-        return outcomes
-    try:
-        for outcome in outcomes:
-            if outcome.changed:
-                runner.verify_and_refuse(outcome, verify)
-            if outcome.changed and outcome.error is None:
-                runner.write(outcome)
-    except KeyboardInterrupt:
-        _err("fgirewrite: interrupted; files already written are complete, the rest untouched")
-        raise typer.Exit(130) from None
-    return outcomes
+    errors += report.errors
+    return outcomes, report
 
 
 def _print_findings(

@@ -33,4 +33,6 @@ REASONS: dict[str, str] = {
     "relies-on-function": "code in the module relies on the class being a torch.autograd.Function "
     "(issubclass, its forward called, an apply of its own, a subclass kept as one)",
     "name-collision": "the module binds a name the rewrite needs (torch) to something else",
+    "breaks-import": "after the rewrite a module of the project no longer imports (a TorchScript "
+    "function compiled at import that calls the class, for one): see the message",
 }

@@ -5,18 +5,22 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from fgirewrite import discover, files
 from fgirewrite.rewrite.result import Rewrite
 from fgirewrite.source import SourceError, decode, internal_error
 from fgirewrite.surrogate import Skip, Surrogate, key
+
+if TYPE_CHECKING:
+    from fgirewrite.rewrite.crossfile import References
+    from fgirewrite.verify.pair import SurrogateReport
 
 
 @dataclass
@@ -33,6 +37,9 @@ class Outcome:
     # ones too: a Skip has the key of the surrogate it was)
     verification: dict = field(default_factory=dict)
     second_order: list[int] = field(default_factory=list)  # lines: see second_order_lines
+    # key(surrogate) -> (code, why): left alone for what other files do with it (a subclass
+    # elsewhere, a module that no longer imports), whatever its own file's rewrite says
+    imposed: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def findings(self) -> list[Surrogate | Skip]:
@@ -203,41 +210,124 @@ def second_order_lines(data: bytes) -> list[int]:
     return [data.count(b"\n", 0, at) + 1 for at in sorted(starts)]
 
 
-def verify_and_refuse(outcome: Outcome, verify: bool = True) -> None:
-    """Verify a changed file's rewrites through the module as it will be written; rewrite it
-    again without any that fail, until what is left verifies. Then check that a second run
-    would change nothing; if it would, the file is not written."""
+def impose(outcome: Outcome, refusals: dict[str, tuple[str, str]]) -> None:
+    """Leave classes of a file alone for what other files do with them (``refusals``: key ->
+    code and why), and rewrite the file again without them."""
+    outcome.imposed |= refusals
+    fresh = process(Path(outcome.path), outcome.imposed)
+    outcome.rewrite, outcome.snapshot, outcome.error = fresh.rewrite, fresh.snapshot, fresh.error
+    outcome.analysed_only = False
+
+
+ENTRY_HINT = (
+    "; `--write --entry FILE:FUNCTION` verifies it through a model that uses it, where "
+    "FUNCTION returns (model, example_inputs)"
+)
+
+
+def verify_and_refuse(
+    outcome: Outcome,
+    verify: bool = True,
+    pythonpath: Sequence[Path] = (),
+    vouched: Callable[[Surrogate], SurrogateReport | str] | None = None,
+) -> None:
+    """Verify a changed file's rewrites through the module as it will be written (with the
+    import roots ``pythonpath`` adds); rewrite it again without any that fail, until what is
+    left verifies. A surrogate verification cannot run alone passes when ``vouched`` gives
+    it a passing report (its model's, with ``--entry``), or else says why it does not. Then
+    check that a second run would change nothing; if it would, the file is not written."""
     from fgirewrite.rewrite.edit import rewrite_source
     from fgirewrite.verify.written import instability, verify_rewrite
 
     assert outcome.rewrite is not None and outcome.snapshot is not None
-    refused: dict[str, tuple[str, str]] = {}
+    refused: dict[str, tuple[str, str]] = dict(outcome.imposed)
     while verify and outcome.rewrite.changed:
-        reports = verify_rewrite(outcome.rewrite, Path(outcome.path))
-        outcome.verification.update(
-            (key(s), r) for s, r in zip(outcome.rewrite.surrogates, reports, strict=True)
-        )
-        failed = {
-            key(s): (
-                "cannot-verify" if r.cannot_run else "verification-failed",
-                "; ".join(r.failures()),
-            )
-            for s, r in zip(outcome.rewrite.surrogates, reports, strict=True)
-            if not r.ok
-        }
+        surrogates = outcome.rewrite.surrogates
+        reports = verify_rewrite(outcome.rewrite, Path(outcome.path), pythonpath)
+        outcome.verification.update((key(s), r) for s, r in zip(surrogates, reports, strict=True))
+        failed = {}
+        for surrogate, report in zip(surrogates, reports, strict=True):
+            if report.ok:
+                continue
+            if report.cannot_run and vouched is not None:
+                live = vouched(surrogate)
+                if not isinstance(live, str):
+                    outcome.verification[key(surrogate)] = live
+                    continue
+                failed[key(surrogate)] = ("cannot-verify", "; ".join(report.failures()) + live)
+            else:
+                failed[key(surrogate)] = _refusal(report)
         if not failed:
             break
         refused |= failed
         outcome.rewrite = rewrite_source(outcome.snapshot.data, outcome.path, refused)
-    if outcome.rewrite.changed and (problem := instability(outcome.rewrite)) is not None:
+    imposed = {name.rpartition("@")[0] for name in outcome.imposed}
+    if outcome.rewrite.changed and (problem := instability(outcome.rewrite, imposed)) is not None:
         outcome.error = problem
 
 
-def write(outcome: Outcome) -> None:
-    assert outcome.snapshot is not None and outcome.rewrite is not None
-    assert outcome.rewrite.new_source is not None
-    try:
-        files.write(outcome.snapshot, outcome.rewrite.new_source)
-        outcome.written = True
-    except files.FileError as exc:
-        outcome.error = str(exc)
+def _refusal(report: SurrogateReport) -> tuple[str, str]:
+    why = "; ".join(report.failures())
+    if not report.cannot_run:
+        return "verification-failed", why
+    if not report.unverifiable:  # the probes could not run it: a model can
+        why += ENTRY_HINT
+    return "cannot-verify", why
+
+
+def refuse_cross_file(
+    outcomes: list[Outcome],
+    found: Sequence[Path],
+    given: Sequence[Path] = (),
+    pythonpath: Sequence[Path] = (),
+) -> References:
+    """Leave alone each class that a use in another file of the project would break, with the
+    reason naming that file and line; every use found, for the project's import check. The
+    project: the files ``found`` (under the paths ``given``), and those of the packages of
+    the classes about to be rewritten."""
+    from fgirewrite.project import package_of
+    from fgirewrite.rewrite.crossfile import ClassRef, References, find_references, global_reads
+
+    candidates: dict[ClassRef, list[tuple[Outcome, Surrogate]]] = {}
+    for outcome in outcomes:
+        for surrogate in outcome.rewrite.surrogates if outcome.rewrite else ():
+            if "<locals>" not in surrogate.name:
+                where = ClassRef(Path(outcome.path).resolve(), surrogate.name)
+                candidates.setdefault(where, []).append((outcome, surrogate))
+    if not candidates:
+        return References()
+    scope = list(found)
+    folders = [Path(g).resolve() for g in given if Path(g).is_dir()]
+    for path in {c.path for c in candidates}:
+        name, base = package_of(path)
+        top = base / name.split(".")[0]
+        if "." in name and not any(f == top or f in top.parents for f in folders):
+            scope += files.python_files([top], [])
+    reads = {c: {n for _, s in candidates[c] for n in global_reads(s)} for c in candidates}
+    references = find_references(candidates, scope, pythonpath, shown(outcomes), reads)
+    refused: dict[int, tuple[Outcome, dict[str, tuple[str, str]]]] = {}
+    for cls, reason in references.refusals().items():
+        for outcome, surrogate in candidates[cls]:
+            entry = refused.setdefault(id(outcome), (outcome, {}))
+            entry[1][key(surrogate)] = reason
+    for outcome, refusals in refused.values():
+        impose(outcome, refusals)
+    return references
+
+
+def shown(outcomes: list[Outcome]) -> Callable[[Path], str]:
+    """How to print a resolved path: as given on the command line, or relative to the
+    working folder when under it."""
+    given: dict[Path, str] = {}
+
+    def show(path: Path) -> str:
+        if not given:  # once, when first needed: most runs never print one
+            given.update((Path(o.path).resolve(), o.path) for o in outcomes)
+        if path in given:
+            return given[path]
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+
+    return show

@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"execute"},
     {"verify"},
     {"live", "grads"},
-    {"runner", "testing", "bench"},
+    {"runner", "project_check", "testing", "bench"},
     {"cli", "__main__"},
     {"gradients", "gradient_checks", "private", "fx_pass", "load"},  # old paths, re-exports
 ]
