@@ -316,19 +316,21 @@ def _restore(done: list[tuple[Change, Path, str | None]]) -> list[str]:
 
 @contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """SIGINT and SIGTERM held until the block ends (in the main thread; elsewhere Python
-    delivers no signals to the block anyway)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(
-        signal, "pthread_sigmask"
-    ):
+    """SIGINT and SIGTERM held until the block ends, then delivered (in the main thread,
+    where Python runs signal handlers; elsewhere none interrupts the block anyway)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda number, _: caught.append(number)) for s in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number in dict.fromkeys(caught):
+            signal.raise_signal(number)
 
 
 def _same(path: Path, other: str) -> bool:

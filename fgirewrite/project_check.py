@@ -293,7 +293,7 @@ class _ImportCheck:
         for round in range(ROUNDS):
             changes = _changes(outcomes)
             if not changes or not importing:
-                break
+                return
             self.scratch.apply(changes)
             jobs = [self._job(m, max(TIMEOUT, 4 * self.times[m.path] + 30)) for m in importing]
             after = self.importer.results(self.importer.submit(jobs))
