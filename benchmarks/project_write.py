@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 BASELINE = "4f6633c"  # main before the project-level steps (issue 26)
 
-SURROGATE = '''import torch
+SURROGATE = """import torch
 
 from .constants import {constant}
 
@@ -51,8 +51,8 @@ class {name}(torch.autograd.Function):
     def backward(ctx, grad_output):
         (x,) = ctx.saved_tensors
         return grad_output / ({constant} * x.abs() + 1.0) ** {power}
-'''
-MODEL = '''import torch
+"""
+MODEL = """import torch
 from torch import nn
 
 from snnlib.{module} import {name}
@@ -66,8 +66,8 @@ class Net{index}(nn.Module):
 
     def forward(self, x):
         return {name}.apply(normalize_{helper}(self.fc(x)))
-'''
-HELPER = '''import torch
+"""
+HELPER = """import torch
 
 
 def normalize_{index}(x):
@@ -75,8 +75,8 @@ def normalize_{index}(x):
 
 
 SCALE_{index} = torch.tensor({index}.0)
-'''
-SCRIPT = '''import torch
+"""
+SCRIPT = """import torch
 
 from models.net_{index} import Net{index}
 
@@ -88,7 +88,7 @@ for step in range(2):
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-'''
+"""
 
 
 def generate(root: Path) -> tuple[int, int]:
@@ -111,7 +111,9 @@ def generate(root: Path) -> tuple[int, int]:
     for i in range(30):
         (root / "utils" / f"helpers_{i}.py").write_text(HELPER.format(index=i))
     for i in range(38):
-        text = MODEL.format(index=i, module=f"surrogate_{i % 10}", name=names[i % 10], helper=i % 30)
+        text = MODEL.format(
+            index=i, module=f"surrogate_{i % 10}", name=names[i % 10], helper=i % 30
+        )
         (root / "models" / f"net_{i}.py").write_text(text)
     for i in range(20):
         (root / "experiments" / f"run_{i}.py").write_text(SCRIPT.format(index=i))
@@ -141,7 +143,11 @@ def run(fgirewrite: Path, repository: Path, args: list[str], cpus: list[int]) ->
 
 
 def baseline_tree(ref: str, into: Path) -> Path:
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=True)
+    """This repository at ``ref``, extracted into ``into``."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=True
+    )
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
     return into
 

@@ -327,8 +327,8 @@ def _signals_deferred() -> Iterator[None]:
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        for held_signal, handler in previous.items():
+            signal.signal(held_signal, handler)
         for number in dict.fromkeys(caught):
             signal.raise_signal(number)
 

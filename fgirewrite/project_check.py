@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fgirewrite import files, runner
-from fgirewrite.execute.imports import Importer, Job, Result, script_line
+from fgirewrite.execute.imports import ImportCheckError, Importer, Job, Result, script_line
 from fgirewrite.project import (
     Entry,
     EntryError,
@@ -51,11 +51,14 @@ class ProjectReport:
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path or option, message)
     written: bool = False
     files: int = 0  # the project's Python files
+    notes: list[str] = field(default_factory=list)  # what was not checked, and why
 
     def summary(self) -> str | None:
         """One line on the import check, for a project of more than one file."""
         if self.files < 2:
             return None
+        if self.notes:
+            return f"fgirewrite: {'; '.join(self.notes)}"
         n = self.imported
         text = (
             f"fgirewrite: {n} module{'s' * (n != 1)} of the project import{'s' * (n == 1)} "
@@ -97,16 +100,20 @@ def write_project(
         return report
     show = runner.shown(outcomes)
     checker: _ImportCheck | None = None
-    if verify:
-        scope = _scope(found, changing)
-        checker = _ImportCheck(scope, pythonpath, workers or runner.available_cpus(), report, show)
+    if verify and not hasattr(os, "fork"):
+        report.notes.append("the project's import check needs os.fork (POSIX): not run")
     try:
+        if verify and hasattr(os, "fork"):  # started first: it imports in the background
+            workers = workers or runner.available_cpus()
+            checker = _ImportCheck(_scope(found, changing), pythonpath, workers, report, show)
         vouch = _EntryVouch(entry, found, pythonpath, report) if verify and entry else None
         for outcome in changing:
             runner.verify_and_refuse(outcome, verify, pythonpath, vouch)
         if checker is not None:
             checker.until_it_imports(changing, references, pythonpath, vouch)
         _write(changing, report)
+    except ImportCheckError as exc:
+        report.errors.append(("fgirewrite", f"{exc}; no file was written"))
     finally:
         if checker is not None:
             checker.close()
@@ -171,7 +178,7 @@ class _EntryVouch:
                 self.reports = _live_reports(parse_entry(self.spec), self.found, self.pythonpath)
             except EntryError as exc:
                 self.error = str(exc)
-            except Exception as exc:  # noqa: BLE001 - the user's model failed: say so
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's model failed
                 self.error = f"entry `{self.spec}` failed: {type(exc).__name__}: {exc}"
             if self.error is not None:
                 self.report.errors.append(("--entry", self.error))

@@ -318,3 +318,63 @@ def test_the_rewritten_class_guard_does_not_send_the_user_back_to_fgirewrite():
         "FGI: it is no longer a torch.autograd.Function. Restore that module from version "
         "control, or give `Steeper` a torch.autograd.Function base and methods of its own"
     )
+
+
+def test_the_import_check_runs_in_a_scratch_copy_not_in_the_project(tmp_path):
+    """A module that writes a file at import (a log folder, a cache) writes it in the copy."""
+    _write_tree(
+        tmp_path,
+        {
+            "setup.cfg": "",
+            "lib.py": LIB,
+            "logs.py": "import lib\n\nLOG = open('imported.txt', 'w')\n",
+        },
+    )
+    done = fgirewrite(tmp_path, "--write", ".")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "fgirewrite: 2 modules of the project import after the rewrite as before" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lib.py", "logs.py", "setup.cfg"]
+
+
+def test_a_file_entry_verifies_the_factory_class_too(tmp_path):
+    root = copy(tmp_path)
+    done = fgirewrite(root, "--write", "--entry", "models/factory.py:build", "models/factory.py")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert lines(done.stdout) == [
+        "models/factory.py:12:5: rewrote: create_net.<locals>.ActFun as act_fun() "
+        "(d/dx = ((x - config.thresh).abs() < config.width).float())"
+    ]
+
+
+ARGS = """\
+    import argparse
+
+    import torch
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--slope", type=float, default=4.0)
+    parser.add_argument("--data", required=False)
+    args = parser.parse_args()
+
+
+    class Fast(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return (x > 0).float()
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g / (args.slope * x.abs() + 1.0) ** 2
+    """
+
+
+def test_a_surrogate_that_reads_parsed_arguments_verifies_with_their_defaults(tmp_path):
+    """The slice ran ``parse_args()`` on fgirewrite's own arguments: argparse ended the run."""
+    _write_tree(tmp_path, {"setup.cfg": "", "model.py": ARGS})
+    done = fgirewrite(tmp_path, "--write", ".")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert lines(done.stdout) == [
+        "model.py:11:1: rewrote: Fast as fast() (d/dx = 1 / (args.slope * x.abs() + 1.0) ** 2)"
+    ]

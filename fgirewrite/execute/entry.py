@@ -47,8 +47,9 @@ def built(
     module.__package__ = name.rpartition(".")[0] or None
     added = [str(r) for r in import_roots(path, pythonpath) if str(r) not in sys.path]
     sys.path[:0] = added
-    loaded, previous = set(sys.modules), sys.modules.get(name)
+    loaded, previous, argv = set(sys.modules), sys.modules.get(name), sys.argv
     sys.modules[name] = module
+    sys.argv = [str(path)]  # as a script run without arguments
     try:
         exec(compile(code, str(path), "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - the entry's slice
         built = getattr(module, entry.function)()
@@ -59,6 +60,7 @@ def built(
         model, inputs = built
         yield model, tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     finally:
+        sys.argv = argv
         for root in added:
             sys.path.remove(root)
         forget(loaded, added)

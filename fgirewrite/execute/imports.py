@@ -138,6 +138,12 @@ class Result:
 
 
 MESSAGE_LIMIT = 200  # characters of an error's first line
+
+
+class ImportCheckError(RuntimeError):
+    """The import checker itself failed (not a module it imports): one line."""
+
+
 _LOCATION = re.compile(r'File "([^"]+)", line (\d+)')
 
 
@@ -150,14 +156,17 @@ class Importer:
             "import sys; sys.path.append(" + repr(here) + "); "
             "from fgirewrite.execute.imports import serve; serve()"
         )
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", boot],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd=cwd,
-            text=True,
-        )
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", boot],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                cwd=cwd,
+                text=True,
+            )
+        except OSError as exc:
+            raise ImportCheckError(f"the import check cannot start: {exc}") from None
         self._results: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         self._send({"preload": sorted(set(preload)), "workers": workers})
@@ -165,8 +174,12 @@ class Importer:
 
     def _send(self, message: dict) -> None:
         assert self._process.stdin is not None
-        self._process.stdin.write(json.dumps(message) + "\n")
-        self._process.stdin.flush()
+        try:
+            self._process.stdin.write(json.dumps(message) + "\n")
+            self._process.stdin.flush()
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise ImportCheckError(f"the import check stopped unexpectedly ({why})") from None
 
     def _read(self) -> None:
         assert self._process.stdout is not None
@@ -186,7 +199,8 @@ class Importer:
         while True:
             message = self._results.get()
             if message is None:
-                raise RuntimeError("the import checker stopped unexpectedly")
+                code = self._process.wait()
+                raise ImportCheckError(f"the import check stopped unexpectedly (exit code {code})")
             if message.get("ticket") == ticket:
                 return [_result(r) for r in message["results"]]
 
@@ -217,6 +231,9 @@ def serve() -> None:
     """The server's loop (in its own process): preload, then answer submissions in order."""
     sys.dont_write_bytecode = True
     sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
+    # Answers go to the pipe fgirewrite reads; what packages print goes nowhere.
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     first = json.loads(sys.stdin.readline())
     _preload(first["preload"])
     workers = max(1, int(first["workers"]))
@@ -224,11 +241,9 @@ def serve() -> None:
         request = json.loads(line)
         jobs = [Job(**{**j, "roots": tuple(j["roots"])}) for j in request["jobs"]]
         results = _run_all(jobs, workers)
-        sys.stdout.write(
-            json.dumps({"ticket": request["ticket"], "results": [asdict(r) for r in results]})
-            + "\n"
-        )
-        sys.stdout.flush()
+        answer = {"ticket": request["ticket"], "results": [asdict(r) for r in results]}
+        answers.write(json.dumps(answer) + "\n")
+        answers.flush()
 
 
 def _preload(names: list[str]) -> None:

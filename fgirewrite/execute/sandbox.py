@@ -9,10 +9,12 @@ file is never run. Imports do run the imported libraries' code.
 from __future__ import annotations
 
 import ast
+import io
 import os
 import sys
 import traceback
 from collections.abc import Collection, Sequence
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from types import ModuleType
 
@@ -38,6 +40,8 @@ def _binds(stmt: ast.stmt) -> set[str]:
     if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
         targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
         return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    if (configured := _configures(stmt)) is not None:
+        return {configured}
     names: set[str] = set()
     for field in ("body", "orelse", "finalbody", "handlers"):
         for child in getattr(stmt, field, []):
@@ -211,7 +215,26 @@ def _definition(stmt: ast.stmt) -> bool:
         return True
     if isinstance(stmt, ast.If):
         return all(_definition(s) or _is_import_block(s) for s in stmt.body + stmt.orelse)
-    return False
+    return _configures(stmt) is not None
+
+
+# A top-level call of one of these methods only configures the object it is called on (an
+# ``argparse`` parser): it runs with the slice whenever that object does, so that
+# ``args = parser.parse_args()`` has the arguments' defaults.
+CONFIGURING = frozenset({"add_argument", "add_argument_group", "set_defaults"})
+
+
+def _configures(stmt: ast.stmt) -> str | None:
+    """The name a ``name.add_argument(...)`` statement configures, or None."""
+    call = stmt.value if isinstance(stmt, ast.Expr) else None
+    if (
+        isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Attribute)
+        and call.func.attr in CONFIGURING
+        and isinstance(call.func.value, ast.Name)
+    ):
+        return call.func.value.id
+    return None
 
 
 def _is_future(stmt: ast.stmt) -> bool:
@@ -301,14 +324,17 @@ def run_slice(path: Path, code: str, what: str, pythonpath: Sequence[Path] = ())
     )
     added = [str(r) for r in roots if str(r) not in sys.path]
     sys.path[:0] = added
-    loaded = set(sys.modules)
+    loaded, argv = set(sys.modules), sys.argv
+    sys.argv = [str(path)]  # as a script run without arguments: ``parse_args()`` sees none
     try:
-        exec(compile(code, str(path), "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - the slice only
-    except Exception as exc:  # the slice itself failed: say what and where
+        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):  # ours, not its
+            exec(compile(code, str(path), "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - the slice only
+    except (Exception, SystemExit) as exc:  # the slice itself failed: say what and where
         raise SandboxError(
             f"evaluating {what} failed: {_described(exc)}{advice(exc, roots)}"
         ) from exc
     finally:
+        sys.argv = argv
         for root in added:
             sys.path.remove(root)
         forget(loaded, added)
@@ -347,7 +373,7 @@ def advice(exc: BaseException, roots: Sequence[Path] = ()) -> str:
     return ""
 
 
-def _described(exc: Exception) -> str:
+def _described(exc: BaseException) -> str:
     """The exception in one line, with the line of the file that raised it."""
     first = first_line(exc)
     line = next(

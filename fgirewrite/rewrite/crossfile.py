@@ -284,8 +284,14 @@ def find_references(
             if module is None:
                 continue
             scanned.update((path, c) for c in todo)
-            uses = _FileUses(project, module, todo, followed, show(path), reads or {})
-            for use, subclass in uses.uses():
+            try:
+                uses = list(
+                    _FileUses(project, module, todo, followed, show(path), reads or {}).uses()
+                )
+            except Exception as exc:  # noqa: BLE001 - a bug here must not let a rewrite break it
+                why = f"{show(path)}: fgirewrite could not read what it does with it ({exc!r})"
+                uses = [(Use(followed[c], path, 1, breaks=why), None) for c in todo]
+            for use, subclass in uses:
                 found.uses.append(use)
                 if subclass is not None and subclass not in followed:
                     new[subclass] = use.target
