@@ -202,7 +202,7 @@ def _live_reports(
         dict.fromkeys(root for path in found for root in import_roots(Path(path), pythonpath))
     )
     with built(entry, search or [Path.cwd()], pythonpath) as (model, inputs):
-        result = inject_report(model, example_inputs=inputs)  # type: ignore[arg-type]
+        result = inject_report(model, example_inputs=inputs)
     return {
         (os.path.realpath(r.surrogate.location.path), r.surrogate.location.line): r.report
         for r in result.replaced

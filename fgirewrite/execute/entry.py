@@ -16,17 +16,21 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from fgirewrite import discover
 from fgirewrite.execute.sandbox import forget, slice_names
 from fgirewrite.project import Entry, EntryError, entry_file, import_roots, package_of
 from fgirewrite.source import decode
 
+if TYPE_CHECKING:
+    from torch import nn
+
 
 @contextmanager
 def built(
     entry: Entry, search: Sequence[Path], pythonpath: Sequence[Path] = ()
-) -> Iterator[tuple[object, tuple]]:
+) -> Iterator[tuple[nn.Module, tuple]]:
     """``(model, example_inputs)`` from the entry, while its modules stay loaded; an
     ``EntryError`` (one line) if it cannot be found or does not return that."""
     path = entry_file(entry, search).resolve()
@@ -53,9 +57,12 @@ def built(
     try:
         exec(compile(code, str(path), "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - the entry's slice
         built = getattr(module, entry.function)()
-        if not (isinstance(built, tuple) and len(built) == 2):
+        from torch import nn
+
+        if not (isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], nn.Module)):
             raise EntryError(
-                f"entry `{entry}`: `{entry.function}()` must return (model, example_inputs)"
+                f"entry `{entry}`: `{entry.function}()` must return (model, example_inputs), "
+                "the model a torch.nn.Module"
             )
         model, inputs = built
         yield model, tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
