@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,9 +228,11 @@ class _ImportCheck:
         self.report = report
         self.report.files = len(scope)
         self.show = show
-        self.modules = self._modules(scope, pythonpath)
+        trees = _parsed(scope)
+        self.modules = self._modules(trees, pythonpath)
         self.scratch = Scratch(scope)
-        self.importer = Importer(self._preload(pythonpath), workers, cwd=self.scratch.home)
+        preload = _installed_imports(trees, pythonpath)
+        self.importer = Importer(preload, workers, cwd=self.scratch.home)
         self.before = self.importer.submit([self._job(m, TIMEOUT) for m in self.modules])
         self.times: dict[Path, float] = {}
 
@@ -238,13 +240,9 @@ class _ImportCheck:
         self.importer.close()
         self.scratch.remove()
 
-    def _modules(self, scope: list[Path], pythonpath: Sequence[Path]) -> list[_Module]:
+    def _modules(self, trees: dict[Path, ast.Module], pythonpath: Sequence[Path]) -> list[_Module]:
         modules = []
-        for path in scope:
-            try:
-                tree = ast.parse(path.read_bytes(), filename=str(path))
-            except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
-                continue
+        for path, tree in trees.items():
             where = script_line(tree)
             if where is not None:
                 self.report.scripts.append((self.show(path), *where))
@@ -254,22 +252,6 @@ class _ImportCheck:
             if all(part.isidentifier() for part in name.split(".")):
                 modules.append(_Module(path, name, tuple(import_roots(path, pythonpath))))
         return modules
-
-    def _preload(self, pythonpath: Sequence[Path]) -> list[str]:
-        """The installed packages the modules import (not the project's own)."""
-        project = Project(pythonpath)
-        names = set()
-        for module in self.modules:
-            parsed = project.module(module.path)
-            for node in ast.walk(parsed.tree) if parsed else ():
-                if isinstance(node, ast.Import):
-                    tops = [a.name.split(".")[0] for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                    tops = [node.module.split(".")[0]]
-                else:
-                    continue
-                names |= {t for t in tops if project.find(t, module.path) is None}
-        return sorted(n for n in names if n not in sys.builtin_module_names)
 
     def _job(self, module: _Module, timeout: float) -> Job:
         return Job(
@@ -319,6 +301,45 @@ class _ImportCheck:
                     f"not written: a module of the project still does not import after "
                     f"{ROUNDS} checks, each leaving more classes alone"
                 )
+
+
+def _parsed(paths: list[Path]) -> dict[Path, ast.Module]:
+    """The files that parse, parsed."""
+    trees = {}
+    for path in paths:
+        try:
+            trees[path] = ast.parse(path.read_bytes(), filename=str(path))
+        except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+    return trees
+
+
+def _installed_imports(trees: dict[Path, ast.Module], pythonpath: Sequence[Path]) -> list[str]:
+    """The modules the project imports that are not its own (``matplotlib.pyplot``)."""
+    project = Project(pythonpath)
+    names = set()
+    for path, tree in trees.items():
+        for node in _statements(tree.body):
+            if isinstance(node, ast.Import):
+                spelled = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                spelled = [node.module]
+            else:
+                continue
+            names |= {n for n in spelled if project.find(n.split(".")[0], path) is None}
+    return sorted(n for n in names if n.split(".")[0] not in sys.builtin_module_names)
+
+
+def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Every statement, nested ones too, without walking into expressions (fast)."""
+    for stmt in body:
+        yield stmt
+        for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+            for child in getattr(stmt, name, None) or ():
+                if isinstance(child, (ast.ExceptHandler, ast.match_case)):
+                    yield from _statements(child.body)
+                elif isinstance(child, ast.stmt):
+                    yield from _statements([child])
 
 
 def _blame(

@@ -114,3 +114,33 @@ def test_each_module_is_imported_in_a_fresh_process_with_a_time_limit(tmp_path):
         (False, "SystemExit: 3", False),
         (True, None, False),
     ]
+
+
+def test_the_modules_of_a_package_start_from_the_package_imported_once(tmp_path):
+    """Each still in a process of its own: what one module does is not seen by another."""
+    files = {
+        "good/__init__.py": "",
+        "good/a.py": "import good\ngood.FLAG = 1\n",
+        "good/b.py": "import good\nassert not hasattr(good, 'FLAG')\n",
+        "good/c.py": "raise ValueError('c fails')\n",
+        "bad/__init__.py": "import no_such_module_here\n",
+        "bad/d.py": "",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    names = ["good", "good.a", "good.b", "good.c", "bad.d"]
+    paths = ["good/__init__.py", "good/a.py", "good/b.py", "good/c.py", "bad/d.py"]
+    jobs = [
+        Job(name, str(tmp_path / path), (str(tmp_path),), str(tmp_path), 10.0)
+        for name, path in zip(names, paths, strict=True)
+    ]
+    with Importer(workers=2) as importer:
+        results = importer.results(importer.submit(jobs))
+    assert [(r.ok, r.error) for r in results] == [
+        (True, None),
+        (True, None),
+        (True, None),
+        (False, "ValueError: c fails"),
+        (False, "ModuleNotFoundError: No module named 'no_such_module_here'"),
+    ]

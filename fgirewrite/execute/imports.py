@@ -168,18 +168,23 @@ class Importer:
         except OSError as exc:
             raise ImportCheckError(f"the import check cannot start: {exc}") from None
         self._results: queue.Queue = queue.Queue()
+        self._outbox: queue.Queue = queue.Queue()  # written by a thread: the server may be busy
         threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._write, daemon=True).start()
         self._send({"preload": sorted(set(preload)), "workers": workers})
         self._asked = 0
 
     def _send(self, message: dict) -> None:
+        self._outbox.put(json.dumps(message) + "\n")
+
+    def _write(self) -> None:
         assert self._process.stdin is not None
-        try:
-            self._process.stdin.write(json.dumps(message) + "\n")
-            self._process.stdin.flush()
-        except OSError as exc:
-            why = exc.strerror or exc
-            raise ImportCheckError(f"the import check stopped unexpectedly ({why})") from None
+        while (line := self._outbox.get()) is not None:
+            try:
+                self._process.stdin.write(line)
+                self._process.stdin.flush()
+            except OSError:  # the server is gone: ``results`` says so
+                return
 
     def _read(self) -> None:
         assert self._process.stdout is not None
@@ -205,14 +210,16 @@ class Importer:
                 return [_result(r) for r in message["results"]]
 
     def close(self) -> None:
+        """Stop the server now (what it still imports is of no use any more), and the
+        processes it started."""
+        self._outbox.put(None)
         if self._process.poll() is None:
+            self._process.terminate()
             try:
-                assert self._process.stdin is not None
-                self._process.stdin.close()
                 self._process.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
+            except subprocess.TimeoutExpired:
                 self._process.kill()
-                self._process.wait()
+        self._process.wait()
 
     def __enter__(self) -> Importer:
         return self
@@ -231,6 +238,7 @@ def serve() -> None:
     """The server's loop (in its own process): preload, then answer submissions in order."""
     sys.dont_write_bytecode = True
     sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
+    signal.signal(signal.SIGTERM, _stop)
     # Answers go to the pipe fgirewrite reads; what packages print goes nowhere.
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
@@ -246,9 +254,22 @@ def serve() -> None:
         answers.flush()
 
 
+_RUNNING: set[int] = set()  # the children of this process, each leading a process group
+
+
+def _stop(*_: object) -> None:
+    """SIGTERM: stop every child (and what they started), then this process."""
+    for pid in _RUNNING:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    os._exit(1)
+
+
 def _preload(names: list[str]) -> None:
-    """Import torch and the packages the project imports, once, each within a minute; one
-    that fails or hangs is left to each child."""
+    """Import torch and the installed modules the project imports (``matplotlib.pyplot``),
+    once, each within a minute; one that fails or hangs is left to each child."""
 
     def stop(*_: object) -> None:
         raise TimeoutError
@@ -264,39 +285,76 @@ def _preload(names: list[str]) -> None:
             signal.alarm(0)
 
 
-def _run_all(jobs: list[Job], workers: int) -> list[Result]:
-    """Each job in a forked child, ``workers`` at a time, each killed at its time limit."""
+def _run_all(
+    jobs: list[Job], workers: int, group: bool = True, prepared: bool = False
+) -> list[Result]:
+    """Each job in a forked child, ``workers`` at a time, each killed at its time limit.
+
+    With ``group``, the modules of one package (same package, roots and folder) are imported
+    in children forked from one that imported the package first: ``import a.b.c`` begins with
+    ``import a.b`` anyway, so each still starts as a fresh ``import a.b.c`` would be at that
+    point, and a package whose ``__init__`` imports all of it is imported once.
+    ``prepared``: this process is a package's, set up for its modules already."""
+    tasks = _tasks(jobs) if group else [[i] for i in range(len(jobs))]
     results: dict[int, Result] = {}
-    waiting = list(enumerate(jobs))
-    running: dict[int, tuple[int, int, float, bytearray]] = {}  # fd -> index, pid, start, data
+    waiting = list(tasks)
+    running: dict[int, tuple[list[int], int, float, float, bytearray]] = {}  # fd -> task, ...
     while waiting or running:
-        while waiting and len(running) < workers:
-            index, job = waiting.pop(0)
+        while waiting and _room(running, waiting[0], workers):
+            task = waiting.pop(0)
             read, write = os.pipe()
             pid = os.fork()
             if pid == 0:
                 os.close(read)
-                _child(job, write)
+                batch = [jobs[i] for i in task]
+                if len(task) > 1:
+                    _package(batch, workers, write)
+                _child(batch[0], write, prepared)
             os.close(write)
-            running[read] = (index, pid, time.monotonic(), bytearray())
+            _RUNNING.add(pid)
+            limit = max(jobs[i].timeout for i in task) * (1 + -(-(len(task) - 1) // workers))
+            running[read] = (task, pid, time.monotonic(), limit, bytearray())
         ready, _, _ = select.select(list(running), [], [], 0.05)
         for fd in ready:
             chunk = os.read(fd, 65536)
             if chunk:
-                running[fd][3].extend(chunk)
+                running[fd][4].extend(chunk)
                 continue
-            index, pid, start, data = running.pop(fd)
+            task, pid, begun, _, data = running.pop(fd)
             os.close(fd)
             _, status = os.waitpid(pid, 0)
-            results[index] = _finished(data, status, time.monotonic() - start)
-        for fd, (index, pid, start, _) in list(running.items()):
-            if time.monotonic() - start > jobs[index].timeout:
+            _RUNNING.discard(pid)
+            results.update(zip(task, _finished(data, status, len(task)), strict=True))
+        for fd, (task, pid, begun, limit, _) in list(running.items()):
+            if time.monotonic() - begun > limit:
                 _kill(pid)
+                _RUNNING.discard(pid)
                 os.close(fd)
                 del running[fd]
-                error = f"TimeoutError: took more than {jobs[index].timeout:.0f} s"
-                results[index] = Result(False, error, seconds=jobs[index].timeout, timed_out=True)
+                error = f"TimeoutError: took more than {limit:.0f} s"
+                results.update(
+                    (i, Result(False, error, seconds=limit, timed_out=True)) for i in task
+                )
     return [results[i] for i in range(len(jobs))]
+
+
+def _tasks(jobs: list[Job]) -> list[list[int]]:
+    """The jobs in groups: the modules of one package together, any other module alone."""
+    packages: dict[tuple, list[int]] = {}
+    for i, job in enumerate(jobs):
+        parent = job.module.rpartition(".")[0]
+        key = (parent, job.roots, job.cwd) if parent else (i,)
+        packages.setdefault(key, []).append(i)
+    return list(packages.values())
+
+
+def _room(running: dict, task: list[int], workers: int) -> bool:
+    """Whether a task may start now: a package's (whose children take every worker) only
+    alone, a module beside other modules up to ``workers``."""
+    if not running:
+        return True
+    alone = len(task) == 1 and all(len(other) == 1 for other, *_ in running.values())
+    return alone and len(running) < workers
 
 
 def _kill(pid: int) -> None:
@@ -308,33 +366,63 @@ def _kill(pid: int) -> None:
     os.waitpid(pid, 0)
 
 
-def _finished(data: bytearray, status: int, seconds: float) -> Result:
+def _finished(data: bytearray, status: int, count: int) -> list[Result]:
     try:
-        return _result(json.loads(bytes(data)))
-    except ValueError:
+        return [_result(raw) for raw in json.loads(bytes(data))]
+    except (ValueError, TypeError):
         code = os.waitstatus_to_exitcode(status)
-        return Result(
-            False, f"the process ended without a result (exit code {code})", seconds=seconds
-        )
+        return [Result(False, f"the process ended without a result (exit code {code})")] * count
 
 
-def _child(job: Job, out: int) -> None:
+def _prepare(job: Job) -> None:
+    """This forked process as the module's own run would be: its own process group, no
+    input or output, the working folder, the import roots first, no arguments."""
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.chdir(job.cwd)
+    sys.path[:0] = list(job.roots)
+    sys.argv = [job.path]
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def _child(job: Job, out: int, prepared: bool = False) -> None:
     """Import one module in this forked process and report on ``out``; never returns."""
     try:
-        os.setpgid(0, 0)
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        os.chdir(job.cwd)
-        sys.path[:0] = list(job.roots)
-        sys.argv = [job.path]
-        if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(1)
+        if prepared:  # in its package's process group: stopped with it
+            sys.argv = [job.path]
+        else:
+            _prepare(job)
         result = _import(job)
     except BaseException as exc:  # noqa: BLE001 - reported, whatever it is
         result = Result(False, _described(exc))
+    _report(out, [result])
+
+
+def _package(jobs: list[Job], workers: int, out: int) -> None:
+    """Import a package, then each of its modules in a child forked from here; never
+    returns. A package that does not import fails each of its modules the same way."""
+    import importlib
+
     try:
-        os.write(out, json.dumps(asdict(result)).encode())
+        _prepare(jobs[0])
+        try:
+            importlib.import_module(jobs[0].module.rpartition(".")[0])
+        except BaseException as exc:  # noqa: BLE001 - as each module's import would fail
+            results = [_failure(exc, 0.0)] * len(jobs)
+        else:
+            results = _run_all(jobs, workers, group=False, prepared=True)
+    except BaseException as exc:  # noqa: BLE001 - reported, whatever it is
+        results = [Result(False, _described(exc))] * len(jobs)
+    _report(out, results)
+
+
+def _report(out: int, results: list[Result]) -> None:
+    try:
+        os.write(out, json.dumps([asdict(r) for r in results]).encode())
     finally:
         os._exit(0)
 
@@ -346,16 +434,18 @@ def _import(job: Job) -> Result:
     try:
         module = importlib.import_module(job.module)
     except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt included
-        frames = [(f.filename, f.lineno or 0) for f in traceback.extract_tb(exc.__traceback__)]
-        mentioned = [(file, int(line)) for file, line in _LOCATION.findall(str(exc))]
-        return Result(
-            False, _described(exc), tuple(frames), tuple(mentioned), time.perf_counter() - start
-        )
+        return _failure(exc, time.perf_counter() - start)
     seconds = time.perf_counter() - start
     loaded = os.path.realpath(getattr(module, "__file__", "") or "")
     if loaded != os.path.realpath(job.path):
         return Result(False, f"ImportError: `{job.module}` is another file here ({loaded})")
     return Result(True, seconds=seconds)
+
+
+def _failure(exc: BaseException, seconds: float) -> Result:
+    frames = [(f.filename, f.lineno or 0) for f in traceback.extract_tb(exc.__traceback__)]
+    mentioned = [(file, int(line)) for file, line in _LOCATION.findall(str(exc))]
+    return Result(False, _described(exc), tuple(frames), tuple(mentioned), seconds)
 
 
 def _described(exc: BaseException) -> str:
