@@ -214,8 +214,10 @@ def _live_reports(
 
 
 class _ImportCheck:
-    """The project's modules imported before the rewrite (started at once, in the background)
-    and after it, in a scratch copy of the project."""
+    """The project's modules imported from the rewritten sources, in a scratch copy of the
+    project, and those that fail from the original sources too: a module that did not
+    import before the change is not the rewrite's to fix. The server starts at once, so
+    that its imports of torch and the installed packages overlap per-class verification."""
 
     def __init__(
         self,
@@ -233,8 +235,6 @@ class _ImportCheck:
         self.scratch = Scratch(scope)
         preload = _installed_imports(trees, pythonpath)
         self.importer = Importer(preload, workers, cwd=self.scratch.home)
-        self.before = self.importer.submit([self._job(m, TIMEOUT) for m in self.modules])
-        self.times: dict[Path, float] = {}
 
     def close(self) -> None:
         self.importer.close()
@@ -253,14 +253,20 @@ class _ImportCheck:
                 modules.append(_Module(path, name, tuple(import_roots(path, pythonpath))))
         return modules
 
-    def _job(self, module: _Module, timeout: float) -> Job:
-        return Job(
-            module.name,
-            str(self.scratch.copy_of(module.path)),
-            tuple(str(self.scratch.copy_of(r)) for r in module.roots),
-            str(self.scratch.copy_of(self.scratch.base_of(module.path))),
-            timeout,
-        )
+    def _import(self, modules: list[_Module], changes: list[files.Change]) -> list[Result]:
+        """Import each module with the project as ``changes`` leave it (none: as it is)."""
+        self.scratch.apply(changes)
+        jobs = [
+            Job(
+                m.name,
+                str(self.scratch.copy_of(m.path)),
+                tuple(str(self.scratch.copy_of(r)) for r in m.roots),
+                str(self.scratch.copy_of(self.scratch.base_of(m.path))),
+                TIMEOUT,
+            )
+            for m in modules
+        ]
+        return self.importer.results(self.importer.submit(jobs))
 
     def until_it_imports(
         self,
@@ -271,24 +277,24 @@ class _ImportCheck:
     ) -> None:
         """Check the rewritten project; leave alone what stops a module from importing, and
         check again, until every module that imported before imports after."""
-        before = self.importer.results(self.before)
-        importing = []
-        for module, result in zip(self.modules, before, strict=True):
-            if result.ok:
-                importing.append(module)
-                self.times[module.path] = result.seconds
-            else:
-                self.report.not_importing.append((self.show(module.path), result.error or ""))
+        checking = list(self.modules)
         for round in range(ROUNDS):
             changes = _changes(outcomes)
-            if not changes or not importing:
+            if not changes or not checking:
                 return
-            self.scratch.apply(changes)
-            jobs = [self._job(m, max(TIMEOUT, 4 * self.times[m.path] + 30)) for m in importing]
-            after = self.importer.results(self.importer.submit(jobs))
-            failures = [(m, r) for m, r in zip(importing, after, strict=True) if not r.ok]
+            after = self._import(checking, changes)
+            failures = [(m, r) for m, r in zip(checking, after, strict=True) if not r.ok]
+            if failures:  # did they import before?
+                before = self._import([m for m, _ in failures], [])
+                for (module, _), result in zip(failures, before, strict=True):
+                    if not result.ok:
+                        checking.remove(module)
+                        self.report.not_importing.append(
+                            (self.show(module.path), result.error or "")
+                        )
+                failures = [f for f, b in zip(failures, before, strict=True) if b.ok]
             if not failures:
-                self.report.imported = len(importing)
+                self.report.imported = len(checking)
                 return
             blamed = _blame(failures, outcomes, references, self.scratch, self.show)
             for outcome, refusals in blamed:
