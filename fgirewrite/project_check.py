@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fgirewrite import files, runner
 from fgirewrite.execute.imports import ImportCheckError, Importer, Job, Result, script_line
@@ -35,9 +36,11 @@ from fgirewrite.project import (
 )
 from fgirewrite.rewrite.crossfile import Project, References
 from fgirewrite.surrogate import Surrogate, key
-from fgirewrite.verify.pair import SurrogateReport
 
-TIMEOUT = 120.0  # seconds for one module's import, before the rewrite
+if TYPE_CHECKING:
+    from fgirewrite.verify.pair import SurrogateReport
+
+TIMEOUT = 120.0  # seconds for one module's import
 ROUNDS = 4  # import checks at most: each round after the first leaves more classes alone
 
 

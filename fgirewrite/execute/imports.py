@@ -188,8 +188,11 @@ class Importer:
 
     def _read(self) -> None:
         assert self._process.stdout is not None
-        for line in self._process.stdout:
-            self._results.put(json.loads(line))
+        try:
+            for line in self._process.stdout:
+                self._results.put(json.loads(line))
+        except ValueError:  # not an answer: the server is broken; ``results`` says so
+            pass
         self._results.put(None)
 
     def submit(self, jobs: Sequence[Job]) -> int:
