@@ -49,7 +49,8 @@ class _FGIRewritten:
         if protocol & set(vars(cls)) and "apply" not in vars(cls):
             raise TypeError(
                 f"{cls.__name__} subclasses a class that fgirewrite rewrote into FGI, which is "
-                "no longer a torch.autograd.Function: subclass torch.autograd.Function"
+                "no longer a torch.autograd.Function: restore that module from version control, "
+                f"or give {cls.__name__} a torch.autograd.Function base and methods of its own"
             )
 
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from difflib import get_close_matches
 from enum import Enum
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import typer
 
@@ -36,6 +36,9 @@ from typer.core import TyperCommand, TyperGroup
 from fgirewrite import __version__, config, files, runner
 from fgirewrite.reasons import EXAMPLES, REASONS
 from fgirewrite.surrogate import Skip, Surrogate, key
+
+if TYPE_CHECKING:
+    from fgirewrite.project_check import ProjectReport
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -166,11 +169,14 @@ def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+VERIFICATION_CODES = ("verification-failed", "cannot-verify", "breaks-import")
+
+
 def _status(finding: Surrogate | Skip, mode: Mode, outcome: runner.Outcome) -> str:
     if isinstance(finding, Skip):
         if finding.code == "excluded":
             return "excluded"
-        return "failed" if finding.code in ("verification-failed", "cannot-verify") else "skipped"
+        return "failed" if finding.code in VERIFICATION_CODES else "skipped"
     if mode is Mode.write:
         return "rewritten" if outcome.written else "not-written"
     return "would-rewrite"
@@ -183,6 +189,7 @@ def _finding_line(row: Row) -> str:
             "verification-failed": "not rewritten (verification failed)",
             "cannot-verify": "not rewritten (verification could not run here)",
             "excluded": "excluded",
+            "breaks-import": "not rewritten (a module would no longer import)",
         }.get(finding.code, "skipped")
         message = row.outcome.message(finding.message)
         return f"{where}: {verb}: {finding.name} [{finding.code}] {message}"
@@ -299,6 +306,15 @@ def rewrite_command(
         "([tool.fgirewrite] in the closest pyproject.toml, a flag, or the default); "
         "change nothing.",
     ),
+    entry: str = typer.Option(
+        None,
+        "--entry",
+        help="With --write: FILE:FUNCTION or MODULE:FUNCTION returning (model, "
+        "example_inputs). Classes verification cannot run alone (made in a factory from a "
+        "config object, or fed only by the model) are verified through that model, as "
+        "fgirewrite.inject verifies them, and written when that passes.",
+        metavar="ENTRY",
+    ),
 ) -> None:
     """Find surrogate Functions in PATHs and rewrite them into inline FGI.
 
@@ -314,6 +330,9 @@ def rewrite_command(
         _err("fgirewrite: error: choose one of --check, --diff and --write")
         raise typer.Exit(EXIT_ERROR)
     mode = Mode.check if check else Mode.write if write else Mode.diff
+    if entry is not None and not (mode is Mode.write and verify is not False):
+        _err("fgirewrite: error: --entry verifies what --write writes: use it with --write")
+        raise typer.Exit(EXIT_ERROR)
     overrides = config.Overrides(
         exclude=_globs(exclude) if exclude else None,
         extend_exclude=_globs(extend_exclude or []),
@@ -331,7 +350,7 @@ def rewrite_command(
             raise typer.Exit(EXIT_OK)
         run = resolver.settings(_common_folder(paths))
         errors: list[tuple[str, str]] = []
-        outcomes, modules = _process(paths, resolver, run, mode, errors)
+        outcomes, modules, project = _process(paths, resolver, run, mode, errors, entry)
     except config.ConfigError as exc:
         _err(str(exc))
         raise typer.Exit(EXIT_ERROR) from None
@@ -352,6 +371,8 @@ def rewrite_command(
         _err(f"{path}: error: {message}")
     if any(row.rewrites for row in rows):
         _warn_second_order(outcomes)
+    if not quiet and project is not None and (line := project.summary()) is not None:
+        _err(line)
     _err(_summary(rows, outcomes, errors, mode, verify))
 
     left = any(row.status in ("skipped", "failed") for row in rows)
@@ -413,9 +434,12 @@ def _process(
     run: config.Settings,
     mode: Mode,
     errors: list[tuple[str, str]],
-) -> tuple[list[runner.Outcome], list[runner.HelperModule]]:
-    """Rewrite every file in memory; with --write, verify and write each changed one."""
-    verify = run.verify
+    entry: str | None = None,
+) -> tuple[list[runner.Outcome], list[runner.HelperModule], ProjectReport | None]:
+    """Rewrite every file in memory, leaving alone what other files of the project rely on
+    (or, unless --accept-first-order, differentiate twice); with --write, verify the written
+    project and write it, all files or none (the packages' helper modules included)."""
+    outcomes: list[runner.Outcome] = []
     try:
         found = _found(paths, resolver, run.force_exclude, errors)
         outcomes = runner.process_all(
@@ -425,30 +449,21 @@ def _process(
             analyse_only=mode is Mode.check,
             annotate=run.torchscript or None,
         )
+        if not run.accept_first_order:
+            runner.hold_back_second_order(outcomes)
+        references = runner.refuse_cross_file(outcomes, found, paths)
+        if mode is not Mode.write:
+            modules = [] if mode is Mode.check else runner.helper_modules(outcomes)
+            return outcomes, modules, None
+        from fgirewrite.project_check import write_project
+
+        report = write_project(outcomes, found, references, run.verify, entry, workers=run.jobs)
     except KeyboardInterrupt:
-        _err("fgirewrite: interrupted; no file was written")
+        written = any(o.written for o in outcomes)
+        _err(f"fgirewrite: interrupted; {'every' if written else 'no'} file was written")
         raise typer.Exit(130) from None
-    if not run.accept_first_order:
-        runner.hold_back_second_order(outcomes)
-    if mode is not Mode.write:
-        return outcomes, ([] if mode is Mode.check else runner.helper_modules(outcomes))
-    try:
-        for outcome in outcomes:
-            if outcome.changed:
-                runner.verify_and_refuse(outcome, verify)
-        modules = runner.helper_modules(outcomes)
-        for module in modules:
-            if (error := runner.write_helper_module(module)) is not None:
-                for outcome in outcomes:
-                    if outcome.helper_path == module.path and outcome.error is None:
-                        outcome.error = f"{module.path}: {error}"
-        for outcome in outcomes:
-            if outcome.changed and outcome.error is None:
-                runner.write(outcome)
-    except KeyboardInterrupt:
-        _err("fgirewrite: interrupted; files already written are complete, the rest untouched")
-        raise typer.Exit(130) from None
-    return outcomes, modules
+    errors += report.errors
+    return outcomes, report.helper_modules, report
 
 
 def _print_findings(

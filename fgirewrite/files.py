@@ -1,16 +1,20 @@
 """Finding, reading and writing source files safely.
 
 Writes are atomic (a temporary file in the same directory, then ``os.replace``), keep the
-file's mode, and are refused if the file changed after it was read.
+file's mode, and are refused if the file changed after it was read. ``write_all`` writes
+several files (new ones included) all or none.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import signal
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,39 +167,7 @@ def write(snapshot: Snapshot, data: bytes) -> None:
 
     A symlink is followed: its target is replaced, and the link stays a link.
     """
-    path = Path(os.path.realpath(snapshot.path))
-    try:
-        current = path.read_bytes()
-    except OSError as exc:
-        raise FileError(f"cannot re-read before writing: {exc.strerror or exc}") from None
-    if current != snapshot.data:
-        raise FileError("changed since it was read; not overwritten")
-    # The rename below asks only the directory, and root may write anything: a file (or a
-    # directory) with no write bit is refused for everyone, as its owner would be refused.
-    if not _has_write_bit(path) or not os.access(path, os.W_OK):
-        raise FileError("cannot write: the file is read-only; not overwritten")
-    directory = path.parent
-    if not _has_write_bit(directory):
-        raise FileError(f"cannot write in {directory}: the directory is read-only")
-    try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".fgirewrite", dir=directory)
-    except OSError as exc:
-        raise FileError(f"cannot write in {directory}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, snapshot.mode)
-        os.replace(temp, path)
-    except BaseException as exc:  # KeyboardInterrupt included: never leave a partial file
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise FileError(f"cannot write: {exc.strerror or exc}") from None
-        raise
+    write_all([Change(snapshot.path, data, snapshot)])
 
 
 def create(path: Path, data: bytes) -> None:
@@ -230,3 +202,193 @@ def _has_write_bit(path: Path) -> bool:
     except OSError:
         return False
     return bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+@dataclass(frozen=True)
+class Change:
+    """New content for a file: one that was read (``snapshot``), or a new one (None)."""
+
+    path: Path
+    data: bytes
+    snapshot: Snapshot | None = None
+
+
+class WriteError(FileError):
+    """``write_all`` wrote nothing: the file that stopped it, and why."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(reason)
+        self.path = path
+
+
+def write_all(changes: Sequence[Change], committed: Callable[[], None] | None = None) -> None:
+    """Write every change or none: ``WriteError`` (naming the file) if any cannot be.
+
+    Each file is checked first (unchanged since read, writable; a new one not there yet),
+    and its new content written to a temporary file beside it. Then each is moved into
+    place, with the original kept as a hard link until all are; if one move fails, or the
+    process is interrupted, those already moved are put back. Interrupts (SIGINT, SIGTERM)
+    wait until the files are all written or all restored (and ``committed``, called once all
+    are written, has returned).
+    """
+    staged: list[tuple[Change, Path, str]] = []  # change, real path, temporary file
+    try:
+        for change in changes:
+            path = _writable(change)
+            staged.append((change, path, _stage(change, path)))
+        with _signals_deferred():
+            _commit(staged)
+            if committed is not None:
+                committed()
+    finally:
+        for _, _, temp in staged:
+            _unlink(temp)
+
+
+def _writable(change: Change) -> Path:
+    """The path to replace (a symlink's target), once checked; WriteError if it cannot be."""
+    path = Path(os.path.realpath(change.path))
+    try:
+        if change.snapshot is None:
+            if os.path.lexists(change.path):
+                raise FileError("exists already; not overwritten")
+            if not _has_write_bit(path.parent):
+                raise FileError(f"cannot write in {path.parent}: the directory is read-only")
+            return path
+        try:
+            current = path.read_bytes()
+        except OSError as exc:
+            raise FileError(f"cannot re-read before writing: {exc.strerror or exc}") from None
+        if current != change.snapshot.data:
+            raise FileError("changed since it was read; not overwritten")
+        if not _has_write_bit(path) or not os.access(path, os.W_OK):
+            raise FileError("cannot write: the file is read-only; not overwritten")
+        if not _has_write_bit(path.parent):
+            raise FileError(f"cannot write in {path.parent}: the directory is read-only")
+    except FileError as exc:
+        raise WriteError(change.path, str(exc)) from None
+    return path
+
+
+def _stage(change: Change, path: Path) -> str:
+    """The new content in a temporary file beside ``path``, flushed to disk, with the mode
+    the file has (a new file: what the umask allows)."""
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".fgirewrite", dir=path.parent)
+    except OSError as exc:
+        why = f"cannot write in {path.parent}: {exc.strerror or exc}"
+        raise WriteError(change.path, why) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(change.data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if change.snapshot is not None:
+            os.chmod(temp, change.snapshot.mode)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(temp, 0o666 & ~umask)
+    except BaseException as exc:
+        _unlink(temp)
+        if isinstance(exc, OSError):
+            raise WriteError(change.path, f"cannot write: {exc.strerror or exc}") from None
+        raise
+    return temp
+
+
+def _commit(staged: list[tuple[Change, Path, str]]) -> None:
+    """Move each staged file into place; on any failure put back those already moved."""
+    done: list[tuple[Change, Path, str | None]] = []  # change, path, the original's copy
+    current = staged[0][0] if staged else None
+    try:
+        for change, path, temp in staged:
+            current = change
+            backup = None if change.snapshot is None else _keep(path, temp, change.snapshot)
+            done.append((change, path, backup))
+            if backup is None:
+                os.link(temp, path)  # a new file: fails if one appeared there meanwhile
+            else:
+                os.replace(temp, path)
+    except BaseException as exc:
+        problems = _restore(done)
+        if isinstance(exc, OSError) and current is not None:
+            after = "; ".join(problems) if problems else "no file was changed"
+            raise WriteError(
+                current.path, f"cannot write: {exc.strerror or exc}; {after}"
+            ) from None
+        raise
+    for _, _, backup in done:
+        if backup is not None:
+            _unlink(backup)
+
+
+def _keep(path: Path, temp: str, snapshot: Snapshot) -> str:
+    """A copy of the original beside it until every file is written: a hard link, or where
+    the file system has none, its content."""
+    backup = f"{temp}.orig"
+    try:
+        os.link(path, backup)
+    except OSError:
+        with open(backup, "xb") as handle:
+            handle.write(snapshot.data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(backup, snapshot.mode)
+    return backup
+
+
+def _restore(done: list[tuple[Change, Path, str | None]]) -> list[str]:
+    """Put back the originals of the files already moved (a new file is removed); what could
+    not be put back, with where its original is kept."""
+    problems = []
+    for change, path, backup in reversed(done):
+        try:
+            if backup is None:
+                if path.exists() and path.read_bytes() == change.data:
+                    os.unlink(path)
+            elif os.path.exists(backup):
+                assert change.snapshot is not None
+                if _same(path, backup) or path.read_bytes() == change.snapshot.data:
+                    os.unlink(backup)  # never replaced
+                else:
+                    os.replace(backup, path)
+        except OSError as exc:
+            problems.append(
+                f"{change.path} could not be put back ({exc.strerror or exc})"
+                + (f"; its original is kept as {backup}" if backup else "")
+            )
+    return problems
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM held until the block ends, then delivered (in the main thread,
+    where Python runs signal handlers; elsewhere none interrupts the block anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda number, _: caught.append(number)) for s in held}
+    try:
+        yield
+    finally:
+        for held_signal, handler in previous.items():
+            signal.signal(held_signal, handler)
+        for number in dict.fromkeys(caught):
+            signal.raise_signal(number)
+
+
+def _same(path: Path, other: str) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except OSError:
+        return False
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

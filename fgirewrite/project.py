@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fgirewrite import files
+
 MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
 
 
@@ -35,10 +37,22 @@ def package_of(path: Path) -> tuple[str, Path]:
     return ".".join(reversed(parts)), parent
 
 
-def import_roots(path: Path, extra: Iterable[Path] = ()) -> list[Path]:
+def configured_pythonpath(path: Path) -> tuple[Path, ...]:
+    """The ``pythonpath`` of the ``[tool.fgirewrite]`` that applies to a file (none where its
+    configuration cannot be read: the run reports that itself)."""
+    from fgirewrite.config import ConfigError, settings_for
+
+    try:
+        return settings_for(path).pythonpath
+    except ConfigError:
+        return ()
+
+
+def import_roots(path: Path, extra: Iterable[Path] | None = None) -> list[Path]:
     """Folders a file's imports resolve from, nearest first: the folder its top package lives
     in, each folder above it up to the project root, the root's ``src/``, then ``extra``
-    (``[tool.fgirewrite] pythonpath``). Without a project root, only the first."""
+    (by default the file's ``[tool.fgirewrite] pythonpath``). Without a project root, only the
+    first and ``extra``."""
     _, base = package_of(path)
     roots = [base]
     top = project_root(base)
@@ -49,8 +63,41 @@ def import_roots(path: Path, extra: Iterable[Path] = ()) -> list[Path]:
             roots.append(folder)
         if (top / "src").is_dir():
             roots.append(top / "src")
+    extra = configured_pythonpath(path) if extra is None else extra
     roots.extend(Path(p).resolve() for p in extra)
     return list(dict.fromkeys(roots))
+
+
+def relative_module(path: Path, module: str | None, level: int) -> str | None:
+    """The absolute name of ``from <level dots><module> import ...`` in the file at ``path``;
+    None when it climbs above the file's top package."""
+    name, _ = package_of(path)
+    package = name.split(".")[:-1]  # a package's ``__init__`` imports relative to itself
+    if level > len(package):
+        return None
+    base = package[: len(package) - level + 1]
+    return ".".join(base + ([module] if module else [])) or None
+
+
+def package_files(path: Path) -> list[Path]:
+    """The ``*.py`` files of the top package a file belongs to (none outside a package), as
+    ``files.python_files`` finds them."""
+    name, base = package_of(path)
+    if "." not in name:
+        return []
+    return list(files.python_files([base / name.split(".")[0]], []))
+
+
+def not_found(module: str, roots: Iterable[Path]) -> str:
+    """What to do when ``import module`` fails for a module neither the import roots nor the
+    installed packages have: the folders searched and the setting that adds one."""
+    searched = ", ".join(str(r) for r in roots) or "none"
+    top = module.split(".")[0]
+    return (
+        f"no module `{module}` in the import roots ({searched}) nor among the installed "
+        f"packages: if `{top}` is part of this project, add the folder that holds it to "
+        "`pythonpath` under [tool.fgirewrite] in pyproject.toml; if it is a package, install it"
+    )
 
 
 def find_module(name: str, roots: Iterable[Path]) -> Path | None:

@@ -45,6 +45,8 @@ REASONS: dict[str, str] = {
     "(a list, an attribute); the rewrite's copy would have no gradient",
     "second-order": "the files differentiate through gradients; FGI gradients are first-order "
     "(--accept-first-order rewrites anyway)",
+    "breaks-import": "after the rewrite a module of the project no longer imports (a TorchScript "
+    "function compiled at import that calls the class, for one): see the message",
 }
 
 
@@ -238,5 +240,13 @@ EXAMPLES: dict[str, Example] = {
         ),
         "pass --accept-first-order (or accept-first-order = true in [tool.fgirewrite]) if "
         "second derivatives through the surrogate do not matter to the project",
+    ),
+    "breaks-import": Example(
+        None,
+        "see the message: it names the module and line that no longer import; a TorchScript "
+        "function compiled at import scripts the rewrite only where it scripts the original's "
+        "code as a plain function",
+        shown="a module-level @torch.jit.script function that calls the surrogate and reads "
+        "a module-level float",
     ),
 }

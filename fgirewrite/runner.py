@@ -6,18 +6,22 @@ import ast
 import difflib
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from fgirewrite import config, discover, files, notebook, project, skips
 from fgirewrite.rewrite.result import Rewrite
 from fgirewrite.source import SourceError, decode, internal_error
 from fgirewrite.surrogate import Location, Skip, Surrogate, key
+
+if TYPE_CHECKING:
+    from fgirewrite.rewrite.crossfile import References
+    from fgirewrite.verify.pair import SurrogateReport
 
 
 @dataclass
@@ -38,6 +42,9 @@ class Outcome:
     notebook: notebook.Notebook | None = None  # a notebook's cells, read as one module
     options: dict = field(default_factory=dict)  # rewrite_source's options for this file
     helper_path: Path | None = None  # the package's helper module the rewrite imports from
+    # key(surrogate) -> (code, why): left alone for what other files do with it (a subclass
+    # elsewhere, a module that no longer imports), whatever its own file's rewrite says
+    imposed: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def findings(self) -> list[Surrogate | Skip]:
@@ -331,17 +338,14 @@ def hold_back_second_order(outcomes: list[Outcome]) -> None:
             f"change; pass {SECOND_ORDER_FLAG} to rewrite anyway"
         )
         refused = {key(s): ("second-order", message) for s in rewrite.surrogates}
-        if outcome.analysed_only:
+        if outcome.analysed_only:  # --check: no rewrite to make again
+            outcome.imposed |= refused
             rewrite.findings = [
                 Skip(f.name, f.location, *refused[key(f)]) if isinstance(f, Surrogate) else f
                 for f in rewrite.findings
             ]
             continue
-        from fgirewrite.rewrite.edit import rewrite_source
-
-        outcome.rewrite = rewrite_source(rewrite.source, outcome.path, refused, **outcome.options)
-        outcome.snapshot = None
-        outcome.helper_path = None
+        impose(outcome, refused)
 
 
 class _ImportGraph:
@@ -393,35 +397,65 @@ def _imported_modules(path: Path) -> set[str]:
     return names
 
 
-def verify_and_refuse(outcome: Outcome, verify: bool = True) -> None:
-    """Verify a changed file's rewrites through the module as it will be written; rewrite it
-    again without any that fail, until what is left verifies. Then check that a second run
-    would change nothing; if it would, the file is not written."""
+def impose(outcome: Outcome, refusals: dict[str, tuple[str, str]]) -> None:
+    """Leave classes of a file alone for what other files do with them (``refusals``: key ->
+    code and why), and rewrite the file again without them."""
+    outcome.imposed |= refusals
+    fresh = process(
+        Path(outcome.path), outcome.imposed, annotate=outcome.options.get("annotate", False)
+    )
+    outcome.rewrite, outcome.snapshot, outcome.error = fresh.rewrite, fresh.snapshot, fresh.error
+    outcome.options, outcome.helper_path = fresh.options, fresh.helper_path
+    outcome.notebook = fresh.notebook
+    outcome.analysed_only = False
+
+
+ENTRY_HINT = (
+    "; `--write --entry FILE:FUNCTION` verifies it through a model that uses it, where "
+    "FUNCTION returns (model, example_inputs)"
+)
+
+
+def verify_and_refuse(
+    outcome: Outcome,
+    verify: bool = True,
+    pythonpath: Sequence[Path] | None = None,
+    vouched: Callable[[Surrogate], SurrogateReport | str] | None = None,
+) -> None:
+    """Verify a changed file's rewrites through the module as it will be written (with the
+    import roots ``pythonpath`` adds); rewrite it again without any that fail, until what is
+    left verifies. A surrogate verification cannot run alone passes when ``vouched`` gives
+    it a passing report (its model's, with ``--entry``), or else says why it does not. Then
+    check that a second run would change nothing; if it would, the file is not written."""
     from fgirewrite.rewrite.edit import rewrite_source
     from fgirewrite.verify.written import instability, verify_rewrite
 
     assert outcome.rewrite is not None and outcome.snapshot is not None
-    refused: dict[str, tuple[str, str]] = {}
+    refused: dict[str, tuple[str, str]] = dict(outcome.imposed)
     while verify and outcome.rewrite.changed:
-        reports = verify_rewrite(outcome.rewrite, Path(outcome.path))
-        outcome.verification.update(
-            (key(s), r) for s, r in zip(outcome.rewrite.surrogates, reports, strict=True)
-        )
-        failed = {
-            key(s): (
-                "cannot-verify" if r.cannot_run else "verification-failed",
-                "; ".join(r.failures()),
-            )
-            for s, r in zip(outcome.rewrite.surrogates, reports, strict=True)
-            if not r.ok
-        }
+        surrogates = outcome.rewrite.surrogates
+        reports = verify_rewrite(outcome.rewrite, Path(outcome.path), pythonpath)
+        outcome.verification.update((key(s), r) for s, r in zip(surrogates, reports, strict=True))
+        failed = {}
+        for surrogate, report in zip(surrogates, reports, strict=True):
+            if report.ok:
+                continue
+            if report.cannot_run and vouched is not None:
+                live = vouched(surrogate)
+                if not isinstance(live, str):
+                    outcome.verification[key(surrogate)] = live
+                    continue
+                failed[key(surrogate)] = ("cannot-verify", "; ".join(report.failures()) + live)
+            else:
+                failed[key(surrogate)] = _refusal(report)
         if not failed:
             break
         refused |= failed
         outcome.rewrite = rewrite_source(
             outcome.rewrite.source, outcome.path, refused, **outcome.options
         )
-    if outcome.rewrite.changed and (problem := instability(outcome.rewrite)) is not None:
+    imposed = {name.rpartition("@")[0] for name in outcome.imposed}
+    if outcome.rewrite.changed and (problem := instability(outcome.rewrite, imposed)) is not None:
         outcome.error = problem
     if outcome.rewrite.changed and outcome.error is None and outcome.notebook is not None:
         try:
@@ -487,25 +521,68 @@ def helper_modules(outcomes: list[Outcome]) -> list[HelperModule]:
     return modules
 
 
-def write_helper_module(module: HelperModule) -> str | None:
-    """Write a helper module if it changes; the error, if any."""
-    if not module.changed:
-        return None
-    try:
-        if module.snapshot is None:
-            files.create(module.path, module.text.encode())
-        else:
-            files.write(module.snapshot, module.text.encode())
-    except files.FileError as exc:
-        return str(exc)
-    return None
+def _refusal(report: SurrogateReport) -> tuple[str, str]:
+    why = "; ".join(report.failures())
+    if not report.cannot_run:
+        return "verification-failed", why
+    if not report.unverifiable:  # the probes could not run it: a model can
+        why += ENTRY_HINT
+    return "cannot-verify", why
 
 
-def write(outcome: Outcome) -> None:
-    assert outcome.snapshot is not None and outcome.rewrite is not None
-    assert outcome.rewrite.new_source is not None
-    try:
-        files.write(outcome.snapshot, outcome.output())
-        outcome.written = True
-    except files.FileError as exc:
-        outcome.error = str(exc)
+def refuse_cross_file(
+    outcomes: list[Outcome],
+    found: Sequence[Path],
+    given: Sequence[Path] = (),
+    pythonpath: Sequence[Path] | None = None,
+) -> References:
+    """Leave alone each class that a use in another file of the project would break, with the
+    reason naming that file and line; every use found, for the project's import check. The
+    project: the files ``found`` (under the paths ``given``), and those of the packages of
+    the classes about to be rewritten."""
+    from fgirewrite.project import package_of
+    from fgirewrite.rewrite.crossfile import ClassRef, References, find_references, global_reads
+
+    candidates: dict[ClassRef, list[tuple[Outcome, Surrogate]]] = {}
+    for outcome in outcomes:
+        for surrogate in outcome.rewrite.surrogates if outcome.rewrite else ():
+            if "<locals>" not in surrogate.name:
+                where = ClassRef(Path(outcome.path).resolve(), surrogate.name)
+                candidates.setdefault(where, []).append((outcome, surrogate))
+    if not candidates:
+        return References()
+    scope = list(found)
+    folders = [Path(g).resolve() for g in given if Path(g).is_dir()]
+    for path in {c.path for c in candidates}:
+        name, base = package_of(path)
+        top = base / name.split(".")[0]
+        if "." in name and not any(f == top or f in top.parents for f in folders):
+            scope += files.python_files([top], [])
+    reads = {c: {n for _, s in candidates[c] for n in global_reads(s)} for c in candidates}
+    references = find_references(candidates, scope, pythonpath, shown(outcomes), reads)
+    refused: dict[int, tuple[Outcome, dict[str, tuple[str, str]]]] = {}
+    for cls, reason in references.refusals().items():
+        for outcome, surrogate in candidates[cls]:
+            entry = refused.setdefault(id(outcome), (outcome, {}))
+            entry[1][key(surrogate)] = reason
+    for outcome, refusals in refused.values():
+        impose(outcome, refusals)
+    return references
+
+
+def shown(outcomes: list[Outcome]) -> Callable[[Path], str]:
+    """How to print a resolved path: as given on the command line, or relative to the
+    working folder when under it."""
+    given: dict[Path, str] = {}
+
+    def show(path: Path) -> str:
+        if not given:  # once, when first needed: most runs never print one
+            given.update((Path(o.path).resolve(), o.path) for o in outcomes)
+        if path in given:
+            return given[path]
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+
+    return show

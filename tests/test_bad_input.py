@@ -364,9 +364,11 @@ def test_a_file_changed_between_reading_and_writing_is_not_overwritten(tmp_path,
     monkeypatch.setattr(runner, "process", process)
     result = run("--write", "--no-verify", path, other)
     assert result.exit_code == 2
-    assert errors(result) == [f"{path}: error: changed since it was read; not overwritten"]
+    assert errors(result) == [
+        f"{path}: error: changed since it was read; not overwritten; no file was written"
+    ]
     assert path.read_text() == GOOD + "# edited meanwhile\n"
-    assert "def gaussian_spike" in other.read_text()
+    assert other.read_text() == GOOD  # all files or none
 
 
 # ---------------------------------------------------------------- Ctrl-C
@@ -385,6 +387,8 @@ def interrupting(real):
     return wrapper
 if phase == "write":
     files.tempfile.mkstemp = interrupting(files.tempfile.mkstemp)  # mid-write of file `at`
+elif phase == "commit":
+    files.os.replace = interrupting(files.os.replace)  # as file `at` replaces the original
 else:
     runner.process = interrupting(runner.process)
 sys.argv = ["fgirewrite", "--write", "--no-verify", *sys.argv[3:]]
@@ -396,13 +400,11 @@ cli.main()
     ("phase", "message"),
     [
         ("read", "fgirewrite: interrupted; no file was written"),
-        (
-            "write",
-            "fgirewrite: interrupted; files already written are complete, the rest untouched",
-        ),
+        ("write", "fgirewrite: interrupted; no file was written"),
+        ("commit", "fgirewrite: interrupted; every file was written"),
     ],
 )
-def test_ctrl_c_in_a_multi_file_run_leaves_no_half_written_file(tmp_path, phase, message):
+def test_ctrl_c_in_a_multi_file_run_writes_every_file_or_none(tmp_path, phase, message):
     paths = [write(tmp_path / f"m{i}.py", GOOD) for i in range(4)]
     done = subprocess.run(
         [sys.executable, "-c", INTERRUPT, phase, "2", *map(str, paths)],
@@ -413,7 +415,7 @@ def test_ctrl_c_in_a_multi_file_run_leaves_no_half_written_file(tmp_path, phase,
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip().splitlines() == [message]
     rewritten = ["def gaussian_spike" in p.read_text() for p in paths]
-    assert rewritten == ([True, False, False, False] if phase == "write" else [False] * 4)
+    assert rewritten == [phase == "commit"] * 4
     for path in paths:
         compile(path.read_text(), str(path), "exec")
     assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in paths]

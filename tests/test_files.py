@@ -201,3 +201,82 @@ def test_the_walk_is_sorted_top_down_and_names_each_file_once(tmp_path):
         link.unlink()
     assert found == [tmp_path / "a.py", tmp_path / "c.py", tmp_path / "b" / "a.py"]
     assert errors == []  # the linked root has Python files: all of them seen already
+
+
+def _three(tmp_path: Path) -> list[files.Change]:
+    """Two files read, and a new one."""
+    changes = []
+    for name in ("a.py", "b.py"):
+        path = tmp_path / name
+        path.write_text(f"{name} original\n")
+        changes.append(files.Change(path, f"{name} rewritten\n".encode(), files.read(path)))
+    return [*changes, files.Change(tmp_path / "_helpers.py", b"new\n")]
+
+
+def _contents(tmp_path: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(tmp_path.iterdir())}
+
+
+ORIGINAL = {"a.py": "a.py original\n", "b.py": "b.py original\n"}
+
+
+def test_write_all_writes_every_file_new_ones_included(tmp_path):
+    files.write_all(_three(tmp_path))
+    assert _contents(tmp_path) == {
+        "_helpers.py": "new\n",
+        "a.py": "a.py rewritten\n",
+        "b.py": "b.py rewritten\n",
+    }
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "_helpers.py").stat().st_mode) == 0o666 & ~umask
+
+
+def test_write_all_writes_nothing_when_one_file_is_read_only(tmp_path):
+    changes = _three(tmp_path)
+    os.chmod(tmp_path / "b.py", 0o444)
+    with pytest.raises(files.WriteError) as info:
+        files.write_all(changes)
+    assert info.value.path == tmp_path / "b.py"
+    assert str(info.value) == "cannot write: the file is read-only; not overwritten"
+    assert _contents(tmp_path) == ORIGINAL
+
+
+def test_write_all_refuses_to_overwrite_a_new_file_that_exists(tmp_path):
+    changes = _three(tmp_path)
+    (tmp_path / "_helpers.py").write_text("mine\n")
+    with pytest.raises(files.WriteError, match="exists already; not overwritten"):
+        files.write_all(changes)
+    assert _contents(tmp_path) == {**ORIGINAL, "_helpers.py": "mine\n"}
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_write_all_puts_back_what_it_wrote_when_a_replace_fails_midway(
+    tmp_path, monkeypatch, failure
+):
+    """The first file is replaced, the second fails (a full disk, an interrupt): the first
+    is put back, and nothing of fgirewrite's is left behind."""
+    changes = _three(tmp_path)
+    replace = os.replace
+    calls = []
+
+    def fail_second(source, target):
+        calls.append(target)
+        if len(calls) == 2:
+            raise failure
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", fail_second)
+    expected = files.WriteError if isinstance(failure, OSError) else KeyboardInterrupt
+    with pytest.raises(expected) as info:
+        files.write_all(changes)
+    assert _contents(tmp_path) == ORIGINAL
+    if isinstance(info.value, files.WriteError):
+        assert str(info.value) == "cannot write: No space left on device; no file was changed"
+        assert info.value.path == tmp_path / "b.py"
+
+
+def test_write_all_calls_back_once_everything_is_written(tmp_path):
+    seen = []
+    files.write_all(_three(tmp_path), lambda: seen.append(_contents(tmp_path)["b.py"]))
+    assert seen == ["b.py rewritten\n"]

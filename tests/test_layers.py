@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"execute"},
     {"verify"},
     {"live", "grads"},
-    {"runner", "testing", "bench"},
+    {"runner", "project_check", "testing", "bench"},
     {"cli", "__main__"},
 ]
 

@@ -244,8 +244,10 @@ class Spike(torch.autograd.Function):
         (
             "import no_such_package_here",
             "no_such_package_here.d(x)",
-            "it needs `no_such_package_here`, which is not installed here: install it, or "
-            "write with --no-verify",
+            "no module `no_such_package_here` in the import roots ({root}) nor among the "
+            "installed packages: if `no_such_package_here` is part of this project, add the "
+            "folder that holds it to `pythonpath` under [tool.fgirewrite] in pyproject.toml; if "
+            "it is a package, install it; or write with --no-verify",
         ),
         (
             "from .helpers import slope",
@@ -264,5 +266,5 @@ def test_verification_that_cannot_run_says_why_and_what_to_do(
     result = CliRunner().invoke(app, ["--write", str(path)])
     assert result.exit_code == 1
     assert "not rewritten (verification could not run here): Spike [cannot-verify]" in result.stdout
-    assert message in result.stdout
+    assert message.format(root=tmp_path) in result.stdout
     assert path.read_bytes() == before

@@ -9,15 +9,18 @@ file is never run. Imports do run the imported libraries' code.
 from __future__ import annotations
 
 import ast
+import io
+import os
 import sys
 import traceback
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from types import ModuleType
 
 from fgirewrite.config import ConfigError, settings_for
 from fgirewrite.discover import ClassSite, ModuleInfo
-from fgirewrite.project import package_of
+from fgirewrite.project import import_roots, not_found, package_of
 from fgirewrite.source import first_line
 
 
@@ -38,6 +41,8 @@ def _binds(stmt: ast.stmt) -> set[str]:
     if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
         targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
         return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    if (configured := _configures(stmt)) is not None:
+        return {configured}
     names: set[str] = set()
     for field in ("body", "orelse", "finalbody", "handlers"):
         for child in getattr(stmt, field, []):
@@ -211,7 +216,26 @@ def _definition(stmt: ast.stmt) -> bool:
         return True
     if isinstance(stmt, ast.If):
         return all(_definition(s) or _is_import_block(s) for s in stmt.body + stmt.orelse)
-    return False
+    return _configures(stmt) is not None
+
+
+# A top-level call of one of these methods only configures the object it is called on (an
+# ``argparse`` parser): it runs with the slice whenever that object does, so that
+# ``args = parser.parse_args()`` has the arguments' defaults.
+CONFIGURING = frozenset({"add_argument", "add_argument_group", "set_defaults"})
+
+
+def _configures(stmt: ast.stmt) -> str | None:
+    """The name a ``name.add_argument(...)`` statement configures, or None."""
+    call = stmt.value if isinstance(stmt, ast.Expr) else None
+    if (
+        isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Attribute)
+        and call.func.attr in CONFIGURING
+        and isinstance(call.func.value, ast.Name)
+    ):
+        return call.func.value.id
+    return None
 
 
 def _is_future(stmt: ast.stmt) -> bool:
@@ -242,40 +266,58 @@ def evaluate(
     site: ClassSite,
     extra: Collection[str] = frozenset(),
     first_line: int | None = None,
+    pythonpath: Sequence[Path] | None = None,
 ) -> dict:
     """Execute the slice a class needs; its namespace, with the class under its own name."""
     code = slice_source(tree, info, site, set(extra), first_line)
     holder = next(s for s in tree.body if _contains_line(s, site.line))
     unbound = unbound_arguments(holder, site)
     try:
-        namespace = run_slice(path, code, f"what {site.qualname} needs")
+        namespace = run_slice(path, code, f"what {site.qualname} needs", pythonpath)
     except SandboxError as exc:
         name = getattr(exc.__cause__, "name", None) if exc.__cause__ else None
         if name in unbound:
-            raise SandboxError(
-                f"`{name}` is an argument of `{unbound[name]}` without a literal default, so "
-                "verification cannot give it a value: give it a default, or write with "
-                "--no-verify"
-            ) from None
+            raise SandboxError(unbound_message(name, unbound[name])) from None
         raise
     if site.name not in namespace:
         raise SandboxError(f"{site.qualname} was not defined by its own source")
     return namespace
 
 
-def evaluate_names(path: Path, tree: ast.Module, info: ModuleInfo, names: set[str], what: str):
+def unbound_message(argument: str, function: str) -> str:
+    """Why a factory's class cannot be verified alone, and the entry that verifies it."""
+    return (
+        f"`{argument}` is an argument of `{function}` without a literal default, so "
+        "verification cannot give it a value: `--write --entry FILE:FUNCTION` verifies it "
+        f"through the model, where FUNCTION returns (model, example_inputs) and the model is "
+        f"built with `{function}`; or give `{argument}` a default"
+    )
+
+
+def evaluate_names(
+    path: Path,
+    tree: ast.Module,
+    info: ModuleInfo,
+    names: set[str],
+    what: str,
+    pythonpath: Sequence[Path] | None = None,
+):
     """Execute the imports and top-level definitions that ``names`` need; the namespace."""
-    return run_slice(path, slice_names(tree, info, names), what)
+    return run_slice(path, slice_names(tree, info, names), what, pythonpath)
 
 
-def run_slice(path: Path, code: str, what: str) -> dict:
-    """Execute source as the module at ``path`` would run: its package root on sys.path,
-    then the ``pythonpath`` of its ``[tool.fgirewrite]``."""
-    name, root = package_of(path)
-    try:
-        extra = [str(p) for p in settings_for(path).pythonpath]
-    except ConfigError as exc:
-        raise SandboxError(f"cannot read the settings for {what}: {exc}") from None
+def run_slice(path: Path, code: str, what: str, pythonpath: Sequence[Path] | None = None) -> dict:
+    """Execute source as the module at ``path`` would run: with its import roots
+    (``project.import_roots``, then ``pythonpath``, by default its ``[tool.fgirewrite]``'s)
+    first on sys.path. The project's own modules it imports are forgotten afterwards
+    (``sys.modules``), so that another file's slice, with other roots, imports its own."""
+    name, _ = package_of(path)
+    if pythonpath is None:
+        try:
+            pythonpath = settings_for(path).pythonpath
+        except ConfigError as exc:
+            raise SandboxError(f"cannot read the settings for {what}: {exc}") from None
+    roots = import_roots(path, pythonpath)
     package = name.rpartition(".")[0]
     module = ModuleType(name)
     module.__dict__.update(
@@ -287,27 +329,44 @@ def run_slice(path: Path, code: str, what: str) -> dict:
             TEST_CALLABLE: test_callable,
         }
     )
-    added = [r for r in dict.fromkeys([str(root), *extra]) if r not in sys.path]
+    added = [str(r) for r in roots if str(r) not in sys.path]
     sys.path[:0] = added
+    loaded, argv = set(sys.modules), sys.argv
+    sys.argv = [str(path)]  # as a script run without arguments: ``parse_args()`` sees none
     try:
-        exec(compile(code, str(path), "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - the slice only
-    except Exception as exc:  # the slice itself failed: say what and where
-        raise SandboxError(f"evaluating {what} failed: {_described(exc)}{advice(exc)}") from exc
+        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):  # ours, not its
+            exec(compile(code, str(path), "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - the slice only
+    except (Exception, SystemExit) as exc:  # the slice itself failed: say what and where
+        raise SandboxError(
+            f"evaluating {what} failed: {_described(exc)}{advice(exc, roots)}"
+        ) from exc
     finally:
-        for entry in added:
-            sys.path.remove(entry)
+        sys.argv = argv
+        for root in added:
+            sys.path.remove(root)
+        forget(loaded, added)
     return module.__dict__
 
 
-def advice(exc: BaseException) -> str:
-    """What to do when code cannot run here: a missing package, CUDA, a relative import
-    outside its package."""
+def forget(loaded: set[str], added: list[str]) -> None:
+    """Drop from ``sys.modules`` the modules loaded since ``loaded`` from the folders in
+    ``added`` (the project's own, found only through the import roots added for a slice)."""
+    folders = tuple(os.path.join(folder, "") for folder in added)
+    for name in set(sys.modules) - loaded:
+        if name.split(".")[0] in loaded:  # a package Python found before: not the project's
+            continue
+        module = sys.modules.get(name)
+        where = getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", [])), "")
+        if str(where).startswith(folders):
+            del sys.modules[name]
+
+
+def advice(exc: BaseException, roots: Sequence[Path] = ()) -> str:
+    """What to do when code cannot run here: a missing module (the folders searched, and the
+    setting that adds one), CUDA, a relative import outside its package."""
     text = str(exc)
     if isinstance(exc, ModuleNotFoundError) and exc.name:
-        return (
-            f"; it needs `{exc.name}`, which is not installed here: install it, or write "
-            "with --no-verify"
-        )
+        return f"; {not_found(exc.name, roots)}; or write with --no-verify"
     if isinstance(exc, ImportError) and "relative import" in text:
         return (
             "; a relative import outside its package: run fgirewrite where the file's "
@@ -321,7 +380,7 @@ def advice(exc: BaseException) -> str:
     return ""
 
 
-def _described(exc: Exception) -> str:
+def _described(exc: BaseException) -> str:
     """The exception in one line, with the line of the file that raised it."""
     first = first_line(exc)
     line = next(

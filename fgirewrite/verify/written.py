@@ -15,7 +15,7 @@ import contextlib
 import importlib.util
 import sys
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from fgirewrite.execute.sandbox import (
     evaluate_names,
     factory_bindings,
     unbound_arguments,
+    unbound_message,
 )
 from fgirewrite.project import package_of
 from fgirewrite.rewrite import Rewrite, rewrite_source
@@ -43,11 +44,13 @@ class Module:
     text: str
     tree: ast.Module
     info: discover.ModuleInfo
+    pythonpath: tuple[Path, ...] | None = None  # import roots beyond the project's own
 
     @classmethod
-    def of(cls, data: bytes, path: Path) -> Module:
+    def of(cls, data: bytes, path: Path, pythonpath: Sequence[Path] | None = None) -> Module:
         parsed = discover.parse(data, str(path))
-        return cls(path, parsed.text, parsed.tree, parsed.info)
+        extra = None if pythonpath is None else tuple(pythonpath)
+        return cls(path, parsed.text, parsed.tree, parsed.info, extra)
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,12 @@ def pair(original: Module, written: Module, surrogate: Surrogate, function: str)
     names = {t.original.split(".")[0] for t in reach}
     try:
         before = evaluate_names(
-            original.path, original.tree, original.info, names, f"what {surrogate.name} needs"
+            original.path,
+            original.tree,
+            original.info,
+            names,
+            f"what {surrogate.name} needs",
+            original.pythonpath,
         )
     except SandboxError as exc:
         raise CannotRun(str(exc)) from None
@@ -130,6 +138,7 @@ def pair(original: Module, written: Module, surrogate: Surrogate, function: str)
         written.info,
         names | {function},
         f"the rewritten module for {surrogate.name}",
+        written.pythonpath,
     )
     reached, seen = [], set()
     for target in reach:
@@ -157,6 +166,8 @@ def pair(original: Module, written: Module, surrogate: Surrogate, function: str)
             original.info,
             site,
             set(surrogate.free_names),
+            None,
+            original.pythonpath,
         )[site.name]  # the class statement's value, before any later rebinding of its name
         old, new = getattr(cls, "apply", None), after.get(function)
         if old is not None and new is not None and (_identity(old), _identity(new)) not in seen:
@@ -185,13 +196,22 @@ def _factory_pair(
         original.info,
         site,
         set(surrogate.free_names),
+        None,
+        original.pythonpath,
     )
     cls = before[site.name]
     shim, function_line = _rewritten_site(written.tree, site, function)
     names = [*written.info.functions, *written.info.classes, *written.info.imports]
     extra = set(surrogate.free_names) | {n for n in names if n.startswith(_RUNTIME)}
     after = evaluate(
-        written.path, written.text, written.tree, written.info, shim, extra, function_line
+        written.path,
+        written.text,
+        written.tree,
+        written.info,
+        shim,
+        extra,
+        function_line,
+        written.pythonpath,
     )
     holder = next(s for s in original.tree.body if s.lineno <= site.line <= (s.end_lineno or 0))
     closure = {
@@ -293,14 +313,15 @@ def call_site_arguments(tree: ast.Module, class_name: str) -> list[object] | Non
     return None
 
 
-def instability(rewrite: Rewrite) -> str | None:
+def instability(rewrite: Rewrite, imposed: Collection[str] = ()) -> str | None:
     """Why a second run on the rewritten source would change it, or None. A class the first
     run left alone because verification refused it is proposed again by a static run: that
-    is the same verdict, not a change, and so are the classes that refusal holds back."""
+    is the same verdict, not a change, and so are the classes that refusal holds back. So is
+    a class named in ``imposed``: left alone for what other files do with it."""
     assert rewrite.new_source is not None
     refused = {
         f.name for f in rewrite.skipped if f.code in ("verification-failed", "cannot-verify")
-    }
+    } | set(imposed)
     again = rewrite_source(rewrite.new_source, rewrite.path)
     if refused:  # the same verdicts again, by name (lines moved); what they hold back stays too
         same = {key(s): ("verification-failed", "") for s in again.surrogates if s.name in refused}
@@ -336,18 +357,24 @@ def helpers_importable(rewrite: Rewrite, path: Path) -> Iterator[None]:
             sys.modules[name] = saved
 
 
-def verify_rewrite(rewrite: Rewrite, path: Path | None = None) -> list[SurrogateReport]:
-    """Verify every rewritten surrogate of a file through the module as it will be written."""
+def verify_rewrite(
+    rewrite: Rewrite, path: Path | None = None, pythonpath: Sequence[Path] | None = None
+) -> list[SurrogateReport]:
+    """Verify every rewritten surrogate of a file through the module as it will be written,
+    with the file's import roots (``project.import_roots``, then ``pythonpath``)."""
     path = Path(path or rewrite.path)
     if not rewrite.surrogates or rewrite.new_source is None:
         return []
     with helpers_importable(rewrite, path):
-        return _verify_each(rewrite, path)
+        return _verify_each(rewrite, path, pythonpath)
 
 
-def _verify_each(rewrite: Rewrite, path: Path) -> list[SurrogateReport]:
-    original = Module.of(rewrite.source, path)
-    written = Module.of(rewrite.new_source, path)
+def _verify_each(
+    rewrite: Rewrite, path: Path, pythonpath: Sequence[Path] | None
+) -> list[SurrogateReport]:
+    assert rewrite.new_source is not None
+    original = Module.of(rewrite.source, path, pythonpath)
+    written = Module.of(rewrite.new_source, path, pythonpath)
     reports = []
     for surrogate in rewrite.surrogates:
         function = rewrite.function(surrogate) or "rewritten"
@@ -378,13 +405,7 @@ def _verified(surrogate: Surrogate, function: str, found: Pair) -> SurrogateRepo
         notes = " ".join(n for c in report.checks for n in c.notes)
         for name, function in found.unbound.items():
             if f"name '{name}' is not defined" in notes:
-                return replace(
-                    report,
-                    unverifiable=True,
-                    error=f"`{name}` is an argument of `{function}` without a literal default, "
-                    "so verification cannot give it a value: give it a default, or write with "
-                    "--no-verify",
-                )
+                return replace(report, unverifiable=True, error=unbound_message(name, function))
     for other, old, new in others if report.ok else ():
         extra = verify_pair(old, new, surrogate, function, found.call_args)
         report = replace(report, reached=(*report.reached, other))
