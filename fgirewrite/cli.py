@@ -34,6 +34,7 @@ from typer._click.exceptions import (
 from typer.core import TyperCommand, TyperGroup
 
 from fgirewrite import __version__, config, files, runner
+from fgirewrite.project import closed_roots
 from fgirewrite.reasons import EXAMPLES, REASONS
 from fgirewrite.surrogate import Skip, Surrogate, key
 
@@ -448,6 +449,7 @@ def _process(
             _progress(len(found)),
             analyse_only=mode is Mode.check,
             annotate=run.torchscript or None,
+            closed=closed_roots(paths),
         )
         if not run.accept_first_order:
             runner.hold_back_second_order(outcomes)

@@ -8,6 +8,7 @@ for verification imports what the user's own runs import, with no environment va
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,35 @@ def project_root(path: Path) -> Path | None:
         if any((folder / marker).exists() for marker in MARKERS):
             return folder
     return None
+
+
+def distributable(root: Path) -> bool:
+    """The project can be installed (``setup.py``, ``setup.cfg``, or a ``pyproject.toml``
+    that declares a project or a build): modules fgirewrite never sees may import it."""
+    if (root / "setup.py").exists() or (root / "setup.cfg").exists():
+        return True
+    try:
+        text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return re.search(r"^\[(project|build-system|tool\.poetry)\]", text, re.M) is not None
+
+
+def closed_roots(given: Iterable[Path]) -> frozenset[Path]:
+    """The project roots of folders given whole (the root itself, or a folder above it) that
+    cannot be installed: a run over one sees every module that could subclass its classes."""
+    closed = set()
+    for given_path in given:
+        try:
+            path = Path(given_path).resolve()
+        except (OSError, RuntimeError):  # a link to itself: reported where files are found
+            continue
+        if not path.is_dir():
+            continue
+        root = project_root(path)
+        if root is not None and root == path and not distributable(root):
+            closed.add(root)
+    return frozenset(closed)
 
 
 def package_of(path: Path) -> tuple[str, Path]:

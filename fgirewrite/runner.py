@@ -102,8 +102,11 @@ def process(
     refused: dict[str, tuple[str, str]] | None = None,
     analyse_only: bool = False,
     annotate: bool = False,
+    closed: frozenset[Path] = frozenset(),
 ) -> Outcome:
-    """Read and rewrite one file (or only analyse it); never raises for a bad file."""
+    """Read and rewrite one file (or only analyse it); never raises for a bad file.
+    ``closed``: project roots whose every module the run sees, so that no subclass of a
+    rewritten class can hide in another (the rewritten classes then need no guard)."""
     # Imported here: the main process of ``--check`` forks its workers before it needs libcst.
     from fgirewrite.rewrite.edit import analyse, rewrite_source
     from fgirewrite.rewrite.helpers import placement
@@ -122,6 +125,7 @@ def process(
             "helpers": placed and placed[0],
             "annotate": annotate,
             "target": _target(path),
+            "guard": project.project_root(path) not in closed,
         }
         result = rewrite_source(data, str(path), refused, **outcome.options)
         if result.changed and outcome.notebook is not None:
@@ -166,6 +170,7 @@ def process_all(
     progress: Callable[[int, int], None] | None = None,
     analyse_only: bool = False,
     annotate: bool | None = None,
+    closed: frozenset[Path] = frozenset(),
 ) -> list[Outcome]:
     """Process files, in parallel when many could define a Function; results in order.
 
@@ -178,7 +183,7 @@ def process_all(
     results: list[Outcome | None] = [None] * len(paths)
     if annotate is None:  # typed for TorchScript when a file given scripts
         annotate = not analyse_only and uses_torchscript(paths)
-    work = partial(process, analyse_only=analyse_only, annotate=annotate)
+    work = partial(process, analyse_only=analyse_only, annotate=annotate, closed=closed)
     workers = jobs if jobs > 0 else available_cpus()
     pool: ProcessPoolExecutor | None = None
     pending: list[int] = []  # candidates not handed out yet
@@ -402,12 +407,23 @@ def impose(outcome: Outcome, refusals: dict[str, tuple[str, str]]) -> None:
     code and why), and rewrite the file again without them."""
     outcome.imposed |= refusals
     fresh = process(
-        Path(outcome.path), outcome.imposed, annotate=outcome.options.get("annotate", False)
+        Path(outcome.path),
+        outcome.imposed,
+        annotate=outcome.options.get("annotate", False),
+        closed=_closed_if(outcome),
     )
     outcome.rewrite, outcome.snapshot, outcome.error = fresh.rewrite, fresh.snapshot, fresh.error
     outcome.options, outcome.helper_path = fresh.options, fresh.helper_path
     outcome.notebook = fresh.notebook
     outcome.analysed_only = False
+
+
+def _closed_if(outcome: Outcome) -> frozenset[Path]:
+    """The ``closed`` that gives a file the guard it had."""
+    if outcome.options.get("guard", True):
+        return frozenset()
+    root = project.project_root(Path(outcome.path))
+    return frozenset() if root is None else frozenset({root})
 
 
 ENTRY_HINT = (

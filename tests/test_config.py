@@ -264,7 +264,8 @@ def test_pythonpath_is_on_sys_path_while_verification_runs(tmp_path, monkeypatch
     (tmp_path / "pyproject.toml").write_text("[tool.fgirewrite]\n")
     refused = run("--write", model)
     assert refused.exit_code == 1
-    assert "it needs `fgi27_slopes`" in refused.stdout
+    assert "No module named 'fgi27_slopes'" in refused.stdout
+    assert "add the folder that holds it to `pythonpath` under [tool.fgirewrite]" in refused.stdout
     (tmp_path / "pyproject.toml").write_text('[tool.fgirewrite]\npythonpath = ["lib"]\n')
     written = run("--write", model)
     assert written.exit_code == 0, written.output

@@ -275,15 +275,15 @@ def test_json_output_gives_the_cell(magics):
 
 
 def test_a_notebook_changed_after_it_was_read_is_not_overwritten(magics, monkeypatch):
-    from fgirewrite import runner
+    from fgirewrite import files
 
-    real = runner.write
+    real = files.write_all
 
-    def edit_then_write(outcome):
+    def edit_then_write(changes, *args, **kwargs):
         magics.write_bytes(magics.read_bytes().replace(b"inline", b"notebook"))
-        real(outcome)
+        return real(changes, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "write", edit_then_write)
+    monkeypatch.setattr(files, "write_all", edit_then_write)
     result = run("--write", magics)
     assert result.exit_code == 2
     assert f"{magics}: error: changed since it was read; not overwritten" in result.stderr
