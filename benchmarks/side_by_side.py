@@ -94,7 +94,9 @@ def ratios(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     return {
         name: {
             "median_ms": 1e3 * statistics.median(values),
-            "speed_vs_original": statistics.median(b / v for b, v in zip(base, values)),
+            "speed_vs_original": statistics.median(
+                b / v for b, v in zip(base, values, strict=True)
+            ),
         }
         for name, values in times.items()
     }
