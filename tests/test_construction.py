@@ -223,3 +223,23 @@ def test_a_rewrite_that_needs_a_newer_python_than_the_target_is_refused(monkeypa
     assert rewrite_source(path.read_bytes(), str(path), target=(3, 10)).changed
     with pytest.raises(Exception, match="needs a newer Python than target-version py38"):
         rewrite_source(path.read_bytes(), str(path), target=(3, 8))
+
+
+@pytest.mark.parametrize(
+    ("marker", "guarded"), [(".git", False), ("setup.py", True), ("pyproject.toml", True)]
+)
+def test_the_subclass_guard_only_where_an_unseen_subclass_is_possible(tmp_path, marker, guarded):
+    """A whole project that cannot be installed, given at its root, has no module fgirewrite
+    does not read: no guard. An installable one (or a run over part of a project) may."""
+    root = tmp_path / "repo"
+    (root / "models").mkdir(parents=True)
+    marker_path = root / marker
+    if marker == ".git":
+        marker_path.mkdir()
+    else:
+        marker_path.write_text("[project]\nname = 'x'\n" if marker.endswith(".toml") else "")
+    shutil.copy(FIXTURES / "rewrite" / "single_expression.py", root / "models" / "net.py")
+    result = CliRunner().invoke(app, [str(root)])
+    assert ("+class GaussianSpike(_FGIRewritten):" in result.stdout) is guarded, result.stdout
+    part = CliRunner().invoke(app, [str(root / "models")])
+    assert "+class GaussianSpike(_FGIRewritten):" in part.stdout  # a part of the project
