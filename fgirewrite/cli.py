@@ -452,7 +452,7 @@ def _process(
             closed=closed_roots(paths),
         )
         if not run.accept_first_order:
-            runner.hold_back_second_order(outcomes)
+            runner.hold_back_second_order(outcomes, run.jobs)
         references = runner.refuse_cross_file(outcomes, found, paths)
         if mode is not Mode.write:
             modules = [] if mode is Mode.check else runner.helper_modules(outcomes)

@@ -272,40 +272,69 @@ def uses_torchscript(paths: Iterable[Path]) -> bool:
     return False
 
 
-# A literal each, which ``re`` scans for quickly; a hit is confirmed on the parsed file.
-_SECOND_ORDER = re.compile(rb"create_graph|hessian|hvp|vhp|jacrev|jacfwd")
+# Two quick scans, each a literal alternation ``re`` is fast at: the words of a second-order
+# use, and ``grad(grad(``; then, on the few files they pass, the calls such a use needs. A
+# hit is confirmed on the parsed file.
+_WORDS = re.compile(rb"create_graph|hessian|hvp|vhp|jacrev|jacfwd")
+_NESTED = rb"\s*\(\s*(?:\w+\s*\.\s*)*(?:jacrev|jacfwd|grad|vjp|jvp|hessian)\s*\("
+_GRAD_OF_GRAD = re.compile(rb"(?:grad|vjp|jvp)" + _NESTED)
+_CALLS = re.compile(
+    rb"create_graph\s*=\s*(?!(?:False|None|0)\s*[,)])|(?:hessian|hvp|vhp)\s*\("
+    rb"|(?:jacrev|jacfwd|grad|vjp|jvp|hessian)" + _NESTED
+)
 _TRANSFORMS = frozenset({"grad", "jacrev", "jacfwd", "vjp", "jvp", "hessian"})
 
 
 def second_order_lines(data: bytes) -> list[tuple[int, str]]:
     """Where a file differentiates through gradients, and how: a call with
-    ``create_graph=True``, a Hessian or Hessian-vector product, a torch.func transform of a
-    transform (``jacrev(jacrev(f))``). There an FGI rewrite changes the result, since its
-    gradients are first-order. Comments, strings and files that do not parse never count."""
-    if not _SECOND_ORDER.search(data):
+    ``create_graph=True`` (or any value but a literal false one, or a parameter the enclosing
+    function only passes on: its callers set it, and are found where they do), a Hessian or
+    Hessian-vector product, a torch.func transform of a transform (``jacrev(jacrev(f))``).
+    There an FGI rewrite changes the result, since its gradients are first-order. Comments,
+    strings and files that do not parse never count."""
+    if not (_WORDS.search(data) or _GRAD_OF_GRAD.search(data)) or not _CALLS.search(data):
         return []
     try:
         tree = ast.parse(data)
     except (SyntaxError, ValueError):
         return []
-    found = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        name = _callee(node.func)
-        if any(
-            k.arg == "create_graph"
-            and not (isinstance(k.value, ast.Constant) and not k.value.value)
-            for k in node.keywords
-        ):
-            found.append((node.lineno, "create_graph=True"))
-        elif name in ("hessian", "hvp", "vhp"):
-            found.append((node.lineno, f"{name}()"))
-        elif name in _TRANSFORMS and any(
-            isinstance(a, ast.Call) and _callee(a.func) in _TRANSFORMS for a in node.args[:1]
-        ):
-            found.append((node.lineno, f"{name}() of a transform"))
+    found: list[tuple[int, str]] = []
+    _second_order(tree, frozenset(), found)
     return sorted(found)
+
+
+def _second_order(node: ast.AST, passed_on: frozenset[str], found: list[tuple[int, str]]) -> None:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        a = node.args
+        passed_on = passed_on | {  # a nested function passes on its enclosing one's too
+            p.arg for p in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg] if p
+        }
+    elif isinstance(node, ast.Call):
+        what = _second_order_call(node, passed_on)
+        if what:
+            found.append((node.lineno, what))
+    for child in ast.iter_child_nodes(node):
+        _second_order(child, passed_on, found)
+
+
+def _second_order_call(node: ast.Call, passed_on: frozenset[str]) -> str | None:
+    name = _callee(node.func)
+    for k in node.keywords:
+        if k.arg != "create_graph":
+            continue
+        value = k.value
+        if isinstance(value, ast.Constant):
+            return "create_graph=True" if value.value else None
+        if isinstance(value, ast.Name) and value.id in passed_on:
+            return None
+        return f"create_graph={ast.unparse(value)}"
+    if name in ("hessian", "hvp", "vhp"):
+        return f"{name}()"
+    if name in _TRANSFORMS and any(
+        isinstance(a, ast.Call) and _callee(a.func) in _TRANSFORMS for a in node.args[:1]
+    ):
+        return f"{name}() of a transform"
+    return None
 
 
 def _callee(func: ast.expr) -> str | None:
@@ -317,19 +346,21 @@ def _callee(func: ast.expr) -> str | None:
 SECOND_ORDER_FLAG = "--accept-first-order"
 
 
-def hold_back_second_order(outcomes: list[Outcome]) -> None:
+def hold_back_second_order(outcomes: list[Outcome], jobs: int = 0) -> None:
     """Leave a surrogate alone where a file that differentiates through gradients reaches it
     (its own file, or one that file imports, directly or through others): an FGI rewrite
-    would change those second derivatives (``--accept-first-order`` opts out)."""
+    would change those second derivatives (``--accept-first-order`` opts out). ``jobs``:
+    processes that read the imports of a large tree (0: one per CPU)."""
     users = [o for o in outcomes if o.second_order]
-    if not users:
+    targets = {Path(o.path).resolve() for o in outcomes if o.rewrite and o.rewrite.surrogates}
+    if not users or not targets:
         return
-    imports = _ImportGraph([Path(o.path) for o in outcomes])
     blocked: dict[Path, tuple[Outcome, int, str]] = {}
-    for user in users:
-        line, what = user.second_order[0]
-        for reached in imports.reach(Path(user.path)):
-            blocked.setdefault(reached, (user, line, what))
+    with _ImportGraph([Path(o.path) for o in outcomes], jobs) as imports:
+        for user in users:  # each target is blamed on the first user that reaches it
+            line, what = user.second_order[0]
+            for reached in imports.reach(Path(user.path), targets - blocked.keys()):
+                blocked[reached] = (user, line, what)
     for outcome in outcomes:
         rewrite = outcome.rewrite
         cause = blocked.get(Path(outcome.path).resolve())
@@ -354,40 +385,80 @@ def hold_back_second_order(outcomes: list[Outcome]) -> None:
 
 
 class _ImportGraph:
-    """Which of a run's files a file imports, directly or through others."""
+    """Which of a run's files a file imports, directly or through others. Files are read a
+    level of the search at a time, in worker processes where a level is large."""
 
-    def __init__(self, paths: list[Path]):
+    def __init__(self, paths: list[Path], jobs: int):
         self.files = {p.resolve() for p in paths}
+        # A module can only be one of the run's files if some file's path ends like it.
+        self._tails = {(f.parent.name if f.stem == "__init__" else f.stem) for f in self.files}
         self._edges: dict[Path, set[Path]] = {}
+        self._roots: dict[Path, tuple[Path, ...]] = {}
+        self._modules: dict[tuple[str, tuple[Path, ...]], Path | None] = {}
+        self._workers = jobs if jobs > 0 else available_cpus()
+        self._pool: ProcessPoolExecutor | None = None
 
-    def reach(self, start: Path) -> set[Path]:
-        seen, todo = {start.resolve()}, [start.resolve()]
-        while todo:
-            for found in self._imported(todo.pop()) - seen:
-                seen.add(found)
-                todo.append(found)
-        return seen
+    def __enter__(self) -> _ImportGraph:
+        return self
 
-    def _imported(self, path: Path) -> set[Path]:
-        if path not in self._edges:
-            self._edges[path] = {
-                found.resolve()
-                for name in _imported_modules(path)
-                if (found := project.find_module(name, project.import_roots(path))) is not None
-                and found.resolve() in self.files
-            }
-        return self._edges[path]
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def reach(self, start: Path, wanted: set[Path]) -> set[Path]:
+        """Which of ``wanted`` the file at ``start`` reaches (it stops once it has them all:
+        a large tree's import closure is most of the tree)."""
+        start = start.resolve()
+        seen, level = {start}, [start]
+        while level and not wanted <= seen:
+            self._read(level)
+            level = [found for path in level for found in self._edges[path] - seen]
+            seen.update(level)
+            level = list(dict.fromkeys(level))
+        return seen & wanted
+
+    def _read(self, paths: list[Path]) -> None:
+        todo = [p for p in paths if p not in self._edges]
+        if len(todo) >= PARALLEL_FROM * 4 and self._workers > 1 and self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self._workers)
+        chunk = max(1, len(todo) // (self._workers * 4))
+        found = self._pool.map(_imported_modules, todo, chunksize=chunk) if self._pool else None
+        for path, names in zip(todo, found or map(_imported_modules, todo), strict=True):
+            roots = self._roots_of(path)
+            modules = (self._module(n, roots) for n in names if n.rpartition(".")[2] in self._tails)
+            self._edges[path] = {m for m in modules if m is not None}
+
+    def _roots_of(self, path: Path) -> tuple[Path, ...]:
+        """Import roots depend on a file's folder only (its package and configuration)."""
+        if path.parent not in self._roots:
+            self._roots[path.parent] = tuple(project.import_roots(path))
+        return self._roots[path.parent]
+
+    def _module(self, name: str, roots: tuple[Path, ...]) -> Path | None:
+        """The run's file that ``import name`` loads from ``roots``, if it is one."""
+        if (name, roots) not in self._modules:
+            found = project.find_module(name, roots)
+            if found is not None and found not in self.files:
+                found = found.resolve()  # through a link, perhaps
+            self._modules[name, roots] = found if found in self.files else None
+        return self._modules[name, roots]
+
+
+_SCOPES = (ast.Module, ast.stmt, ast.ExceptHandler, ast.match_case)
 
 
 def _imported_modules(path: Path) -> set[str]:
-    """Dotted names a file imports (a ``from a import b`` also as ``a.b``: b may be one)."""
+    """Dotted names a file imports (a ``from a import b`` also as ``a.b``: b may be one), and
+    the packages above them, whose ``__init__.py`` an import runs first."""
     try:
         tree = ast.parse(notebook.python_source(path.read_bytes(), str(path)))
     except (OSError, SyntaxError, ValueError, notebook.NotebookError):
         return set()
     package = project.package_of(path)[0].rpartition(".")[0]
     names: set[str] = set()
-    for node in ast.walk(tree):
+    todo: list[ast.AST] = [tree]
+    while todo:  # imports are statements: expressions never hold one
+        node = todo.pop()
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -399,7 +470,10 @@ def _imported_modules(path: Path) -> set[str]:
             if base:
                 names.add(base)
             names.update(f"{base}.{a.name}" if base else a.name for a in node.names)
-    return names
+        else:
+            todo.extend(c for c in ast.iter_child_nodes(node) if isinstance(c, _SCOPES))
+    packages = {name.rsplit(".", i)[0] for name in names for i in range(1, name.count(".") + 1)}
+    return names | packages
 
 
 def impose(outcome: Outcome, refusals: dict[str, tuple[str, str]]) -> None:

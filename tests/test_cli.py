@@ -265,6 +265,59 @@ def test_double_backward_elsewhere_in_the_run_holds_rewrites_back(tmp_path, good
     ) in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        ("g = grad(l, p, create_graph=True)\n", [(1, "create_graph=True")]),
+        ("g = grad(l, p, create_graph=False)\n", []),
+        ("g = grad(l, p, create_graph=not first_order)\n", [(1, "create_graph=not first_order")]),
+        (
+            "def f(l, p, create_graph=False):\n    return grad(l, p, create_graph=create_graph)\n",
+            [],
+        ),
+        (
+            "def f(l, p, create_graph=False):\n    def g():\n"
+            "        return grad(l, p, create_graph=create_graph)\n    return g\n",
+            [],
+        ),
+        (
+            "def f(l, p):\n    create_graph = True\n"
+            "    return grad(l, p, create_graph=create_graph)\n",
+            [(3, "create_graph=create_graph")],
+        ),
+        ("h = hessian(f)(x)\n", [(1, "hessian()")]),
+        ("h = jacrev(jacrev(f))(x)\n", [(1, "jacrev() of a transform")]),
+        ("h = grad(\n    torch.func.grad(f))(x)\n", [(1, "grad() of a transform")]),
+        ("g = grad(l, p, create_graph=False or flag)\n", [(1, "create_graph=False or flag")]),
+        ('"""create_graph=True, hessian(f)"""\n# jacrev(jacrev(f))\n', []),
+    ],
+)
+def test_second_order_uses_are_calls_that_set_it(source, found):
+    """A function that only passes its own ``create_graph`` parameter on (torch's wrappers
+    do) does not differentiate twice itself: its callers do, where they set it."""
+    from fgirewrite.runner import second_order_lines
+
+    assert second_order_lines(source.encode()) == found
+
+
+def test_importing_a_submodule_runs_its_package_init(tmp_path):
+    """``import pkg.util`` runs ``pkg/__init__.py`` first, so a second-order user reaches what
+    that imports."""
+    (tmp_path / "pkg").mkdir()
+    shutil.copy(GOOD, tmp_path / "pkg" / "model.py")
+    (tmp_path / "pkg" / "__init__.py").write_text("from .model import run\n")
+    (tmp_path / "pkg" / "util.py").write_text("")
+    (tmp_path / "train.py").write_text(
+        "import torch\nimport pkg.util\ng = torch.autograd.grad(l, p, create_graph=True)\n"
+    )
+    result = run("--check", str(tmp_path))
+    assert f"[second-order] {tmp_path / 'train.py'}:3 differentiates through" in result.stdout
+    (tmp_path / "train.py").write_text(
+        "import torch\ng = torch.autograd.grad(l, p, create_graph=True)\n"
+    )
+    assert "would rewrite: GaussianSpike" in run("--check", str(tmp_path)).stdout
+
+
 def test_cli_needs_no_click_of_its_own():
     """typer (0.29) no longer installs click: a fresh machine has none, and the CLI must start."""
     blocked = "import sys; sys.modules['click'] = None; import fgirewrite.cli"
