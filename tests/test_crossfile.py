@@ -81,6 +81,10 @@ BREAKING = [
         {"user.py": "from lib import Spike\n\nlegacy = Spike()\n"},
         "user.py:3 calls the class itself",
     ),
+    (
+        {"user.py": "from lib import Spike\n\ny = Spike(1).apply(x)\n"},
+        "user.py:3 calls the class itself",
+    ),
     # through a subclass that adds nothing, in a third file
     (
         {
@@ -103,6 +107,7 @@ def test_a_use_the_rewrite_would_break_names_its_file_and_line(tmp_path, sources
 KEPT = {
     "apply from an import": "from lib import Spike\n\nspike = Spike.apply\n",
     "apply through the module": "import lib\n\n\ndef f(x):\n    return lib.Spike.apply(x)\n",
+    "apply of an instance": "import lib\n\n\ndef f(x):\n    return lib.Spike().apply(x)\n",
     "its own class attribute": "import lib\n\nALPHA = lib.Spike.alpha\n",
     "a registry": "from lib import Spike\n\nREGISTRY = {'spike': Spike}\n",
     "a subclass that adds nothing": "import lib\n\n\nclass Same(lib.Spike):\n    pass\n",

@@ -414,6 +414,11 @@ class _FileUses:
         if isinstance(parent, ast.ClassDef) and any(b is expr for b in parent.bases):
             return self._subclass(parent, base)
         if isinstance(parent, ast.Call) and parent.func is expr:
+            then = self.parents.get(id(parent))
+            if not (parent.args or parent.keywords) and (  # `Spike().apply(...)`: legacy, kept
+                isinstance(then, ast.Attribute) and then.attr == "apply"
+            ):
+                return Use(base, path, line), None
             return Use(base, path, line, breaks=f"{where}:{line} calls the class itself"), None
         call = _introspecting_call(expr, self.parents)
         if call is not None:
