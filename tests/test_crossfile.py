@@ -82,6 +82,14 @@ BREAKING = [
         "user.py:3 calls the class itself",
     ),
     (
+        {"user.py": "from lib import *\n\nif flag:\n    Spike = make()\nSpike(1)\n"},
+        "user.py:5 calls the class itself",
+    ),
+    (
+        {"user.py": "from lib import *\n\n\ndef f():\n    Spike(1)\n\n\nSpike = make()\n"},
+        "user.py:5 calls the class itself",
+    ),
+    (
         {"user.py": "from lib import Spike\n\ny = Spike(1).apply(x)\n"},
         "user.py:3 calls the class itself",
     ),
@@ -107,6 +115,8 @@ def test_a_use_the_rewrite_would_break_names_its_file_and_line(tmp_path, sources
 KEPT = {
     "apply from an import": "from lib import Spike\n\nspike = Spike.apply\n",
     "apply through the module": "import lib\n\n\ndef f(x):\n    return lib.Spike.apply(x)\n",
+    "a name rebound before the call": "from lib import *\n\nif __name__ == '__main__':\n"
+    "    Spike = make()\n    for i in range(3):\n        Spike(i)\n",
     "apply of an instance": "import lib\n\n\ndef f(x):\n    return lib.Spike().apply(x)\n",
     "its own class attribute": "import lib\n\nALPHA = lib.Spike.alpha\n",
     "a registry": "from lib import Spike\n\nREGISTRY = {'spike': Spike}\n",

@@ -94,6 +94,47 @@ def test_broken_rewrites_are_caught(broken, start, detail):
     assert detail in failure
 
 
+THRESHOLD, WINDOW, CAP = torch.tensor(1.0), torch.tensor(0.5), torch.tensor(2.0**16)
+
+
+class CountSpikes(torch.autograd.Function):
+    """Spike counts (up to 2**16) and a learnable 0-d threshold: in float16, the threshold's
+    gradient, a sum over every element, overflows to inf in the original."""
+
+    @staticmethod
+    def forward(ctx, v, threshold=THRESHOLD, window=WINDOW, cap=CAP):
+        ctx.save_for_backward(v, threshold)
+        ctx.window = window
+        count = ((v >= threshold) * torch.floor(v / threshold)).float()
+        return count - (count - cap.float()) * (count > cap).float()
+
+    @staticmethod
+    def backward(ctx, g):
+        v, threshold = ctx.saved_tensors
+        mask = v >= threshold - ctx.window
+        return g / threshold * mask, -v * g / threshold**2 * mask, None, None
+
+
+def no_threshold_gradient(v, threshold=THRESHOLD, window=WINDOW, cap=CAP):
+    out = CountSpikes.apply(v.detach(), threshold.detach(), window, cap)
+    mask = (v >= threshold - window).detach()
+    return _fgi_inject(out, _fgi_seed(v, out) / threshold.detach() * mask)
+
+
+def test_a_sum_that_overflows_is_compared_as_such():
+    """The original's threshold gradient is inf in float16: the rewrite's must be inf too (a
+    note says so), and one that drops the gradient fails."""
+    fn, surrogate = fgi_function(CountSpikes)
+    report = verify_pair(CountSpikes.apply, fn, surrogate)
+    assert report.ok, report.failures()
+    half = next(c for c in report.checks if c.dtype == "float16")
+    assert "grid d/dthreshold: not finite in float16 (the sum overflows); same" in half.notes
+    report = verify_pair(CountSpikes.apply, no_threshold_gradient, surrogate)
+    assert "float16/cpu: grid d/dthreshold: the original's gradient is inf, the rewrite's 0.0" in (
+        report.failures()
+    )
+
+
 def test_assert_equivalent_helper():
     fn, _ = fgi_function(ATan)
     x = torch.linspace(-3, 3, 101)

@@ -360,7 +360,7 @@ class _FileUses:
             if not (isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)):
                 continue
             reached = self._reach(node)
-            if reached is None:
+            if reached is None or self._rebound_before(node):
                 continue
             expr, cls = reached
             base = self.followed[cls]
@@ -375,6 +375,27 @@ class _FileUses:
                 yield Use(base, self.module.path, tested.line, breaks=why), None
             else:
                 yield self._classify(expr, cls, base)
+
+    def _rebound_before(self, node: ast.Name) -> bool:
+        """Module-level code that assigned the name something else earlier in the same block,
+        or in a block around it (``stdp = LTD(...)``, then ``stdp(x)``): there it no longer
+        means the class. An alias (``s = lib.Spike``) still does."""
+        child: ast.AST = node
+        parent = self.parents.get(id(node))
+        while parent is not None:
+            if isinstance(
+                parent, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+            ):
+                return False  # run later, whenever called: the module's order says nothing
+            for attr in ("body", "orelse", "finalbody"):
+                block = getattr(parent, attr, None)
+                if not isinstance(block, list):
+                    continue
+                before = next((block[:i] for i, s in enumerate(block) if s is child), [])
+                if any(_assigns(s, node.id) for s in before):
+                    return True
+            child, parent = parent, self.parents.get(id(parent))
+        return False
 
     def _uncompilable(self, base: ClassRef, function: str, line: int) -> str | None:
         """Why TorchScript would fail to compile the class's FGI function for ``function``:
@@ -479,6 +500,15 @@ def _introspecting_call(node: ast.expr, parents: dict[int, ast.AST]) -> str | No
     ):
         return parent.func.id
     return None
+
+
+def _assigns(stmt: ast.stmt, name: str) -> bool:
+    """``name = <not a dotted name>``: the statement binds the name to another value."""
+    return (
+        isinstance(stmt, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == name for t in stmt.targets)
+        and dotted(stmt.value) is None
+    )
 
 
 def _relevant(tree: ast.Module, names: set[str]) -> set[str]:

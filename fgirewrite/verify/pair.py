@@ -278,6 +278,9 @@ def _compare_gradient(
     elementwise = exp.shape == x.shape
     if not elementwise and not bool(torch.isfinite(x).all()):
         return  # a reduced gradient's summation bound is not finite there
+    if not elementwise and not bool(where.any()):  # a sum that overflows the dtype
+        _compare_overflow(found, what, act, exp)
+        return
     if label == "grid" and not bool(where.any()):  # a pass would prove nothing
         found.failures.append(
             f"{what}: the original's gradient is not finite at any probe input; nothing was "
@@ -304,6 +307,17 @@ def _compare_gradient(
     m = _within(what, act, exp, output, x, where, found)
     if m is not None:
         found.failures.append(str(m))
+
+
+def _compare_overflow(found: _Found, what: str, act: torch.Tensor, exp: torch.Tensor) -> None:
+    """A reduced gradient the original computes as inf or NaN (a sum past its dtype's range,
+    as float16's 65504): the rewrite's must be the same values."""
+    if bool(((act == exp) | (act.isnan() & exp.isnan())).all()):
+        found.notes.append(f"{what}: not finite in {_name(exp.dtype)} (the sum overflows); same")
+        return
+    shown = ", ".join(f"{float(v)}" for v in exp.flatten()[:3])
+    got = ", ".join(f"{float(v)}" for v in act.flatten()[:3])
+    found.failures.append(f"{what}: the original's gradient is {shown}, the rewrite's {got}")
 
 
 def _within(
