@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 from fgirewrite import config, discover, files, notebook, project, skips
 from fgirewrite.rewrite.result import Rewrite
+from fgirewrite.scopes import last_name
 from fgirewrite.source import SourceError, decode, internal_error
 from fgirewrite.surrogate import Location, Skip, Surrogate, key
 
@@ -318,7 +319,7 @@ def _second_order(node: ast.AST, passed_on: frozenset[str], found: list[tuple[in
 
 
 def _second_order_call(node: ast.Call, passed_on: frozenset[str]) -> str | None:
-    name = _callee(node.func)
+    name = last_name(node.func)
     for k in node.keywords:
         if k.arg != "create_graph":
             continue
@@ -331,16 +332,10 @@ def _second_order_call(node: ast.Call, passed_on: frozenset[str]) -> str | None:
     if name in ("hessian", "hvp", "vhp"):
         return f"{name}()"
     if name in _TRANSFORMS and any(
-        isinstance(a, ast.Call) and _callee(a.func) in _TRANSFORMS for a in node.args[:1]
+        isinstance(a, ast.Call) and last_name(a.func) in _TRANSFORMS for a in node.args[:1]
     ):
         return f"{name}() of a transform"
     return None
-
-
-def _callee(func: ast.expr) -> str | None:
-    if isinstance(func, ast.Attribute):
-        return func.attr
-    return func.id if isinstance(func, ast.Name) else None
 
 
 SECOND_ORDER_FLAG = "--accept-first-order"
@@ -373,15 +368,7 @@ def hold_back_second_order(outcomes: list[Outcome], jobs: int = 0) -> None:
             "rewrite's gradients are first-order, so second derivatives through it would "
             f"change; pass {SECOND_ORDER_FLAG} to rewrite anyway"
         )
-        refused = {key(s): ("second-order", message) for s in rewrite.surrogates}
-        if outcome.analysed_only:  # --check: no rewrite to make again
-            outcome.imposed |= refused
-            rewrite.findings = [
-                Skip(f.name, f.location, *refused[key(f)]) if isinstance(f, Surrogate) else f
-                for f in rewrite.findings
-            ]
-            continue
-        impose(outcome, refused)
+        impose(outcome, {key(s): ("second-order", message) for s in rewrite.surrogates})
 
 
 class _ImportGraph:
@@ -454,7 +441,6 @@ def _imported_modules(path: Path) -> set[str]:
         tree = ast.parse(notebook.python_source(path.read_bytes(), str(path)))
     except (OSError, SyntaxError, ValueError, notebook.NotebookError):
         return set()
-    package = project.package_of(path)[0].rpartition(".")[0]
     names: set[str] = set()
     todo: list[ast.AST] = [tree]
     while todo:  # imports are statements: expressions never hold one
@@ -462,14 +448,14 @@ def _imported_modules(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".") if package else []
-                parts = parts[: len(parts) - node.level + 1] if node.level > 1 else parts
-                base = ".".join([*parts, *([base] if base else [])])
-            if base:
+            base = (
+                project.relative_module(path, node.module, node.level)
+                if node.level
+                else node.module
+            )
+            if base:  # None: above the top package, where the import fails
                 names.add(base)
-            names.update(f"{base}.{a.name}" if base else a.name for a in node.names)
+                names.update(f"{base}.{a.name}" for a in node.names)
         else:
             todo.extend(c for c in ast.iter_child_nodes(node) if isinstance(c, _SCOPES))
     packages = {name.rsplit(".", i)[0] for name in names for i in range(1, name.count(".") + 1)}

@@ -181,7 +181,7 @@ class Scopes:
         for stmt in [*node.body, *node.orelse, *node.finalbody]:
             self._visit(stmt, scope)
         for handler in node.handlers:
-            caught = {_tail(t) for t in _handled(handler)}
+            caught = {last_name(t) for t in handled_types(handler)}
             outer, self._fallback = (
                 self._fallback,
                 self._fallback or bool(caught & {"ImportError", "ModuleNotFoundError"}),
@@ -260,13 +260,15 @@ def _imported(node: ast.Import | ast.ImportFrom, alias: ast.alias) -> str | None
     return f"{node.module}.{alias.name}"
 
 
-def _handled(handler: ast.ExceptHandler) -> list[ast.expr]:
+def handled_types(handler: ast.ExceptHandler) -> list[ast.expr]:
+    """The exception types an ``except`` clause names."""
     if handler.type is None:
         return []
     return list(handler.type.elts) if isinstance(handler.type, ast.Tuple) else [handler.type]
 
 
-def _tail(node: ast.expr) -> str | None:
+def last_name(node: ast.expr) -> str | None:
+    """``c`` of ``a.b.c`` or of ``c``: what a call or a base is named, else None."""
     if isinstance(node, ast.Name):
         return node.id
     return node.attr if isinstance(node, ast.Attribute) else None

@@ -9,13 +9,12 @@ import types
 from functools import cache
 from pathlib import Path
 
-from fgirewrite.codegen.function import function_source, injected_terms
+from fgirewrite.codegen.function import function_source
 from fgirewrite.surrogate import RUNTIME_NAMES, SHIM_BASE, Surrogate
 
 __all__ = [
     "compile_surrogate",
     "function_source",
-    "injected_terms",
     "renamed",
     "runtime_sources",
 ]

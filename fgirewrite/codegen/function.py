@@ -98,11 +98,6 @@ def _plus(term: str) -> str:
     return sign + (text if isinstance(node, tight) or product or node.lpar else f"({text})")
 
 
-def injected_terms(s: Surrogate) -> list[str]:
-    """Each gradient's term applied to its seed, as the generated function writes it."""
-    return gradient_code(s)[1]
-
-
 def _annotated(params: str) -> str:
     """Give literal defaults a type so TorchScript does not take the parameter for a Tensor."""
     if not params:

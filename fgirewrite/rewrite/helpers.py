@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from fgirewrite import codegen
+from fgirewrite.project import package_of
 from fgirewrite.surrogate import RUNTIME_NAMES, SHIM_BASE
 
 MODULE = "_fgi_helpers"
@@ -50,10 +51,8 @@ def placement(path: Path, data: bytes) -> tuple[str, Path] | None:
         return None
     if _main_guard(data):
         return None
-    top, depth = path.parent, 1
-    while (top.parent / "__init__.py").exists():
-        top, depth = top.parent, depth + 1
-    return "." * depth + MODULE, top / f"{MODULE}.py"
+    depth = package_of(path)[0].count(".")
+    return "." * depth + MODULE, path.parents[depth - 1] / f"{MODULE}.py"
 
 
 def imported_helpers(tree: ast.Module, spec: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ import ast
 from dataclasses import dataclass
 
 from fgirewrite.discover import FUNCTION_BASES, PROTOCOL, ClassSite, dotted, qualify
-from fgirewrite.scopes import Scope, Scopes
+from fgirewrite.scopes import Scope, Scopes, handled_types, last_name
 
 INTROSPECTION = frozenset(
     {"issubclass", "isinstance", "type", "super", "getattr", "hasattr", "vars", "dir"}
@@ -35,14 +35,6 @@ def class_node(tree: ast.Module, site: ClassSite) -> ast.ClassDef:
         if isinstance(node, ast.ClassDef) and node.lineno == site.line:
             return node
     raise LookupError(site.qualname)
-
-
-def _tail(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return node.attr
-    return None
 
 
 def _own_attributes(node: ast.ClassDef) -> set[str]:
@@ -151,7 +143,7 @@ def _kept_base_attribute(
     where the class reads it), and an attribute of its own other than the protocol methods:
     what the rewritten class, no longer its subclass, would lose."""
     for base in node.bases:
-        name = _tail(base)
+        name = last_name(base)
         if name not in kept:
             continue
         bound = scopes.resolve(name, scopes.read_in(base)) if isinstance(base, ast.Name) else None
@@ -233,19 +225,11 @@ def _top_level(body: list[ast.stmt], fallback: bool):
         elif isinstance(stmt, ast.Try):
             yield from _top_level(stmt.body + stmt.orelse + stmt.finalbody, fallback)
             for handler in stmt.handlers:
-                names = {_tail(t) for t in _handled(handler)}
+                names = {last_name(t) for t in handled_types(handler)}
                 yield from _top_level(
                     handler.body,
                     fallback or bool(names & {"ImportError", "ModuleNotFoundError"}),
                 )
-
-
-def _handled(handler: ast.ExceptHandler) -> list[ast.expr]:
-    if handler.type is None:
-        return []
-    if isinstance(handler.type, ast.Tuple):
-        return list(handler.type.elts)
-    return [handler.type]
 
 
 def _binds_name(stmt: ast.stmt, name: str) -> bool:
